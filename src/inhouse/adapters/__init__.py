@@ -1,0 +1,1 @@
+"""Adapters: the local library of fine-tuned results, with lineage."""

@@ -1,0 +1,155 @@
+"""The `inhouse` command: wires typed functions to flags; no logic of its own."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+
+from inhouse.cli_options import model_options
+from inhouse.errors import InhouseError
+from inhouse.recipe import Recipe
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Fine-tune open LLMs on your own data, on your own hardware.")
+data_app = typer.Typer(no_args_is_help=True, help="Check training data.")
+app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    """Global options (read early by `main`)."""
+
+
+@data_app.command("check")
+def data_check(
+    file: Path = typer.Argument(..., help="Data file: chat JSONL, Alpaca JSON/JSONL or prompt/completion JSONL."),
+    model: str = typer.Option(Recipe.model_fields["base_model"].default, "--model", "-m",
+                              help="Model whose tokenizer and chat template measure the lengths."),
+    max_seq_length: int = typer.Option(Recipe.model_fields["max_seq_length"].default,
+                                       help="Report examples longer than this many tokens."),
+    chat_template: Optional[str] = typer.Option(None, help=Recipe.model_fields["chat_template"].description),
+) -> None:
+    """Validate a data file and show token-length statistics; exit 1 on any problem."""
+    from inhouse.data.check import check_dataset, format_report
+    from inhouse.model.load import load_tokenizer
+    from inhouse.model.template import apply_template_choice, token_counter
+
+    tokenizer = load_tokenizer(model)
+    apply_template_choice(tokenizer, chat_template)
+    report = check_dataset(file, token_counter(tokenizer), max_seq_length)
+    typer.echo(format_report(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("train")
+@model_options(Recipe)
+def train_cmd(
+    recipe_file: Optional[Path] = typer.Argument(None, metavar="[RECIPE.yaml]",
+                                                help="Recipe file; flags override its values."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (needs --output-name)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Fine-tune a base model on your data; the result lands in the adapter library."""
+    from inhouse import recipe as recipe_mod
+    from inhouse.train.sft import train
+
+    recipe = recipe_mod.build(recipe_file, **(overrides or {}))
+    result = train(recipe, resume=resume, show_progress=not quiet)
+    typer.echo(f"adapter {result.name!r} saved to {result.path}")
+
+
+@app.command("generate")
+def generate_cmd(
+    adapter: str = typer.Argument(..., help="Adapter name or folder, or a base model (builtin:tiny, path, hub id)."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The user message."),
+    system: Optional[str] = typer.Option(None, "--system", help="Optional system message."),
+    max_new_tokens: int = typer.Option(256, help="Longest answer in tokens."),
+    temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)."),
+) -> None:
+    """Answer one prompt with the adapter on its base model."""
+    from inhouse.model.generate import load_chat_model
+
+    chat = load_chat_model(adapter)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    typer.echo(chat.reply(messages, max_new_tokens=max_new_tokens, temperature=temperature))
+
+
+@app.command("chat")
+def chat_cmd(
+    adapter: str = typer.Argument(..., help="Adapter name or folder, or a base model."),
+    system: Optional[str] = typer.Option(None, "--system", help="Optional system message."),
+    max_new_tokens: int = typer.Option(256, help="Longest answer in tokens."),
+    temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)."),
+) -> None:
+    """Talk to an adapter interactively (/reset clears the history, /exit or Ctrl-D quits)."""
+    from inhouse.chat import interactive
+
+    interactive(adapter, system, max_new_tokens, temperature)
+
+
+@app.command("adapters")
+def adapters_cmd() -> None:
+    """List the adapters in the library (INHOUSE_HOME)."""
+    from inhouse.adapters.registry import library, list_adapters
+
+    found = list_adapters()
+    typer.echo(f"{len(found)} adapter(s) in {library()}")
+    for a in found:
+        loss = (a.get("metrics") or {}).get("validation_loss")
+        typer.echo(f"  {a['name']:<32} {a.get('kind', '?'):<5} base={a.get('base_model', '?')} "
+                   f"val_loss={'-' if loss is None else f'{loss:.4f}'}")
+
+
+@app.command("quickstart")
+def quickstart_cmd(
+    model: Optional[str] = typer.Option(None, "--model", help="A real local model folder instead of builtin:tiny."),
+) -> None:
+    """The whole journey offline: check sample data, fine-tune, compare, generate."""
+    from inhouse.quickstart import quickstart
+
+    quickstart(model)
+
+
+def quiet_libraries() -> None:
+    """Upstream deprecation chatter is for us, not for users."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft|transformers|torch")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" bars; ours show the work that matters
+
+
+def main() -> None:
+    """Entry point: one-line errors and exit code 1; tracebacks only with --debug."""
+    debug = "--debug" in sys.argv or os.environ.get("INHOUSE_DEBUG") == "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not debug:
+        quiet_libraries()
+    try:
+        code = app(standalone_mode=False)
+    except InhouseError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        code = 1
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        typer.echo("interrupted", err=True)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - the promise is: no traceback without --debug
+        if debug:
+            raise
+        typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

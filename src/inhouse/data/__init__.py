@@ -1,0 +1,1 @@
+"""Data: load a team's files into conversations, validate, and report problems."""

@@ -1,0 +1,155 @@
+"""The report behind `inhouse data check FILE`: is this file ready to train on?
+
+It answers before any GPU time is spent: what format, how many examples are
+usable, what is wrong and where, and how long examples are in tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inhouse.data.conversation import ROLES, Conversation, Problem
+from inhouse.data.formats import load_dataset, summarise
+
+# How many over-long examples to name before just counting them.
+SHOW_TOO_LONG = 5
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Tokens per valid example; percentiles are nearest-rank, so always real values."""
+
+    min: int
+    median: int
+    p95: int
+    max: int
+    total: int
+
+
+@dataclass
+class DatasetReport:
+    path: str
+    format: str
+    total: int
+    valid: int
+    problems: list[Problem]
+    tokens: TokenStats | None
+    max_seq_length: int
+    # (where, n_tokens) of examples longer than max_seq_length, in file order.
+    too_long: list[tuple[str, int]] = field(default_factory=list)
+    # Messages per role over valid examples, e.g. {"system": 10, "user": 12, ...}.
+    role_counts: dict[str, int] = field(default_factory=dict)
+    # Assistant turns trained on (weight 1) and kept only as context (weight 0).
+    trained_turns: int = 0
+    weight0_turns: int = 0
+    # Valid examples with more than one assistant turn.
+    multi_turn: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.valid > 0
+
+
+def nearest_rank(sorted_values: Sequence[int], pct: float) -> int:
+    """The value at rank ceil(pct/100 * n): a real data point, no interpolation."""
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def token_stats(lengths: Sequence[int]) -> TokenStats | None:
+    if not lengths:
+        return None
+    s = sorted(lengths)
+    return TokenStats(s[0], nearest_rank(s, 50), nearest_rank(s, 95), s[-1], sum(s))
+
+
+def check_dataset(
+    path: str | Path,
+    count_tokens: Callable[[Conversation], int] | None,
+    max_seq_length: int,
+) -> DatasetReport:
+    """Load and measure a file; raises InhouseError only for file-level faults."""
+    result = load_dataset(path)
+    convs = result.conversations
+    lengths = [count_tokens(c) for c in convs] if count_tokens else []
+    report = DatasetReport(
+        path=result.path,
+        format=result.format,
+        total=result.total,
+        valid=len(convs),
+        problems=result.problems,
+        tokens=token_stats(lengths),
+        max_seq_length=max_seq_length,
+        too_long=[(c.where, n) for c, n in zip(convs, lengths) if n > max_seq_length],
+    )
+    _count_turns(report, convs)
+    return report
+
+
+def _count_turns(report: DatasetReport, convs: list[Conversation]) -> None:
+    roles: Counter[str] = Counter()
+    for conv in convs:
+        roles.update(m.role for m in conv.messages)
+        assistant = [m for m in conv.messages if m.role == "assistant"]
+        report.trained_turns += sum(m.weight == 1 for m in assistant)
+        report.weight0_turns += sum(m.weight == 0 for m in assistant)
+        report.multi_turn += len(assistant) > 1
+    report.role_counts = {role: roles[role] for role in ROLES}
+
+
+def format_report(report: DatasetReport) -> str:
+    """Plain text for a terminal or a CI log (no colour codes)."""
+    lines = [_headline(report), _messages_line(report)]
+    lines += _token_lines(report)
+    if report.problems:
+        lines.append(f"Problems ({_problem_counts(report.problems)}):")
+        lines += [f"  {line}" for line in summarise(report.problems)]
+    lines.append(_verdict(report))
+    return "\n".join(lines)
+
+
+def _headline(r: DatasetReport) -> str:
+    bad = r.total - r.valid
+    return f"{r.path}: {r.format} format, {_n(r.total, 'example')}, {r.valid} valid, {bad} with problems"
+
+
+def _messages_line(r: DatasetReport) -> str:
+    per_role = ", ".join(f"{n} {role}" for role, n in r.role_counts.items())
+    return (
+        f"Messages: {per_role}; assistant turns trained: {r.trained_turns}, "
+        f"weight 0: {r.weight0_turns}; multi-turn examples: {r.multi_turn}"
+    )
+
+
+def _token_lines(r: DatasetReport) -> list[str]:
+    t = r.tokens
+    if t is None:
+        return ["Tokens: not counted (no tokenizer given)"] if r.valid else []
+    lines = [f"Tokens per example: min {t.min}, median {t.median}, p95 {t.p95}, max {t.max} (total {t.total})"]
+    if r.too_long:
+        lines.append(f"Longer than max_seq_length {r.max_seq_length}: {_n(len(r.too_long), 'example')}")
+        lines += [f"  {where}: {n} tokens" for where, n in r.too_long[:SHOW_TOO_LONG]]
+        if len(r.too_long) > SHOW_TOO_LONG:
+            lines.append(f"  ... and {len(r.too_long) - SHOW_TOO_LONG} more")
+    return lines
+
+
+def _problem_counts(problems: list[Problem]) -> str:
+    counts = Counter(p.code for p in problems)
+    return ", ".join(f"{code} {n}" for code, n in counts.items())
+
+
+def _verdict(r: DatasetReport) -> str:
+    if r.ok:
+        return "OK: ready to train"
+    if r.problems:
+        return f"NOT READY: fix {_n(len(r.problems), 'problem')} above (training refuses a file with problems)"
+    return "NOT READY: no usable examples"
+
+
+def _n(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

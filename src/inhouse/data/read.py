@@ -1,0 +1,251 @@
+"""Read a JSON or JSONL data file into raw records that know their line.
+
+Everything a user can get wrong about the *file* (wrong path, binary,
+wrong encoding) is an `InhouseError` naming the file, because nothing in it
+can be trusted. Everything wrong with one *example* is a `Problem` on its
+record, so one bad line never hides the other 9,999.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from inhouse.data.conversation import Problem
+from inhouse.errors import InhouseError
+
+# A longer line is almost certainly not one training example; refusing to
+# parse it keeps memory bounded when a file has no newlines at all.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+SNIFF_BYTES = 8 * 1024
+
+_BOM = b"\xef\xbb\xbf"
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+# Formats people hand us by mistake, named so the fix is obvious.
+_MAGIC = {
+    b"\x1f\x8b": "gzip-compressed; decompress it first (gunzip)",
+    b"PK\x03\x04": "a zip archive; unzip it first",
+    b"PAR1": "a Parquet file; convert it to JSONL first",
+    b"\xff\xfe": "UTF-16 text; re-save it as UTF-8",
+    b"\xfe\xff": "UTF-16 text; re-save it as UTF-8",
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw example: its parsed JSON `value`, or the `problem` reading it.
+
+    `value` may legitimately be None when the line is the JSON `null`;
+    test `problem is None` to know whether the record parsed.
+    """
+
+    line: int
+    value: Any | None = None
+    problem: Problem | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def read_records(path: str | Path) -> Iterator[Record]:
+    """Yield the records of a JSONL file, or of a JSON array file.
+
+    The file-level checks run before the first record is yielded; a bad
+    byte further down a JSONL file raises when iteration reaches it.
+    """
+    p = str(path)  # as the user wrote it, so messages match their command line
+    _check_is_file(Path(path))
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+        _check_not_binary(p, head)
+        first = _first_significant_byte(f, head)
+        f.seek(0)
+        if first is None:
+            raise InhouseError(f"{p}: the file is empty (or only whitespace); add one JSON example per line")
+        if first == b"[":
+            yield from _read_array(p, f.read())
+        else:
+            yield from _read_jsonl(p, f)
+
+
+def _check_is_file(p: Path) -> None:
+    if p.is_dir():
+        raise InhouseError(f"{p}: is a directory, not a data file; pass the .jsonl or .json file inside it")
+    if not p.exists():
+        raise InhouseError(f"{p}: no such file; check the path (relative paths start from {Path.cwd()})")
+    if not p.is_file():
+        raise InhouseError(f"{p}: is not a regular file; pass a .jsonl or .json file")
+
+
+def _check_not_binary(p: str, head: bytes) -> None:
+    """Catch compressed/columnar/UTF-16 files before they become 10,000 JSON errors."""
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            raise InhouseError(f"{p}: looks like {what}")
+    if b"\x00" in head:
+        raise _binary_error(p, head.count(b"\n", 0, head.index(b"\x00")) + 1)
+
+
+def _binary_error(p: str, line: int) -> InhouseError:
+    return InhouseError(
+        f"{p}:{line}: contains NUL bytes, so it looks like binary, not JSON/JSONL; "
+        "pass the text file (UTF-8 JSONL, one example per line)"
+    )
+
+
+def _first_significant_byte(f: BinaryIO, head: bytes) -> bytes | None:
+    """The first non-whitespace byte after any BOM, reading past `head` if needed."""
+    chunk = head.removeprefix(_BOM)
+    while chunk:
+        stripped = chunk.lstrip()
+        if stripped:
+            return stripped[:1]
+        chunk = f.read(SNIFF_BYTES)
+    return None
+
+
+def _raw_lines(f: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (line number, bytes without newline); None for a line over the limit.
+
+    `readline` is bounded so a file without newlines never fills memory.
+    """
+    limit = MAX_LINE_BYTES
+    lineno = 0
+    while chunk := f.readline(limit + 2):
+        lineno += 1
+        if lineno == 1:
+            chunk = chunk.removeprefix(_BOM)
+        body = chunk.rstrip(b"\r\n") if chunk.endswith(b"\n") else chunk
+        if len(body) > limit:
+            if not chunk.endswith(b"\n"):
+                _skip_rest_of_line(f)
+            yield lineno, None
+        else:
+            yield lineno, body
+
+
+def _skip_rest_of_line(f: BinaryIO) -> None:
+    while (chunk := f.readline(1024 * 1024)) and not chunk.endswith(b"\n"):
+        pass
+
+
+def _read_jsonl(p: str, f: BinaryIO) -> Iterator[Record]:
+    for lineno, raw in _raw_lines(f):
+        if raw is None:
+            yield _too_long(p, lineno)
+            continue
+        if not raw.strip():
+            continue
+        if b"\x00" in raw:
+            raise _binary_error(p, lineno)
+        yield _parse_line(p, lineno, _decode(p, raw, lineno))
+
+
+def _too_long(p: str, lineno: int) -> Record:
+    msg = (
+        f"line is longer than {MAX_LINE_BYTES} bytes, so it was not parsed; "
+        "is this really one example per line?"
+    )
+    return Record(lineno, problem=Problem("line_too_long", p, lineno, msg))
+
+
+def _decode(p: str, raw: bytes, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _encoding_error(p, lineno, e.start + 1, raw[e.start]) from None
+
+
+def _encoding_error(p: str, lineno: int, column: int, byte: int) -> InhouseError:
+    return InhouseError(
+        f"{p}:{lineno}: byte 0x{byte:02x} at byte column {column} is not valid UTF-8; "
+        "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
+def _parse_line(p: str, lineno: int, text: str) -> Record:
+    try:
+        return Record(lineno, value=json.loads(text))
+    except json.JSONDecodeError as e:
+        msg = f"{e.msg} at column {e.colno}"
+        if text.strip() == "{":
+            msg += " (pretty-printed JSON? JSONL needs one whole example per line)"
+        return Record(lineno, problem=Problem("invalid_json", p, lineno, msg))
+    except RecursionError:
+        msg = "JSON is nested too deeply to parse"
+        return Record(lineno, problem=Problem("invalid_json", p, lineno, msg))
+
+
+def _read_array(p: str, data: bytes) -> Iterator[Record]:
+    """Yield each element of a top-level JSON array with the line it starts on.
+
+    After a syntax error there is no reliable way to find the next element,
+    so the error is the last record.
+    """
+    if b"\x00" in data:
+        raise _binary_error(p, data.count(b"\n", 0, data.index(b"\x00")) + 1)
+    text = _decode_whole(p, data.removeprefix(_BOM))
+    decoder = json.JSONDecoder()
+    pos = _skip_ws(text, text.index("[") + 1)
+    line = 1 + text.count("\n", 0, pos)
+    if text.startswith("]", pos):
+        yield from _check_trailing(p, text, pos + 1)
+        return
+    while True:
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            yield _array_error(p, e.lineno, f"{e.msg} at column {e.colno}")
+            return
+        except RecursionError:
+            yield _array_error(p, line, "JSON is nested too deeply to parse")
+            return
+        yield Record(line, value=value)
+        after = _skip_ws(text, end)
+        if text.startswith("]", after):
+            yield from _check_trailing(p, text, after + 1)
+            return
+        if not text.startswith(",", after):
+            eof = "the file ends before the array is closed: " if after == len(text) else ""
+            yield _unexpected(p, text, after, f"{eof}expected ',' or ']'")
+            return
+        next_pos = _skip_ws(text, after + 1)
+        if text.startswith("]", next_pos):
+            yield _unexpected(p, text, next_pos, "trailing comma: expected a value")
+            return
+        line += text.count("\n", pos, next_pos)
+        pos = next_pos
+
+
+def _unexpected(p: str, text: str, pos: int, what: str) -> Record:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return _array_error(p, line, f"{what} at column {column}")
+
+
+def _array_error(p: str, line: int, msg: str) -> Record:
+    return Record(line, problem=Problem("invalid_json", p, line, msg))
+
+
+def _decode_whole(p: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise _encoding_error(p, lineno, column, data[e.start]) from None
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    return _JSON_WS.match(text, pos).end()  # type: ignore[union-attr]
+
+
+def _check_trailing(p: str, text: str, pos: int) -> Iterator[Record]:
+    end = _skip_ws(text, pos)
+    if end < len(text):
+        yield _unexpected(p, text, end, "unexpected data after the closing ']'")

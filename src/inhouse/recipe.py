@@ -1,0 +1,104 @@
+"""The fine-tuning recipe: every field defined once, here.
+
+YAML files, `inhouse train` flags (see `inhouse.cli_recipe`) and, later, the
+HTTP API all read these definitions; a field's description is its help text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from inhouse.errors import InhouseError
+
+
+class Recipe(BaseModel):
+    """One fine-tuning run."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    base_model: str = Field("builtin:tiny", description="Base model: a local Hugging Face folder, a hub id, or builtin:tiny.")
+    train_file: Path | None = Field(None, description="Training data: chat JSONL, Alpaca JSON/JSONL or prompt/completion JSONL.")
+    validation_file: Path | None = Field(None, description="Held-out data; when absent, validation_fraction of train_file is held out.")
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of train_file held out for validation loss when no validation_file is given.")
+    method: Literal["lora", "full"] = Field("lora", description="lora: train a small adapter; full: update every weight.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    lora_target_modules: list[str] = Field(["all-linear"], description="Modules that get LoRA, comma-separated; all-linear = every linear layer but the output head.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warm-up.")
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of steps spent warming the learning rate up.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    batch_size: int = Field(4, ge=1, description="Examples per micro-batch.")
+    gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_seq_length: int = Field(2048, ge=8, description="Longest example in tokens; longer examples are dropped and reported.")
+    chat_template: str | None = Field(None, description="Override the model's chat template: chatml, llama3, or a path to a .jinja file.")
+    seed: int = Field(42, description="Seed for the split, initialisation and data order.")
+    output_name: str | None = Field(None, description="Name in the adapter library (default: <data file>-<timestamp>).")
+
+    @field_validator("lora_target_modules", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("output_name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "/\\:") or value.startswith(".")):
+            raise ValueError("use letters, digits, '-', '_' or '.', not a path")
+        return value
+
+
+def describe_errors(exc: ValidationError, where: str) -> str:
+    """Pydantic's errors as one line: where: field: problem; field: problem."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "recipe"
+        msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{field}: {msg}")
+    return f"{where}: " + "; ".join(parts)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a recipe file into a dict, with file:line for syntax errors."""
+    if not path.is_file():
+        raise InhouseError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InhouseError(f"{path}: not UTF-8 text; save the recipe as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise InhouseError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InhouseError(f"{path}: a recipe is a mapping of field: value, got {type(data).__name__}")
+    return _resolve_paths(data, path.parent)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Data paths in a recipe are relative to the recipe file, not the shell."""
+    for key in ("train_file", "validation_file"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base / data[key])
+    return data
+
+
+def build(file: Path | None = None, **overrides: Any) -> Recipe:
+    """Defaults < YAML file < explicit overrides (flags); None means 'not given'."""
+    values = load_yaml(file) if file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Recipe(**values)
+    except ValidationError as exc:
+        raise InhouseError(describe_errors(exc, str(file) if file else "recipe")) from None

@@ -1,0 +1,1 @@
+"""Training: the SFT recipe, its data pipeline and progress reporting."""

@@ -1,0 +1,195 @@
+"""Supervised fine-tuning: the one recipe behind `inhouse train`.
+
+Reads like the journey: data -> model -> pre-flight mask check -> Trainer ->
+validation loss before and after -> atomic publish into the adapter library.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from inhouse.adapters import registry
+from inhouse.adapters.lineage import build_lineage
+from inhouse.data.conversation import Conversation
+from inhouse.data.formats import load_conversations
+from inhouse.errors import InhouseError
+from inhouse.model import load as model_load
+from inhouse.model.template import apply_template_choice, preflight, stop_token_ids
+from inhouse.recipe import Recipe
+from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all, split
+from inhouse.train.progress import ProgressBar
+
+
+@dataclass
+class TrainResult:
+    name: str
+    path: Path
+    metrics: dict[str, float | None]
+
+
+def load_splits(recipe: Recipe) -> tuple[list[Conversation], list[Conversation]]:
+    if recipe.train_file is None:
+        raise InhouseError("no training data: set train_file in the recipe or pass --train-file")
+    convs = load_conversations(recipe.train_file)
+    if recipe.validation_file:
+        return convs, load_conversations(recipe.validation_file)
+    return split(convs, recipe.validation_fraction, recipe.seed)
+
+
+def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
+    """Wrap the base model for the chosen method (LoRA adapter or all weights)."""
+    if recipe.method == "full":
+        return model
+    targets = recipe.lora_target_modules
+    config = LoraConfig(
+        r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets, task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise InhouseError(f"lora_target_modules {targets}: {exc}") from None
+
+
+def training_args(recipe: Recipe, run_dir: Path, n_train: int, has_val: bool) -> TrainingArguments:
+    steps_per_epoch = math.ceil(n_train / (recipe.batch_size * recipe.gradient_accumulation))
+    total = recipe.max_steps or math.ceil(steps_per_epoch * recipe.epochs)
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(run_dir),
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation,
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps or -1,
+        learning_rate=recipe.learning_rate,
+        lr_scheduler_type=recipe.lr_scheduler,
+        warmup_steps=recipe.warmup_ratio,  # a float below 1 is a ratio of all steps
+        weight_decay=recipe.weight_decay,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        logging_steps=1,
+        eval_strategy="epoch" if has_val and not recipe.max_steps else "no",
+        save_strategy="steps",
+        save_steps=max(1, total // 10),  # resumable at 10% granularity
+        save_total_limit=1,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        use_cpu=not on_gpu,
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        report_to="none",
+        dataloader_num_workers=0,
+    )
+
+
+def run_dir_for(name: str, resume: bool) -> Path:
+    run_dir = registry.runs() / name
+    has_checkpoint = run_dir.is_dir() and get_last_checkpoint(str(run_dir)) is not None
+    if resume and not has_checkpoint:
+        raise InhouseError(f"nothing to resume: no checkpoint of run {name!r} in {registry.runs()}")
+    if not resume and has_checkpoint:
+        raise InhouseError(f"an interrupted run {name!r} exists in {registry.runs()}; "
+                           "pass --resume to continue it, or choose another output_name")
+    if (registry.library() / name).exists():
+        raise InhouseError(f"adapter {name!r} already exists in {registry.library()}; choose another output_name")
+    return run_dir
+
+
+def default_name(recipe: Recipe) -> str:
+    stem = recipe.train_file.stem if recipe.train_file else "run"
+    return f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def describe_data(train: EncodedSet, val: EncodedSet, say: Callable[[str], None]) -> None:
+    say(f"data: {len(train.examples)} training and {len(val.examples)} validation examples, "
+        f"{train.tokens:,} training tokens")
+    for where, n in (train.too_long + val.too_long)[:5]:
+        say(f"  dropped {where}: {n} tokens is over max_seq_length")
+    if len(train.too_long + val.too_long) > 5:
+        say(f"  ... and {len(train.too_long + val.too_long) - 5} more examples over max_seq_length")
+    if not train.examples:
+        raise InhouseError("no training example fits max_seq_length; raise it or shorten the data")
+
+
+def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True,
+          say: Callable[[str], None] = print, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
+    """Fine-tune `recipe.base_model` on `recipe.train_file`; returns the published adapter."""
+    started = datetime.now(timezone.utc)
+    name = recipe.output_name or default_name(recipe)
+    recipe = recipe.model_copy(update={"output_name": name})
+    run_dir = run_dir_for(name, resume)
+    train_convs, val_convs = load_splits(recipe)
+
+    say(f"model: loading {recipe.base_model}")
+    torch.manual_seed(recipe.seed)
+    model, tokenizer = model_load.load(recipe.base_model, torch.float32 if recipe.method == "full" else None)
+    apply_template_choice(tokenizer, recipe.chat_template)
+    stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
+    preflight(train_convs + val_convs, tokenizer, stop_ids)
+    say("mask: pre-flight passed (only assistant tokens and their end-of-turn token are trained)")
+
+    train_set = encode_all(train_convs, tokenizer, stop_ids, recipe.max_seq_length)
+    val_set = encode_all(val_convs, tokenizer, stop_ids, recipe.max_seq_length)
+    describe_data(train_set, val_set, say)
+
+    model = attach_method(model, recipe)
+    trainer = Trainer(
+        model=model,
+        args=training_args(recipe, run_dir, len(train_set.examples), bool(val_set.examples)),
+        train_dataset=TorchDataset(train_set.examples),
+        eval_dataset=TorchDataset(val_set.examples) if val_set.examples else None,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        callbacks=[ProgressBar(show_progress), *(callbacks or [])],
+    )
+    trainer.remove_callback(PrinterCallback)  # our bar shows the same, on one line
+    val_before = trainer.evaluate()["eval_loss"] if val_set.examples else None
+    if val_before is not None:
+        say(f"validation loss before training: {val_before:.4f}")
+    clock = time.perf_counter()
+    try:
+        output = trainer.train(resume_from_checkpoint=True if resume else None)
+    except KeyboardInterrupt:
+        raise InhouseError(f"interrupted: nothing was published; continue with "
+                           f"'inhouse train ... --output-name {name} --resume'") from None
+    seconds = time.perf_counter() - clock
+    val_after = trainer.evaluate()["eval_loss"] if val_set.examples else None
+    if val_after is not None:
+        say(f"validation loss after training:  {val_after:.4f}")
+
+    metrics = {
+        "train_loss": _last_train_loss(trainer), "train_loss_mean": output.training_loss,
+        "validation_loss_before": val_before, "validation_loss": val_after,
+        "train_seconds": round(seconds, 2),
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
+        "steps": trainer.state.global_step,
+    }
+    staged = registry.staging(name)
+    try:
+        model.save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+        lineage = build_lineage(recipe, name, metrics, trainer.state.log_history, started,
+                                n_train=len(train_set.examples), n_val=len(val_set.examples))
+        registry.write_json_atomic(staged / registry.LINEAGE, lineage)
+        path = registry.publish(staged, name)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return TrainResult(name, path, metrics)
+
+
+def _last_train_loss(trainer: Trainer) -> float | None:
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return losses[-1] if losses else None

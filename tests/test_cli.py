@@ -1,0 +1,114 @@
+"""The command line as a user meets it: one-line errors, exit codes, help, the journey."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import chat, write_jsonl
+
+from inhouse.recipe import Recipe
+
+
+def inhouse(*args, env=None, home=None, timeout=600):
+    full_env = {**os.environ, **(env or {})}
+    if home:
+        full_env["INHOUSE_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "inhouse", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_train_help_lists_every_recipe_field_with_its_default():
+    proc = inhouse("train", "--help", env={"COLUMNS": "250"})
+    assert proc.returncode == 0
+    for name, field in Recipe.model_fields.items():
+        assert "--" + name.replace("_", "-") in proc.stdout
+    assert "(default: 16)" in proc.stdout and "(default: all-linear)" in proc.stdout
+
+
+def test_data_check_reports_problems_with_lines_and_exit_1(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{not json\n', encoding="utf-8")
+    proc = inhouse("data", "check", bad)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{bad}:1" in proc.stdout and "example_missing_assistant_message" in proc.stdout
+    assert f"{bad}:2" in proc.stdout and "invalid_json" in proc.stdout
+
+
+def test_data_check_ok_prints_token_stats(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", [chat("hi", "hello"), chat("a", "b" * 50)])
+    proc = inhouse("data", "check", good, "--max-seq-length", "40")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "median" in proc.stdout and "p95" in proc.stdout and f"{good}:2" in proc.stdout
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"", "empty"),
+    (b"\x00\x01\x02binary junk\xff", "binary"),
+    ('{"prompt": "caf\xe9", "completion": "x"}\n'.encode("latin-1"), "UTF-8"),
+])
+def test_data_check_file_level_errors(tmp_path, content, needle):
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(content)
+    assert_one_line_error(inhouse("data", "check", path), str(path), needle)
+
+
+def test_missing_file_errors(tmp_path):
+    assert_one_line_error(inhouse("data", "check", tmp_path / "nope.jsonl"), "nope.jsonl")
+
+
+def test_recipe_typo_is_one_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lora_rnak: 8\n", encoding="utf-8")
+    assert_one_line_error(inhouse("train", recipe, home=tmp_path), "r.yaml", "lora_rnak", "unknown field")
+
+
+def test_recipe_bad_yaml_names_the_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 2\nlora_r: [1,\n", encoding="utf-8")
+    assert_one_line_error(inhouse("train", recipe, home=tmp_path), "r.yaml:")
+
+
+def test_hub_model_offline_names_hf_hub_offline(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [chat("hi", "hello")] * 3)
+    proc = inhouse("train", "--train-file", data, "--base-model", "someorg/some-model-xyz", home=tmp_path,
+                   env={"HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(proc, "HF_HUB_OFFLINE", "local path")
+
+
+def test_missing_local_model_folder(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [chat("hi", "hello")] * 3)
+    proc = inhouse("train", "--train-file", data, "--base-model", tmp_path / "no-model", home=tmp_path)
+    assert_one_line_error(proc, "no-model", "no such model folder")
+
+
+def test_train_then_generate_through_the_cli(tmp_path, tiny_dir):
+    data = write_jsonl(tmp_path / "d.jsonl", [chat("Best day?", "Tuesday.")] * 4)
+    proc = inhouse("train", "--base-model", tiny_dir, "--train-file", data, "--max-steps", "40",
+                   "--learning-rate", "1e-2", "--validation-fraction", "0", "--output-name", "cli", "-q",
+                   home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = inhouse("generate", "cli", "--prompt", "Best day?", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "Tuesday."
+    listing = inhouse("adapters", home=tmp_path)
+    assert "cli" in listing.stdout
+
+
+@pytest.mark.slow
+def test_quickstart_runs_offline_end_to_end(tmp_path):
+    proc = inhouse("quickstart", home=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for stage in ("[1/4] data", "[2/4] training", "[3/4] validation loss", "[4/4] answers", "done."):
+        assert stage in proc.stdout
+    before, after = proc.stdout.split("[3/4] validation loss: ")[1].split(" (")[0].split(" before -> ")
+    assert float(after.split()[0]) < 0.6 * float(before)
