@@ -106,6 +106,22 @@ def adapters_cmd() -> None:
                    f"val_loss={'-' if loss is None else f'{loss:.4f}'}")
 
 
+@app.command("merge")
+def merge_cmd(
+    adapter: str = typer.Argument(..., help="Adapter name or folder (LoRA or QLoRA)."),
+    name: Optional[str] = typer.Option(None, help="Library name of the merged model (default: <adapter>-merged)."),
+    dtype: str = typer.Option("bfloat16", help="Weights dtype of the merged model: bfloat16, float16 or float32."),
+) -> None:
+    """Merge an adapter into its base model (reloaded in 16/32-bit, never 4-bit) for export."""
+    import torch
+
+    from inhouse.adapters.merge import merge
+
+    if dtype not in ("bfloat16", "float16", "float32"):
+        raise InhouseError(f"--dtype {dtype}: use bfloat16, float16 or float32")
+    typer.echo(f"merged model saved to {merge(adapter, name, getattr(torch, dtype))}")
+
+
 @app.command("quickstart")
 def quickstart_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="A real local model folder instead of builtin:tiny."),

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,20 @@ def publish(staged: Path, name: str) -> Path:
         raise InhouseError(f"adapter {name!r} already exists in {library()}; choose another output_name")
     os.replace(staged, target)
     return target
+
+
+def save_atomically(name: str, write: Callable[[Path], None]) -> Path:
+    """Run `write(folder)` in a staging folder, then rename it into the library.
+
+    All or nothing: on any failure (Ctrl-C included) the staging folder goes.
+    """
+    staged = staging(name)
+    try:
+        write(staged)
+        return publish(staged, name)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

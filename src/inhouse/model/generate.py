@@ -54,7 +54,7 @@ def load_chat_model(ref: str, chat_template: str | None = None) -> ChatModel:
     path = registry.resolve(ref)
     info = registry.lineage(path)
     tokenizer = AutoTokenizer.from_pretrained(path)  # saved at training: same chat template
-    if info.get("kind") == "full":
+    if not (path / "adapter_config.json").is_file():  # full fine-tune or merged model
         model = AutoModelForCausalLM.from_pretrained(path, dtype=model_load.default_dtype()).to(model_load.device())
     else:
         model = _with_adapter(path, info)

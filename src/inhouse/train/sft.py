@@ -10,7 +10,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,10 +25,13 @@ from inhouse.data.conversation import Conversation
 from inhouse.data.formats import load_conversations
 from inhouse.errors import InhouseError
 from inhouse.model import load as model_load
+from inhouse.model import quant
 from inhouse.model.template import apply_template_choice, preflight, stop_token_ids
 from inhouse.recipe import Recipe
 from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all, split
+from inhouse.train.packing import PackedCollator
 from inhouse.train.progress import ProgressBar
+from inhouse.train.speed import SpeedPlan, offload_context, plan, prepare_model
 
 
 @dataclass
@@ -62,10 +65,11 @@ def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
         raise InhouseError(f"lora_target_modules {targets}: {exc}") from None
 
 
-def training_args(recipe: Recipe, run_dir: Path, n_train: int, has_val: bool) -> TrainingArguments:
+def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool) -> TrainingArguments:
     steps_per_epoch = math.ceil(n_train / (recipe.batch_size * recipe.gradient_accumulation))
     total = recipe.max_steps or math.ceil(steps_per_epoch * recipe.epochs)
     on_gpu = torch.cuda.is_available()
+    # Packed rows hold batch_size examples each: the same examples per step as padding would.
     return TrainingArguments(
         output_dir=str(run_dir),
         per_device_train_batch_size=recipe.batch_size,
@@ -84,7 +88,9 @@ def training_args(recipe: Recipe, run_dir: Path, n_train: int, has_val: bool) ->
         save_strategy="steps",
         save_steps=max(1, total // 10),  # resumable at 10% granularity
         save_total_limit=1,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        bf16=speed.bf16,
+        optim=speed.optimizer,
+        torch_compile=speed.compile,
         use_cpu=not on_gpu,
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
@@ -123,6 +129,74 @@ def describe_data(train: EncodedSet, val: EncodedSet, say: Callable[[str], None]
         raise InhouseError("no training example fits max_seq_length; raise it or shorten the data")
 
 
+class InhouseTrainer(Trainer):
+    """Trainer with optional activation offload around each training step."""
+
+    def __init__(self, *args, speed: SpeedPlan, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.speed = speed
+
+    def training_step(self, *args, **kwargs):
+        with offload_context(self.speed):
+            return super().training_step(*args, **kwargs)
+
+
+def load_base(recipe: Recipe):
+    """Base model in the dtype its method trains best in, and its tokenizer."""
+    if recipe.method == "qlora":
+        return quant.load_4bit(recipe.base_model), model_load.load_tokenizer(recipe.base_model)
+    # Full fine-tuning keeps fp32 master weights (bf16 autocast does the math on a GPU).
+    return model_load.load(recipe.base_model, torch.float32 if recipe.method == "full" else None)
+
+
+def build_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_set: EncodedSet, val_set: EncodedSet,
+                  run_dir: Path, callbacks: list[TrainerCallback]) -> Trainer:
+    trainer = InhouseTrainer(
+        model=model,
+        args=training_args(recipe, speed, run_dir, len(train_set.examples), bool(val_set.examples)),
+        train_dataset=TorchDataset(train_set.examples),
+        eval_dataset=TorchDataset(val_set.examples) if val_set.examples else None,
+        data_collator=PackedCollator() if speed.packing else PadCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        speed=speed,
+    )
+    trainer.remove_callback(PrinterCallback)  # our bar shows the same, on one line
+    return trainer
+
+
+def run_training(trainer: Trainer, resume: bool, name: str, say: Callable[[str], None]) -> dict[str, float | None]:
+    has_val = trainer.eval_dataset is not None
+    before = trainer.evaluate()["eval_loss"] if has_val else None
+    if before is not None:
+        say(f"validation loss before training: {before:.4f}")
+    clock = time.perf_counter()
+    try:
+        output = trainer.train(resume_from_checkpoint=True if resume else None)
+    except KeyboardInterrupt:
+        raise InhouseError(f"interrupted: nothing was published; continue with "
+                           f"'inhouse train ... --output-name {name} --resume'") from None
+    seconds = time.perf_counter() - clock
+    after = trainer.evaluate()["eval_loss"] if has_val else None
+    if after is not None:
+        say(f"validation loss after training:  {after:.4f}")
+    return {
+        "train_loss": _last_train_loss(trainer), "train_loss_mean": output.training_loss,
+        "validation_loss_before": before, "validation_loss": after, "train_seconds": round(seconds, 2),
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
+        "steps": trainer.state.global_step,
+    }
+
+
+def publish_result(model, tokenizer, name: str, lineage: dict) -> Path:
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        registry.write_json_atomic(folder / registry.LINEAGE, lineage)
+
+    return registry.save_atomically(name, write)
+
+
 def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True,
           say: Callable[[str], None] = print, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune `recipe.base_model` on `recipe.train_file`; returns the published adapter."""
@@ -134,7 +208,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True,
 
     say(f"model: loading {recipe.base_model}")
     torch.manual_seed(recipe.seed)
-    model, tokenizer = model_load.load(recipe.base_model, torch.float32 if recipe.method == "full" else None)
+    model, tokenizer = load_base(recipe)
     apply_template_choice(tokenizer, recipe.chat_template)
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
     preflight(train_convs + val_convs, tokenizer, stop_ids)
@@ -144,48 +218,16 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True,
     val_set = encode_all(val_convs, tokenizer, stop_ids, recipe.max_seq_length)
     describe_data(train_set, val_set, say)
 
-    model = attach_method(model, recipe)
-    trainer = Trainer(
-        model=model,
-        args=training_args(recipe, run_dir, len(train_set.examples), bool(val_set.examples)),
-        train_dataset=TorchDataset(train_set.examples),
-        eval_dataset=TorchDataset(val_set.examples) if val_set.examples else None,
-        data_collator=PadCollator(tokenizer.pad_token_id),
-        callbacks=[ProgressBar(show_progress), *(callbacks or [])],
-    )
-    trainer.remove_callback(PrinterCallback)  # our bar shows the same, on one line
-    val_before = trainer.evaluate()["eval_loss"] if val_set.examples else None
-    if val_before is not None:
-        say(f"validation loss before training: {val_before:.4f}")
-    clock = time.perf_counter()
-    try:
-        output = trainer.train(resume_from_checkpoint=True if resume else None)
-    except KeyboardInterrupt:
-        raise InhouseError(f"interrupted: nothing was published; continue with "
-                           f"'inhouse train ... --output-name {name} --resume'") from None
-    seconds = time.perf_counter() - clock
-    val_after = trainer.evaluate()["eval_loss"] if val_set.examples else None
-    if val_after is not None:
-        say(f"validation loss after training:  {val_after:.4f}")
-
-    metrics = {
-        "train_loss": _last_train_loss(trainer), "train_loss_mean": output.training_loss,
-        "validation_loss_before": val_before, "validation_loss": val_after,
-        "train_seconds": round(seconds, 2),
-        "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
-        "steps": trainer.state.global_step,
-    }
-    staged = registry.staging(name)
-    try:
-        model.save_pretrained(staged)
-        tokenizer.save_pretrained(staged)
-        lineage = build_lineage(recipe, name, metrics, trainer.state.log_history, started,
-                                n_train=len(train_set.examples), n_val=len(val_set.examples))
-        registry.write_json_atomic(staged / registry.LINEAGE, lineage)
-        path = registry.publish(staged, name)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
+    speed = plan(recipe, model)
+    say(f"speed: {speed.describe()}")
+    model = attach_method(prepare_model(model, speed), recipe)
+    trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run_dir,
+                            [ProgressBar(show_progress), *(callbacks or [])])
+    metrics = run_training(trainer, resume, name, say)
+    lineage = build_lineage(recipe, name, metrics, trainer.state.log_history, started,
+                            n_train=len(train_set.examples), n_val=len(val_set.examples))
+    lineage["speed"] = asdict(speed)
+    path = publish_result(model, tokenizer, name, lineage)
     shutil.rmtree(run_dir, ignore_errors=True)
     return TrainResult(name, path, metrics)
 

@@ -1,0 +1,343 @@
+"""Training speed and memory, side by side in one run: the tutorial baseline vs inhouse.
+
+Run on a CUDA machine (one call, a few minutes):
+
+    python bench/train_speed.py --out results/          # all runs
+    python bench/train_speed.py --smoke                  # tiny shapes, checks the plumbing
+
+Each run is a separate process (Liger patches transformers' classes, and peak
+memory must not leak between runs). Every run sees the same examples in the same
+order: 16 per optimizer step, as the baseline's micro-batch 4 x accumulation 4.
+
+Reported per run: non-padding tokens/s, peak GPU memory (max allocated), MFU =
+4 x params x tokens/s / (bf16 matmul peak measured in this run), last-step loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+GIB = 1024**3
+STEP_EXAMPLES = 16
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    size: str  # "1b" | "8b" | "tiny"
+    baseline: bool = False
+    method: str = "lora"
+    micro_batch: int = 4
+    accumulation: int = 4
+    checkpointing: bool = False
+    liger: bool = True
+    packing: bool = True
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    optimizer: str | None = None
+    offload: bool = False
+
+
+def model_config(size: str):
+    """Llama-3.2-1B and Llama-3.1-8B shapes from their published hyper-parameters."""
+    from transformers import LlamaConfig
+
+    common = dict(vocab_size=128256, num_attention_heads=32, num_key_value_heads=8, rms_norm_eps=1e-5,
+                  rope_theta=500000.0, max_position_embeddings=131072, bos_token_id=128000, eos_token_id=128001,
+                  rope_scaling={"rope_type": "llama3", "factor": 32.0 if size == "1b" else 8.0,
+                                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                "original_max_position_embeddings": 8192})
+    if size == "1b":
+        return LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, head_dim=64,
+                           tie_word_embeddings=True, **common)
+    if size == "8b":
+        return LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, head_dim=128,
+                           tie_word_embeddings=False, **common)
+    return LlamaConfig(hidden_size=256, intermediate_size=768, num_hidden_layers=2, head_dim=64,
+                       tie_word_embeddings=False, **common)
+
+
+def lengths(n: int, seed: int = 0) -> list[int]:
+    """Instruction-tuning mix: log-normal, median ~250 tokens, tail clipped at 2,048."""
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.exp(torch.randn(n, generator=g) * 0.9 + math.log(250))
+    return [int(min(2048, max(24, x))) for x in raw]
+
+
+def examples(n: int, vocab: int, avoid: int, seed: int = 0):
+    """Random tokens; the first 20-60% of each example is prompt (not trained)."""
+    from inhouse.model.template import IGNORE, Encoded
+
+    g = torch.Generator().manual_seed(seed + 1)
+    out = []
+    for length in lengths(n, seed):
+        ids = torch.randint(0, vocab - 1, (length,), generator=g)
+        ids[ids == avoid] = avoid + 1
+        prompt = int(length * (0.2 + 0.4 * torch.rand(1, generator=g).item()))
+        labels = [IGNORE] * prompt + ids[prompt:].tolist()
+        out.append(Encoded(ids.tolist(), labels))
+    return out
+
+
+def matmul_peak() -> float:
+    """bf16 dense matmul TFLOP/s on this GPU, measured now (8192^3, random data)."""
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(10):
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * 8192**3 / sorted(times)[len(times) // 2] / 1e12
+
+
+class StepTimer(TrainerCallback):
+    """Times optimizer steps warmup+1..last with the GPU synchronised; profiles steps after that."""
+
+    def __init__(self, warmup: int, last: int, profiler=None):
+        self.warmup, self.last, self.profiler = warmup, last, profiler
+        self.t0, self.tok0, self.marks, self.peak = None, 0, [], 0.0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        torch.cuda.synchronize()
+        now = time.perf_counter()
+        if state.global_step == self.warmup:
+            self.t0, self.tok0 = now, state.num_input_tokens_seen
+            torch.cuda.reset_peak_memory_stats()
+        if state.global_step <= self.last:
+            self.marks.append((state.global_step, now, state.num_input_tokens_seen))
+            self.peak = torch.cuda.max_memory_allocated()
+        if state.global_step == self.last and self.profiler is not None:
+            self.profiler.start()
+
+
+def build_model(spec: Spec, folder: str | None):
+    from transformers import AutoModelForCausalLM
+
+    if spec.method == "qlora":
+        from inhouse.model.quant import load_4bit
+
+        return load_4bit(folder)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        return AutoModelForCausalLM.from_config(model_config(spec.size), dtype=torch.bfloat16)
+
+
+def baseline_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
+    """What the usual tutorial does: Trainer + PEFT, dynamic padding, bf16."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    from inhouse.train.dataset import PadCollator, TorchDataset
+
+    model.config.use_cache = False
+    if spec.checkpointing:
+        model.enable_input_require_grads()
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
+                                             target_modules=list(spec.targets), task_type="CAUSAL_LM"))
+    args = TrainingArguments(output_dir=run_dir, per_device_train_batch_size=spec.micro_batch,
+                             gradient_accumulation_steps=spec.accumulation, max_steps=steps, learning_rate=1e-4,
+                             bf16=True, gradient_checkpointing=spec.checkpointing, logging_steps=1,
+                             save_strategy="no", report_to="none", seed=0, data_seed=0,
+                             include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+                             disable_tqdm=True, warmup_steps=0, lr_scheduler_type="constant")
+    return Trainer(model=model, args=args, train_dataset=TorchDataset(data), data_collator=PadCollator(0),
+                   callbacks=[timer])
+
+
+def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
+    """inhouse's own path: the recipe's switches, prepare_model, attach_method, build_trainer."""
+    from transformers.trainer_utils import SaveStrategy
+
+    from inhouse import recipe as recipe_mod
+    from inhouse.model import tiny
+    from inhouse.train.dataset import EncodedSet
+    from inhouse.train.sft import attach_method, build_trainer
+    from inhouse.train.speed import plan, prepare_model
+
+    recipe = recipe_mod.build(
+        method=spec.method, lora_target_modules=list(spec.targets), lora_r=16, lora_alpha=32, lora_dropout=0.0,
+        batch_size=spec.micro_batch, gradient_accumulation=spec.accumulation, max_steps=steps, learning_rate=1e-4,
+        lr_scheduler="constant", warmup_ratio=0.0, seed=0, packing=spec.packing, liger=spec.liger,
+        gradient_checkpointing=spec.checkpointing, activation_offload=spec.offload, optimizer=spec.optimizer,
+        max_seq_length=4096)
+    speed = plan(recipe, model)
+    model = attach_method(prepare_model(model, speed), recipe)
+    trainer = build_trainer(recipe, model, tiny.build_tokenizer(), speed, EncodedSet(data, []), EncodedSet([], []),
+                            Path(run_dir), [timer])
+    trainer.args.save_strategy = SaveStrategy.NO
+    print(f"[{spec.name}] speed plan: {speed.describe()}", flush=True)
+    return trainer
+
+
+def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool = False) -> dict:
+    from inhouse.model import tiny
+
+    model = build_model(spec, folder)
+    params = sum(p.numel() for p in model.parameters())
+    if spec.method == "qlora":  # 4-bit tensors count two weights per byte
+        params = _unquantised_params(spec.size)
+    data = examples(STEP_EXAMPLES * steps, model.config.vocab_size, tiny.build_tokenizer().pad_token_id)
+    profiler = _profiler() if profile else None
+    timer = StepTimer(warmup, steps, profiler)
+    make = baseline_trainer if spec.baseline else inhouse_trainer
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = make(spec, model, data, steps + (2 if profile else 0), run_dir, timer)
+        trainer.train()
+    if profiler is not None:
+        profiler.stop()
+    last_step, t_end, tok_end = timer.marks[-1]
+    tokens_per_s = (tok_end - timer.tok0) / (t_end - timer.t0)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e][:steps]
+    result = {"spec": asdict(spec), "params": params, "tokens_per_s": tokens_per_s,
+              "peak_gib": timer.peak / GIB, "losses": losses, "last_loss": losses[-1],
+              "timed_steps": last_step - warmup, "timed_tokens": tok_end - timer.tok0}
+    if profiler is not None:
+        result["profile"] = profiler.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+        print(result["profile"], flush=True)
+    return result
+
+
+def _profiler():
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+
+
+def _unquantised_params(size: str) -> int:
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in AutoModelForCausalLM.from_config(model_config(size)).parameters())
+
+
+def save_random_checkpoint(size: str, folder: str) -> None:
+    """QLoRA must load through bitsandbytes from a folder: write the random bf16 model once."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(model_config(size), dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    del model
+    torch.cuda.empty_cache()
+
+
+def specs(smoke: bool) -> list[Spec]:
+    if smoke:
+        return [Spec("baseline-tiny", "tiny", baseline=True), Spec("inhouse-lora-tiny", "tiny", micro_batch=16,
+                accumulation=1), Spec("inhouse-qlora-tiny", "tiny", method="qlora", micro_batch=16, accumulation=1,
+                checkpointing=True)]
+    return [
+        Spec("baseline-1b", "1b", baseline=True),
+        Spec("inhouse-lora-1b", "1b", micro_batch=16, accumulation=1),
+        Spec("inhouse-lora-1b-mb8", "1b", micro_batch=8, accumulation=2),
+        Spec("inhouse-lora-1b-ckpt", "1b", micro_batch=16, accumulation=1, checkpointing=True),
+        Spec("baseline-8b", "8b", baseline=True, checkpointing=True),
+        Spec("inhouse-lora-8b", "8b", micro_batch=16, accumulation=1, checkpointing=True),
+        Spec("inhouse-lora-8b-mb8", "8b", micro_batch=8, accumulation=2, checkpointing=True),
+        Spec("inhouse-lora-8b-offload", "8b", micro_batch=16, accumulation=1, checkpointing=True, offload=True),
+        Spec("inhouse-qlora-8b", "8b", method="qlora", micro_batch=16, accumulation=1, checkpointing=True),
+        Spec("inhouse-qlora-8b-paged8bit", "8b", method="qlora", micro_batch=16, accumulation=1,
+             checkpointing=True, optimizer="paged_adamw_8bit"),
+    ]
+
+
+def table(results: list[dict], peak: float) -> str:
+    base = {r["spec"]["size"]: r for r in results if r["spec"]["baseline"] and "error" not in r}
+    rows = ["| run | tokens/s | x baseline | peak GiB | x baseline | MFU | last loss | max abs loss diff vs baseline |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if "error" in r:
+            rows.append(f"| {r['spec']['name']} | failed: {r['error'][:80]} | | | | | | |")
+            continue
+        b = base.get(r["spec"]["size"])
+        mfu = 4 * r["params"] * r["tokens_per_s"] / (peak * 1e12)
+        speed = f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}" if b else "-"
+        mem = f"{r['peak_gib'] / b['peak_gib']:.2f}" if b else "-"
+        diff = max(abs(a - c) for a, c in zip(r["losses"], b["losses"])) if b else float("nan")
+        rows.append(f"| {r['spec']['name']} | {r['tokens_per_s']:,.0f} | {speed} | {r['peak_gib']:.1f} | {mem} | "
+                    f"{mfu:.1%} | {r['last_loss']:.4f} | {diff:.4f} |")
+    return "\n".join(rows)
+
+
+def orchestrate(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    peak = matmul_peak()
+    print(f"bf16 matmul peak: {peak:.0f} TFLOP/s ({torch.cuda.get_device_name()})", flush=True)
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
+        folder = None
+        for spec in specs(args.smoke):
+            if args.only and spec.name not in args.only:
+                continue
+            if spec.method == "qlora" and folder is None:
+                folder = os.path.join(scratch, f"random-{spec.size}")
+                clock = time.perf_counter()
+                save_random_checkpoint(spec.size, folder)
+                print(f"saved random {spec.size} checkpoint in {time.perf_counter() - clock:.0f} s", flush=True)
+            results.append(run_child(spec, args, folder, Path(scratch)))
+            if "error" not in results[-1]:
+                print(f"  {results[-1]['tokens_per_s']:,.0f} tokens/s, peak {results[-1]['peak_gib']:.1f} GiB", flush=True)
+    report = {"device": torch.cuda.get_device_name(), "matmul_peak_tflops": peak, "torch": torch.__version__,
+              "steps": args.steps, "warmup": args.warmup, "examples_per_step": STEP_EXAMPLES, "results": results}
+    (out / "train_speed.json").write_text(json.dumps(report, indent=2))
+    print("\n" + table(results, peak))
+
+
+def run_child(spec: Spec, args, folder: str | None, scratch: Path) -> dict:
+    """One run in its own process; its log is echoed only when it fails."""
+    result_file = scratch / f"{spec.name}.json"
+    cmd = [sys.executable, __file__, "--child", json.dumps(asdict(spec)), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--result", str(result_file)] + (["--folder", folder] if folder else []) \
+        + (["--profile", *args.profile] if args.profile else [])
+    clock = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not result_file.exists():
+        lines = (proc.stdout + proc.stderr).strip().splitlines() or ["no output"]
+        print(f"[{spec.name}] FAILED:\n" + "\n".join(lines[-25:]), flush=True)
+        return {"spec": asdict(spec), "error": lines[-1]}
+    print(f"[{spec.name}] done in {time.perf_counter() - clock:.0f} s", flush=True)
+    return json.loads(result_file.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
+    parser.add_argument("--steps", type=int, default=14, help="optimizer steps per run (16 examples each)")
+    parser.add_argument("--warmup", type=int, default=4, help="steps excluded from timing")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes: check the plumbing quickly")
+    parser.add_argument("--only", nargs="*", help="run only these names")
+    parser.add_argument("--profile", nargs="*", help="runs to profile for 2 extra steps after timing")
+    parser.add_argument("--scratch", default=None, help="folder for the random 8B checkpoint (needs ~16 GB)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        spec = Spec(**{**json.loads(args.child), "targets": tuple(json.loads(args.child)["targets"])})
+        result = run(spec, args.steps, args.warmup, args.folder, spec.name in (args.profile or []))
+        Path(args.result).write_text(json.dumps(result))
+    else:
+        orchestrate(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Merge a LoRA/QLoRA adapter into its base model for export.
+
+The base is always reloaded in bf16 (never 4-bit) and merged there: merging
+into quantised weights would round the adapter's update away.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import AutoTokenizer
+
+from inhouse.adapters import registry
+from inhouse.adapters.lineage import versions
+from inhouse.errors import InhouseError
+from inhouse.model import load as model_load
+
+
+def is_adapter_folder(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file()
+
+
+def merged_model(ref: str, dtype: torch.dtype = torch.bfloat16):
+    """(merged model, tokenizer, adapter lineage) without writing anything."""
+    path = registry.resolve(ref)
+    if not is_adapter_folder(path):
+        raise InhouseError(f"{path} is already a full model (nothing to merge)")
+    info = registry.lineage(path)
+    base = info.get("base_model") or _peft_base(path)
+    model = PeftModel.from_pretrained(model_load.load_model(base, dtype), path).merge_and_unload()
+    return model, AutoTokenizer.from_pretrained(path), info | {"path": str(path)}
+
+
+def _peft_base(path: Path) -> str:
+    from peft import PeftConfig
+
+    return PeftConfig.from_pretrained(path).base_model_name_or_path
+
+
+def merge(ref: str, name: str | None = None, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Write the merged model into the library as `<adapter>-merged` (atomically)."""
+    model, tokenizer, info = merged_model(ref, dtype)
+    name = name or f"{info.get('name') or Path(info['path']).name}-merged"
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        registry.write_json_atomic(folder / registry.LINEAGE, {
+            "name": name, "kind": "merged", "base_model": info.get("base_model"), "merged_from": info.get("name"),
+            "merged_dtype": str(dtype).removeprefix("torch."), "parent": info, "versions": versions(),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+
+    return registry.save_atomically(name, write)

@@ -1,0 +1,112 @@
+"""Speed and memory switches: resolve the recipe's `auto` values, then apply them.
+
+Every switch keeps the math: packing removes padding, not examples; Liger's
+kernels compute the same functions fused; checkpointing recomputes instead of
+storing. Each is applied through its library's public extension point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from inhouse.model import attention
+from inhouse.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class SpeedPlan:
+    bf16: bool
+    gradient_checkpointing: bool
+    activation_offload: bool
+    packing: bool
+    attention: str
+    liger: bool
+    compile: bool
+    optimizer: str
+
+    def describe(self) -> str:
+        on = [name for name in ("bf16", "gradient_checkpointing", "activation_offload", "packing", "liger", "compile")
+              if getattr(self, name)]
+        return f"{', '.join(on) or 'no speed features'}; attention={self.attention}; optimizer={self.optimizer}"
+
+
+def liger_apply_fn(model_type: str):
+    """Liger's apply function for this architecture, or None (not installed / unsupported)."""
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except ImportError:
+        return None
+    return MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
+
+
+def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
+    """Fill in each `None` with the right default for this machine and model."""
+    gpu = torch.cuda.is_available()
+    big = sum(p.numel() for p in model.parameters()) > 2e9 or recipe.method == "qlora"
+    packing = gpu if recipe.packing is None else recipe.packing
+    attn = recipe.attention
+    if attn == "auto":
+        attn = "varlen" if packing and attention.varlen_available() else "sdpa"
+    liger = (gpu and liger_apply_fn(model.config.model_type) is not None) if recipe.liger is None else recipe.liger
+    optimizer = recipe.optimizer or ("adamw_torch_fused" if gpu else "adamw_torch")
+    return SpeedPlan(
+        bf16=(gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16,
+        gradient_checkpointing=(gpu and big) if recipe.gradient_checkpointing is None else recipe.gradient_checkpointing,
+        activation_offload=recipe.activation_offload, packing=packing, attention=attn, liger=liger,
+        compile=recipe.compile, optimizer=optimizer,
+    )
+
+
+def set_attention(model: PreTrainedModel, kind: str) -> None:
+    name = {"varlen": attention.NAME, "flex": "flex_attention"}.get(kind, kind)
+    if kind == "varlen":
+        attention.register()
+    model.set_attn_implementation(name)
+
+
+def apply_liger(model: PreTrainedModel) -> None:
+    """Fused RMSNorm, RoPE, SwiGLU and linear cross-entropy on this model instance."""
+    from inhouse.errors import InhouseError
+
+    fn = liger_apply_fn(model.config.model_type)
+    if fn is None:
+        raise InhouseError(f"liger: no Liger kernels for model type {model.config.model_type!r} "
+                           "(or liger-kernel is not installed); set liger: false")
+    wanted = {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
+              "fused_linear_cross_entropy": True, "model": model}
+    accepted = inspect.signature(fn).parameters
+    fn(**{k: v for k, v in wanted.items() if k in accepted})
+
+
+def prepare_model(model: PreTrainedModel, speed: SpeedPlan) -> PreTrainedModel:
+    """Apply the switches that act on the model itself (before LoRA is attached)."""
+    set_attention(model, speed.attention)
+    # A KV cache is useless in training, and its presence hides packed positions
+    # from transformers' mask builder (attention would cross example boundaries).
+    model.config.use_cache = False
+    if speed.liger:
+        apply_liger(model)
+    if speed.gradient_checkpointing:
+        enable_checkpointing(model)
+        model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
+    return model
+
+
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Non-reentrant checkpointing; the method was renamed in transformers 5.2x."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def offload_context(speed: SpeedPlan):
+    """Saved activations go to pinned CPU memory during forward when asked."""
+    if speed.activation_offload and torch.cuda.is_available():
+        return torch.autograd.graph.save_on_cpu(pin_memory=True)
+    return contextlib.nullcontext()

@@ -1,0 +1,113 @@
+"""GPU paths: varlen attention, Liger kernels, QLoRA, bf16 merge. Run on the device machine:
+
+    python -m pytest -m gpu tests/gpu -q
+"""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import chat, write_jsonl
+
+from inhouse import recipe as recipe_mod
+from inhouse.model import tiny
+from inhouse.model.template import IGNORE
+from inhouse.train.packing import PackedCollator
+from inhouse.train.sft import train
+from inhouse.train.speed import set_attention
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def items(n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n):
+        length = 30 + 41 * k
+        ids = torch.randint(0, 250, (length,), generator=g).tolist()
+        out.append({"input_ids": ids, "labels": [IGNORE] * 10 + ids[10:]})
+    return out
+
+
+def per_example(logits, labels, bounds):
+    return torch.stack([F.cross_entropy(logits[0, a:b - 1].float(), labels[0, a + 1:b], ignore_index=IGNORE)
+                        for a, b in bounds])
+
+
+def test_varlen_attention_matches_unpacked_sdpa_per_example():
+    model, _ = tiny.build(seed=1)
+    model = model.cuda().to(torch.bfloat16).eval()
+    batch = items()
+    with torch.no_grad():
+        set_attention(model, "sdpa")
+        alone = torch.stack([per_example(model(input_ids=torch.tensor([b["input_ids"]]).cuda(), use_cache=False).logits,
+                                         torch.tensor([b["labels"]]).cuda(), [(0, len(b["input_ids"]))])[0]
+                             for b in batch])
+        set_attention(model, "varlen")
+        packed = {k: (v.cuda() if torch.is_tensor(v) else v) for k, v in PackedCollator()(batch).items()}
+        labels = packed.pop("labels")
+        logits = model(**packed, use_cache=False).logits
+    cu = packed["cu_seq_lens_q"].tolist()
+    together = per_example(logits, labels, list(zip(cu[:-1], cu[1:])))
+    assert torch.allclose(together, alone, rtol=2e-2, atol=2e-2), (together, alone)
+
+
+def curve(tmp_path, tiny_dir, name, **switches):
+    rows = [chat(f"Where is order {100 + 7 * i}?" * (1 + i % 4), f"Order {100 + 7 * i} left." * (1 + i % 3))
+            for i in range(64)]
+    data = write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0, max_steps=8,
+                              batch_size=4, gradient_accumulation=2, lora_dropout=0, learning_rate=3e-3,
+                              output_name=name, **switches)
+    result = train(recipe, show_progress=False, say=lambda s: None)
+    info = json.loads((result.path / "inhouse.json").read_text())
+    return [h["loss"] for h in info["history"] if "loss" in h], info["speed"]
+
+
+def test_fast_path_loss_curve_matches_plain_path(tmp_path, tiny_dir, home):
+    plain, plain_speed = curve(tmp_path, tiny_dir, "plain", packing=False, liger=False, attention="sdpa")
+    fast, fast_speed = curve(tmp_path, tiny_dir, "fast")  # GPU defaults: packing, varlen, liger when installed
+    assert fast_speed["packing"] and fast_speed["attention"] == "varlen" and not plain_speed["packing"]
+    assert torch.allclose(torch.tensor(fast), torch.tensor(plain), rtol=3e-2, atol=3e-2), (plain, fast)
+
+
+def test_qlora_trains_and_merged_matches_unmerged_in_bf16(tmp_path, tiny_dir, home):
+    pytest.importorskip("bitsandbytes")
+    from peft import PeftModel
+
+    from inhouse.adapters.merge import merged_model
+    from inhouse.model.load import load_model
+
+    data = write_jsonl(tmp_path / "q.jsonl", [chat("Best day?", "Tuesday."), chat("Colour?", "Blue.")] * 4)
+    recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0, max_steps=30,
+                              method="qlora", learning_rate=1e-2, lora_dropout=0, output_name="q")
+    result = train(recipe, show_progress=False, say=lambda s: None)
+    assert result.metrics["train_loss"] < 2.0
+    ids = torch.randint(0, 250, (2, 32), generator=torch.Generator().manual_seed(0)).cuda()
+    with torch.no_grad():
+        unmerged = PeftModel.from_pretrained(load_model(str(tiny_dir), torch.bfloat16), result.path).eval()
+        reference = unmerged(ids).logits.float()
+        merged, _, _ = merged_model("q", torch.bfloat16)
+        got = merged(ids).logits.float()
+    assert merged.dtype == torch.bfloat16
+    assert ((got - reference).norm() / reference.norm()).item() < 2e-2
+
+
+def test_liger_kernels_compute_the_same_loss(tiny_dir):
+    pytest.importorskip("liger_kernel")
+    from transformers import AutoModelForCausalLM
+
+    from inhouse.train.speed import apply_liger
+
+    batch = {k: (v.cuda() if torch.is_tensor(v) else v) for k, v in PackedCollator()(items()).items()}
+    reference = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).cuda()
+    patched = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).cuda()
+    for m in (reference, patched):
+        m.config.use_cache = False
+        m.train()
+    expected = reference(**batch).loss
+    apply_liger(patched)
+    got = patched(**batch).loss
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3), (got, expected)
