@@ -11,6 +11,7 @@ import click
 import typer
 
 from inhouse.cli_options import model_options
+from inhouse.data.prepare import PrepareConfig
 from inhouse.errors import InhouseError
 from inhouse.recipe import Recipe
 
@@ -44,6 +45,41 @@ def data_check(
     report = check_dataset(file, token_counter(tokenizer), max_seq_length)
     typer.echo(format_report(report))
     raise typer.Exit(0 if report.ok else 1)
+
+
+@data_app.command("scan")
+def data_scan(
+    file: Path = typer.Argument(..., help="Data file to scan for PII (nothing is written)."),
+    kinds: Optional[str] = typer.Option(None, help="Comma-separated kinds (default: all): EMAIL,PHONE,CARD,..."),
+) -> None:
+    """List PII findings (type, file:line, masked value) without changing anything."""
+    from inhouse.data.pii import format_scan, scan_file
+
+    wanted = {k.strip() for k in kinds.split(",") if k.strip()} if kinds else None
+    typer.echo(format_scan(scan_file(file, wanted)))
+
+
+@data_app.command("prepare")
+@model_options(PrepareConfig, exclude=("rules",))
+def data_prepare(
+    file: Path = typer.Argument(..., help="Raw data: chat/Alpaca/prompt-completion/ShareGPT JSON(L), CSV or Parquet."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for train/validation/test JSONL and the report."),
+    recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="YAML with these options (and rules:)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out folder (atomically)."),
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Normalise, deduplicate, redact PII, check structured outputs, cap lengths, split; with a report."""
+    from inhouse.data.prepare import prepare, write_prepared
+    from inhouse.recipe import build_config
+
+    config = build_config(PrepareConfig, recipe_file, **(overrides or {}))
+    prepared = prepare(file, config)
+    folder = write_prepared(prepared, file, config, out, overwrite)
+    removed = sum(e.action == "removed" for e in prepared.events)
+    changed = sum(e.action != "removed" for e in prepared.events)
+    typer.echo(f"{prepared.counts['loaded']} examples read; {removed} removed, {changed} changes; train "
+               f"{len(prepared.train)}, validation {len(prepared.validation)}, test {len(prepared.test)}")
+    typer.echo(f"written to {folder} (report: {folder / 'report.md'})")
 
 
 @app.command("train")

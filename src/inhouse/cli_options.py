@@ -53,16 +53,20 @@ def _option(name: str, field: FieldInfo) -> inspect.Parameter:
     )
 
 
-def model_options(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: add the model's fields as flags; the command receives `overrides=`."""
+def model_options(model: type[BaseModel], exclude: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: add the model's fields as flags; the command receives `overrides=`.
+
+    `exclude` names fields too structured for a flag (they stay YAML-only).
+    """
+    names = [n for n in model.model_fields if n not in exclude]
 
     def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "overrides"]
-        fields = [_option(n, f) for n, f in model.model_fields.items()]
+        fields = [_option(n, model.model_fields[n]) for n in names]
 
         @functools.wraps(command)
         def run(**kwargs: Any) -> Any:
-            overrides = {n: kwargs.pop(n) for n in model.model_fields if n in kwargs}
+            overrides = {n: kwargs.pop(n) for n in names if n in kwargs}
             return command(**kwargs, overrides=overrides)
 
         run.__signature__ = inspect.Signature(own + fields)  # type: ignore[attr-defined]

@@ -7,12 +7,14 @@ HTTP API all read these definitions; a field's description is its help text.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inhouse.errors import InhouseError
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 class Recipe(BaseModel):
@@ -75,7 +77,7 @@ def describe_errors(exc: ValidationError, where: str) -> str:
     return f"{where}: " + "; ".join(parts)
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
+def load_yaml(path: Path, model: type[BaseModel] = Recipe) -> dict[str, Any]:
     """Read a recipe file into a dict, with file:line for syntax errors."""
     if not path.is_file():
         raise InhouseError(f"{path}: no such recipe file")
@@ -91,22 +93,28 @@ def load_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise InhouseError(f"{path}: a recipe is a mapping of field: value, got {type(data).__name__}")
-    return _resolve_paths(data, path.parent)
+    return _resolve_paths(data, path.parent, model)
 
 
-def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Data paths in a recipe are relative to the recipe file, not the shell."""
-    for key in ("train_file", "validation_file"):
-        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+def _resolve_paths(data: dict[str, Any], base: Path, model: type[BaseModel]) -> dict[str, Any]:
+    """Paths in a recipe are relative to the recipe file, not the shell."""
+    for key, info in model.model_fields.items():
+        is_path = info.annotation is Path or Path in getattr(info.annotation, "__args__", ())
+        if is_path and isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
     return data
 
 
-def build(file: Path | None = None, **overrides: Any) -> Recipe:
+def build_config(config_cls: type[ConfigT], file: Path | None = None, /, **overrides: Any) -> ConfigT:
     """Defaults < YAML file < explicit overrides (flags); None means 'not given'."""
-    values = load_yaml(file) if file else {}
+    values = load_yaml(file, config_cls) if file else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return Recipe(**values)
+        return config_cls(**values)
     except ValidationError as exc:
         raise InhouseError(describe_errors(exc, str(file) if file else "recipe")) from None
+
+
+def build(file: Path | None = None, **overrides: Any) -> Recipe:
+    """The fine-tuning recipe from defaults, a YAML file and flags."""
+    return build_config(Recipe, file, **overrides)

@@ -1,8 +1,10 @@
 """Recognise a dataset's format and turn its records into `Conversation`s.
 
-Three formats cover what teams actually have: OpenAI chat fine-tuning files,
-Alpaca instruction files and prompt/completion pairs. Validation uses
-OpenAI's problem codes so people who know that tooling recognise them.
+JSON/JSONL files are recognised by their keys: OpenAI chat fine-tuning files,
+ShareGPT conversations, Alpaca instruction files and prompt/completion
+pairs. CSV/TSV and Parquet files are recognised by extension and read
+through a column mapping. Validation uses OpenAI's problem codes so people
+who know that tooling recognise them.
 """
 
 from __future__ import annotations
@@ -14,18 +16,56 @@ from pathlib import Path
 from typing import Any
 
 from inhouse.data.conversation import ROLES, Conversation, Message, Problem
-from inhouse.data.read import Record, read_records
+from inhouse.data.read import Record, read_records, read_table, table_kind
 from inhouse.errors import InhouseError
 
 CHAT = "chat"
+SHAREGPT = "sharegpt"
 ALPACA = "alpaca"
 PROMPT_COMPLETION = "prompt_completion"
 FORMATS: dict[str, str] = {
     CHAT: '{"messages": [{"role": ..., "content": ...}, ...]}',
+    SHAREGPT: '{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}, ...]}',
     ALPACA: '{"instruction": ..., "input": ..., "output": ...}',
     PROMPT_COMPLETION: '{"prompt": ..., "completion": ...}',
 }
 MESSAGE_KEYS = ("role", "content", "name", "weight")
+# ShareGPT speaker names seen in the wild, compared case-insensitively.
+SHAREGPT_ROLES: dict[str, str] = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+}
+# Tried in order when a table comes without a column mapping (case-insensitive).
+DEFAULT_COLUMNS = (("instruction", "output"), ("prompt", "completion"), ("prompt", "response"), ("question", "answer"))
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which columns of a CSV/TSV/Parquet file hold which part of an example.
+
+    `prompt` is the instruction or question and `response` the answer to
+    train on; `input` (Alpaca's extra context) is appended to the prompt
+    after a blank line. `category` lands in `Conversation.meta["category"]`
+    for stratified splits; `meta` columns are copied into `meta` by name.
+    """
+
+    prompt: str
+    response: str
+    input: str | None = None
+    system: str | None = None
+    category: str | None = None
+    meta: tuple[str, ...] = ()
+
+    def names(self) -> list[str]:
+        """Every column the mapping reads, without repeats."""
+        named = [self.prompt, self.response, self.input, self.system, self.category, *self.meta]
+        return list(dict.fromkeys(c for c in named if c is not None))
 
 
 @dataclass
@@ -56,6 +96,8 @@ def detect_format(value: Any) -> str | None:
         return None
     if "messages" in value:
         return CHAT
+    if isinstance(value.get("conversations"), list):
+        return SHAREGPT
     if "instruction" in value and "output" in value:
         return ALPACA
     if "prompt" in value and "completion" in value:
@@ -98,14 +140,24 @@ def _chat(value: Any) -> list[Message]:
     messages = _require_object(value).get("messages")
     if not isinstance(messages, list) or not messages:
         raise _Bad("missing_messages_list", "messages", "'messages' must be a non-empty list of messages")
-    out = [_message(m, f"messages[{i}]") for i, m in enumerate(messages)]
-    if not any(m.role == "assistant" and m.weight == 1 for m in out):
+    return _require_assistant([_message(m, f"messages[{i}]") for i, m in enumerate(messages)], "messages")
+
+
+def _require_assistant(messages: list[Message], where: str) -> list[Message]:
+    if not any(m.role == "assistant" and m.weight == 1 for m in messages):
         raise _Bad(
             "example_missing_assistant_message",
-            "messages",
+            where,
             "needs at least one assistant message with weight 1, or there is nothing to train on",
         )
-    return out
+    return messages
+
+
+def _role_key(role: Any) -> str:
+    """Roles compare without case or surrounding blanks: " Assistant " is assistant.
+
+    This is the one place role spellings are normalised."""
+    return role.strip().lower() if isinstance(role, str) else ""
 
 
 def _message(m: Any, where: str) -> Message:
@@ -118,12 +170,32 @@ def _message(m: Any, where: str) -> Message:
         if key not in MESSAGE_KEYS:
             allowed = ", ".join(MESSAGE_KEYS)
             raise _Bad("message_unrecognized_key", f"{where}.{key}", f"unknown key {key!r}; allowed: {allowed}")
-    if (role := m["role"]) not in ROLES:
-        raise _Bad("unrecognized_role", f"{where}.role", f"role {role!r} is not one of {', '.join(ROLES)}")
+    if (role := _role_key(m["role"])) not in ROLES:
+        raise _Bad("unrecognized_role", f"{where}.role", f"role {m['role']!r} is not one of {', '.join(ROLES)}")
     content = _text(m["content"], f"{where}.content")
     if "name" in m and not isinstance(m["name"], str):
         raise _Bad("wrong_type", f"{where}.name", f"'name' must be a string, got a JSON {_json_type(m['name'])}")
-    return Message(role, content, _weight(m.get("weight", 1), f"{where}.weight"))
+    return Message(role, content, _weight(m.get("weight", 1), f"{where}.weight"))  # type: ignore[arg-type]
+
+
+def _sharegpt(value: Any) -> list[Message]:
+    turns = _require_object(value).get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise _Bad("missing_messages_list", "conversations", "'conversations' must be a non-empty list of turns")
+    return _require_assistant([_turn(t, f"conversations[{i}]") for i, t in enumerate(turns)], "conversations")
+
+
+def _turn(t: Any, where: str) -> Message:
+    """One ShareGPT turn; keys other than from/value (e.g. 'markdown') are ignored."""
+    if not isinstance(t, dict):
+        raise _Bad("wrong_type", where, f"a turn must be an object, got a JSON {_json_type(t)}")
+    for key in ("from", "value"):
+        if key not in t:
+            raise _Bad("message_missing_key", where, f"turn has no {key!r} key")
+    if (role := SHAREGPT_ROLES.get(_role_key(t["from"]))) is None:
+        known = ", ".join(SHAREGPT_ROLES)
+        raise _Bad("unrecognized_role", f"{where}.from", f"'from' {t['from']!r} is not one of {known}")
+    return Message(role, _text(t["value"], f"{where}.value"))  # type: ignore[arg-type]
 
 
 def _weight(w: Any, where: str) -> int:
@@ -139,11 +211,14 @@ def _alpaca(value: Any) -> list[Message]:
     obj = _require_object(value)
     instruction = _text(_require(obj, "instruction"), "instruction")
     output = _text(_require(obj, "output"), "output")
-    extra = _optional_text(obj, "input")
-    system = _optional_text(obj, "system")
-    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return _instruction(instruction, output, _optional_text(obj, "input"), _optional_text(obj, "system"))
+
+
+def _instruction(prompt: str, response: str, extra: str, system: str) -> list[Message]:
+    """Alpaca's layout, shared by tables: input follows the prompt after a blank line."""
+    user = f"{prompt}\n\n{extra}" if extra.strip() else prompt
     head = [Message("system", system)] if system.strip() else []
-    return [*head, Message("user", user), Message("assistant", output)]
+    return [*head, Message("user", user), Message("assistant", response)]
 
 
 def _prompt_completion(value: Any) -> list[Message]:
@@ -155,6 +230,7 @@ def _prompt_completion(value: Any) -> list[Message]:
 
 _CONVERTERS: dict[str, Callable[[Any], list[Message]]] = {
     CHAT: _chat,
+    SHAREGPT: _sharegpt,
     ALPACA: _alpaca,
     PROMPT_COMPLETION: _prompt_completion,
 }
@@ -181,8 +257,8 @@ def _text(value: Any, where: str) -> str:
     return value
 
 
-def _optional_text(obj: dict, key: str) -> str:
-    value = obj.get(key)
+def _optional_text(obj: dict, key: str | None) -> str:
+    value = obj.get(key) if key is not None else None
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -201,24 +277,59 @@ def _json_type(value: Any) -> str:
 
 def convert(record: Record, fmt: str, source: str) -> Conversation | Problem:
     """One record as a Conversation, or the first Problem that stops it being one."""
+    return _convert(record, source, _CONVERTERS[fmt], _json_meta)
+
+
+def _convert(
+    record: Record, source: str, to_messages: Callable[[Any], list[Message]], to_meta: Callable[[Any], dict]
+) -> Conversation | Problem:
     if record.problem is not None:
         return record.problem
     try:
-        messages = _CONVERTERS[fmt](record.value)
+        messages = to_messages(record.value)
     except _Bad as bad:
         return Problem(bad.code, source, record.line, bad.message, bad.field)
-    return Conversation(tuple(messages), source=source, line=record.line)
+    return Conversation(tuple(messages), source=source, line=record.line, meta=to_meta(record.value))
 
 
-def load_dataset(path: str | Path) -> LoadResult:
-    """Load a whole file; per-example problems are collected, never raised."""
+def _json_meta(value: Any) -> dict:
+    """A top-level 'category' rides along (for stratified splits); it is never a problem."""
+    return {"category": value["category"]} if isinstance(value, dict) and "category" in value else {}
+
+
+def load_dataset(path: str | Path, columns: ColumnMap | None = None) -> LoadResult:
+    """Load a whole file; per-example problems are collected, never raised.
+
+    `columns` maps a CSV/TSV/Parquet file's columns; without it the usual
+    names (DEFAULT_COLUMNS) are tried. JSON/JSONL files need no mapping.
+    """
+    if (kind := table_kind(path)) is not None:
+        return _load_table(path, kind, columns)
+    if columns is not None:
+        raise InhouseError(f"{path}: a column mapping applies only to .csv, .tsv and .parquet files, not JSON/JSONL")
     source = str(path)
     records = read_records(path)
     fmt, head = _detect(source, records)
-    result = LoadResult(source, fmt)
-    for rec in _chain(head, records):
+    return _collect(LoadResult(source, fmt), _chain(head, records), lambda r: convert(r, fmt, source))
+
+
+def _load_table(path: str | Path, kind: str, columns: ColumnMap | None) -> LoadResult:
+    source = str(path)
+    table = read_table(path)
+    cols = _resolve_columns(source, columns, table.columns)
+
+    def to_conversation(rec: Record) -> Conversation | Problem:
+        return _convert(rec, source, lambda row: _row_messages(row, cols), lambda row: _row_meta(row, cols))
+
+    return _collect(LoadResult(source, kind), table.read(cols.names()), to_conversation)
+
+
+def _collect(
+    result: LoadResult, records: Iterable[Record], to_conversation: Callable[[Record], Conversation | Problem]
+) -> LoadResult:
+    for rec in records:
         result.total += 1
-        item = convert(rec, fmt, source)
+        item = to_conversation(rec)
         if isinstance(item, Problem):
             result.problems.append(item)
         else:
@@ -231,9 +342,50 @@ def _chain(head: list[Record], rest: Iterator[Record]) -> Iterator[Record]:
     yield from rest
 
 
-def load_conversations(path: str | Path) -> list[Conversation]:
+def _resolve_columns(path: str, columns: ColumnMap | None, available: tuple[str, ...]) -> ColumnMap:
+    """The mapping to use, checked against the header before any row is read."""
+    cols = columns or _default_columns(path, available)
+    for name in cols.names():
+        if name not in available:
+            raise InhouseError(f"{path}: has no column {name!r}; its columns are: {_names(available)}")
+    return cols
+
+
+def _default_columns(path: str, available: tuple[str, ...]) -> ColumnMap:
+    by_lower: dict[str, str] = {}
+    for name in available:
+        by_lower.setdefault(name.lower(), name)
+    for prompt, response in DEFAULT_COLUMNS:
+        if prompt in by_lower and response in by_lower:
+            optional = {key: by_lower.get(key) for key in ("input", "system", "category")}
+            return ColumnMap(by_lower[prompt], by_lower[response], **optional)
+    usual = "; ".join(f"{p}/{r}" for p, r in DEFAULT_COLUMNS)
+    raise InhouseError(
+        f"{path}: columns {_names(available)} match none of the usual pairs ({usual}); pass a column mapping"
+    )
+
+
+def _names(columns: Iterable[str]) -> str:
+    """Column names quoted, so a name with a newline keeps the message on one line."""
+    return ", ".join(repr(c) for c in columns) or "(none)"
+
+
+def _row_messages(row: dict, cols: ColumnMap) -> list[Message]:
+    prompt = _text(row[cols.prompt], cols.prompt)
+    response = _text(row[cols.response], cols.response)
+    return _instruction(prompt, response, _optional_text(row, cols.input), _optional_text(row, cols.system))
+
+
+def _row_meta(row: dict, cols: ColumnMap) -> dict:
+    meta = {name: row[name] for name in cols.meta}
+    if cols.category is not None:
+        meta["category"] = row[cols.category]
+    return meta
+
+
+def load_conversations(path: str | Path, columns: ColumnMap | None = None) -> list[Conversation]:
     """Load for training: any problem at all stops the run, with a pointer to the report."""
-    result = load_dataset(path)
+    result = load_dataset(path, columns)
     check = f"run 'inhouse data check {shlex.quote(str(path))}'"
     if result.problems:
         first, more = result.problems[0], len(result.problems) - 1

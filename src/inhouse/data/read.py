@@ -1,4 +1,4 @@
-"""Read a JSON or JSONL data file into raw records that know their line.
+"""Read a JSON, JSONL, CSV/TSV or Parquet data file into raw records that know their line.
 
 Everything a user can get wrong about the *file* (wrong path, binary,
 wrong encoding) is an `InhouseError` naming the file, because nothing in it
@@ -8,9 +8,10 @@ record, so one bad line never hides the other 9,999.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,8 +29,8 @@ _JSON_WS = re.compile(r"[ \t\n\r]*")
 # Formats people hand us by mistake, named so the fix is obvious.
 _MAGIC = {
     b"\x1f\x8b": "gzip-compressed; decompress it first (gunzip)",
-    b"PK\x03\x04": "a zip archive; unzip it first",
-    b"PAR1": "a Parquet file; convert it to JSONL first",
+    b"PK\x03\x04": "a zip archive (an Excel .xlsx is one); unzip it, or export the sheet as CSV",
+    b"PAR1": "a Parquet file; give it the .parquet extension so it is read as Parquet",
     b"\xff\xfe": "UTF-16 text; re-save it as UTF-8",
     b"\xfe\xff": "UTF-16 text; re-save it as UTF-8",
 }
@@ -82,19 +83,19 @@ def _check_is_file(p: Path) -> None:
         raise InhouseError(f"{p}: is not a regular file; pass a .jsonl or .json file")
 
 
-def _check_not_binary(p: str, head: bytes) -> None:
+def _check_not_binary(p: str, head: bytes, kind: str = "JSON/JSONL") -> None:
     """Catch compressed/columnar/UTF-16 files before they become 10,000 JSON errors."""
     for magic, what in _MAGIC.items():
         if head.startswith(magic):
             raise InhouseError(f"{p}: looks like {what}")
     if b"\x00" in head:
-        raise _binary_error(p, head.count(b"\n", 0, head.index(b"\x00")) + 1)
+        raise _binary_error(p, head.count(b"\n", 0, head.index(b"\x00")) + 1, kind)
 
 
-def _binary_error(p: str, line: int) -> InhouseError:
+def _binary_error(p: str, line: int, kind: str = "JSON/JSONL") -> InhouseError:
+    what = "UTF-8 JSONL, one example per line" if kind == "JSON/JSONL" else f"UTF-8 {kind}"
     return InhouseError(
-        f"{p}:{line}: contains NUL bytes, so it looks like binary, not JSON/JSONL; "
-        "pass the text file (UTF-8 JSONL, one example per line)"
+        f"{p}:{line}: contains NUL bytes, so it looks like binary, not {kind}; pass the text file ({what})"
     )
 
 
@@ -249,3 +250,124 @@ def _check_trailing(p: str, text: str, pos: int) -> Iterator[Record]:
     end = _skip_ws(text, pos)
     if end < len(text):
         yield _unexpected(p, text, end, "unexpected data after the closing ']'")
+
+
+# --- tables: CSV/TSV and Parquet ---------------------------------------------------
+
+TABLE_KINDS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A tabular file's column names, and a way to read chosen columns.
+
+    Columns are chosen after the header is known (the mapping depends on
+    it), so Parquet files never load columns nobody asked for.
+    """
+
+    columns: tuple[str, ...]
+    read: Callable[[Sequence[str]], Iterator[Record]]
+
+
+def table_kind(path: str | Path) -> str | None:
+    """'csv', 'tsv' or 'parquet' by extension; None for JSON/JSONL (sniffed by content)."""
+    return TABLE_KINDS.get(Path(path).suffix.lower())
+
+
+def read_table(path: str | Path) -> Table:
+    """Open a .csv, .tsv or .parquet file; file-level faults raise InhouseError."""
+    kind = table_kind(path)
+    if kind == "parquet":
+        return _read_parquet(path)
+    return _read_csv(path, "\t" if kind == "tsv" else ",")
+
+
+def _read_csv(path: str | Path, delimiter: str) -> Table:
+    """Header now (so a bad file fails before any work), rows lazily."""
+    p = str(path)
+    _check_is_file(Path(path))
+    with open(path, "rb") as f:
+        _check_not_binary(p, f.read(SNIFF_BYTES), "CSV")
+    rows = _csv_rows(p, path, delimiter)
+    first = next(rows, None)
+    rows.close()
+    if first is None:
+        raise InhouseError(f"{p}: the file is empty; its first line must name the columns")
+    header = _header(p, first[1])
+    return Table(header, lambda cols: _csv_records(p, path, delimiter, header, cols))
+
+
+def _header(p: str, row: list[str]) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in row)
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise InhouseError(f"{p}:1: column {name!r} appears twice in the header; rename one")
+    return names
+
+
+def _csv_records(
+    p: str, path: str | Path, delimiter: str, header: tuple[str, ...], cols: Sequence[str]
+) -> Iterator[Record]:
+    """Each data row as {column: text}; a row of the wrong width is a Problem."""
+    where = [header.index(c) for c in cols]
+    rows = _csv_rows(p, path, delimiter)
+    next(rows, None)  # the header
+    for line, row in rows:
+        if len(row) != len(header):
+            msg = f"row has {len(row)} fields but the header has {len(header)} (an unquoted {delimiter!r}?)"
+            yield Record(line, problem=Problem("invalid_row", p, line, msg))
+        else:
+            yield Record(line, value={c: row[i] for c, i in zip(cols, where, strict=True)})
+
+
+def _csv_rows(p: str, path: str | Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(physical line the row starts on, fields) for each non-blank row.
+
+    The field limit is raised to the line limit while reading, so long
+    answers load but an unclosed quote cannot swallow the whole file.
+    """
+    old_limit = csv.field_size_limit(MAX_LINE_BYTES)
+    start = 1
+    try:
+        with open(path, "rb") as f:
+            reader = csv.reader(_csv_lines(p, f), delimiter=delimiter, strict=True)
+            for row in reader:
+                if any(field.strip() for field in row):
+                    yield start, row
+                start = reader.line_num + 1
+    except csv.Error as e:
+        raise InhouseError(f"{p}:{start}: not valid CSV: {e}; check the quotes in the row starting here") from None
+    finally:
+        csv.field_size_limit(old_limit)
+
+
+def _csv_lines(p: str, f: BinaryIO) -> Iterator[str]:
+    """Decoded lines, each ending in one \\n (CRLF and the BOM are dropped)."""
+    for lineno, raw in _raw_lines(f):
+        if raw is None:
+            raise InhouseError(f"{p}:{lineno}: line is longer than {MAX_LINE_BYTES} bytes; is this really CSV?")
+        if b"\x00" in raw:
+            raise _binary_error(p, lineno, "CSV")
+        yield _decode(p, raw, lineno) + "\n"
+
+
+def _read_parquet(path: str | Path) -> Table:
+    """Row numbers (from 1) stand in for line numbers."""
+    import pyarrow.parquet as pq  # heavy; only Parquet users pay for it
+
+    p = str(path)
+    _check_is_file(Path(path))
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a non-Parquet file
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InhouseError(f"{p}: is not a readable Parquet file ({first})") from None
+    return Table(tuple(pf.schema_arrow.names), lambda cols: _parquet_records(pf, cols))
+
+
+def _parquet_records(pf: Any, cols: Sequence[str]) -> Iterator[Record]:
+    line = 0
+    for batch in pf.iter_batches(batch_size=4096, columns=list(cols)):
+        for value in batch.to_pylist():
+            line += 1
+            yield Record(line, value=value)

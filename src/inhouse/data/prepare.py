@@ -1,0 +1,256 @@
+"""`inhouse data prepare`: a team's raw export -> a clean, private, well-split training set.
+
+load -> normalise -> deduplicate -> PII -> structured outputs -> length -> split -> balance.
+Every example removed or changed is recorded as an `Event` (step, file:line, reason),
+the input file is only read, and the output folder appears all at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inhouse.data import dedup, split
+from inhouse.data import pii as pii_detect
+from inhouse.data import schema as structured
+from inhouse.data.conversation import Conversation
+from inhouse.data.formats import ColumnMap, load_dataset
+from inhouse.data.normalize import normalize_conversation
+from inhouse.errors import InhouseError
+
+
+class PrepareConfig(BaseModel):
+    """Options of the preparation step; each is a YAML key and a `data prepare` flag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_column: str | None = Field(None, description="CSV/Parquet: column with the user's message or instruction.")
+    response_column: str | None = Field(None, description="CSV/Parquet: column with the answer.")
+    input_column: str | None = Field(None, description="CSV/Parquet: optional extra input appended to the prompt.")
+    system_column: str | None = Field(None, description="CSV/Parquet: optional system message column.")
+    category_column: str | None = Field(None, description="CSV/Parquet: column copied to each example's category.")
+    normalize: bool = Field(True, description="Unicode NFC, control characters, whitespace and line endings.")
+    dedup: bool = Field(True, description="Remove exact and near duplicates, keeping the first occurrence.")
+    near_duplicate_threshold: float = Field(0.85, gt=0, le=1, description="Jaccard similarity (character 5-grams) above which examples are near duplicates.")
+    pii: Literal["redact", "drop", "off"] = Field("redact", description="Replace PII with typed placeholders, drop examples with PII, or leave it.")
+    pii_kinds: list[str] = Field(list(pii_detect.KINDS), description="PII kinds to act on.")
+    max_seq_length: int | None = Field(None, ge=8, description="Longest example in tokens of --model's tokenizer (off when unset).")
+    model: str = Field("builtin:tiny", description="Model whose tokenizer and chat template measure lengths.")
+    too_long: Literal["drop", "truncate"] = Field("drop", description="Over max_seq_length: drop the example, or drop trailing turns until it fits.")
+    schema_file: Path | None = Field(None, description="JSON Schema that assistant messages must satisfy.")
+    rules: list[dict[str, Any]] = Field([], description="Declarative structured-output rules (YAML only; see inhouse.data.schema).")
+    json_messages: Literal["all", "last", "fenced"] = Field("all", description="Which assistant messages must be JSON.")
+    keep_invalid: bool = Field(False, description="Keep examples that fail the schema or rules (they are still reported).")
+    validation: float = Field(0.1, ge=0, lt=1, description="Share held out for validation.")
+    test: float = Field(0.0, ge=0, lt=1, description="Share held out for testing.")
+    stratify: str | None = Field(None, description="Category field to stratify the split by (e.g. category).")
+    cap_per_category: int | None = Field(None, ge=1, description="Training split: at most this many examples per category.")
+    upsample_to: int | None = Field(None, ge=1, description="Training split: repeat examples of smaller categories up to this count.")
+    seed: int = Field(42, description="Seed for the split and balancing.")
+
+    def columns(self) -> ColumnMap | None:
+        if not (self.prompt_column or self.response_column):
+            return None
+        if not (self.prompt_column and self.response_column):
+            raise InhouseError("give both --prompt-column and --response-column (or neither)")
+        return ColumnMap(prompt=self.prompt_column, response=self.response_column, input=self.input_column,
+                         system=self.system_column, category=self.category_column)
+
+
+@dataclass
+class Event:
+    """One example removed or changed by one step."""
+
+    step: str
+    action: Literal["removed", "changed", "kept_invalid"]
+    where: str
+    reason: str
+
+
+@dataclass
+class Prepared:
+    train: list[Conversation]
+    validation: list[Conversation]
+    test: list[Conversation]
+    events: list[Event] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(path: str | Path, config: PrepareConfig) -> Prepared:
+    """Run every step in memory; nothing is written."""
+    loaded = load_dataset(path, config.columns())
+    events = [Event("load", "removed", f"{p.source}:{p.line}", f"{p.code}: {p.message}") for p in loaded.problems]
+    counts: dict[str, Any] = {"loaded": loaded.total, "valid": len(loaded.conversations)}
+    convs = loaded.conversations
+    for name, step in STEPS:
+        convs = step(convs, config, events)
+        counts[f"after_{name}"] = len(convs)
+    if not convs:
+        removed = Counter(e.step for e in events if e.action == "removed")
+        raise InhouseError(f"{path}: no example survived preparation (removed by step: "
+                           + ", ".join(f"{k} {v}" for k, v in removed.items()) + ")")
+    return _split_and_balance(convs, config, events, counts)
+
+
+def _normalize(convs, config, events):
+    if not config.normalize:
+        return convs
+    out = []
+    for conv in convs:
+        new, reasons = normalize_conversation(conv)
+        if reasons:
+            events.append(Event("normalize", "changed", conv.where, ", ".join(reasons)))
+        out.append(new)
+    return out
+
+
+def _dedup(convs, config, events):
+    if not config.dedup:
+        return convs
+    result = dedup.deduplicate(convs, threshold=config.near_duplicate_threshold)
+    for kind, clusters in (("exact duplicate", result.exact), ("near duplicate", result.near)):
+        for c in clusters:
+            for r in c.removed:
+                sim = "" if kind.startswith("exact") else f", Jaccard >= {c.similarity:.2f}"
+                events.append(Event("dedup", "removed", convs[r].where, f"{kind} of {convs[c.kept].where}{sim}"))
+    return [convs[i] for i in result.kept]
+
+
+def _pii(convs, config, events):
+    if config.pii == "off":
+        return convs
+    out = []
+    for conv in convs:
+        redacted, found = pii_detect.redact_conversation(conv, set(config.pii_kinds))
+        if found:
+            what = ", ".join(f"{f.kind} {f.masked} in messages[{i}]" for i, f in found)
+            action = "removed" if config.pii == "drop" else "changed"
+            events.append(Event("pii", action, conv.where, what))
+        if not found or config.pii == "redact":
+            out.append(redacted)
+    return out
+
+
+def _structured(convs, config, events):
+    if not config.schema_file and not config.rules:
+        return convs
+    validator = structured.load_schema(config.schema_file) if config.schema_file else None
+    failures = structured.check_structured(convs, validator, structured.parse_rules(config.rules), config.json_messages)
+    action = "kept_invalid" if config.keep_invalid else "removed"
+    for f in failures:
+        events.append(Event("schema", action, f.where, f"messages[{f.message_index}] {f.kind} at {f.path}: {f.reason}"))
+    kept, _ = structured.filter_structured(convs, failures, config.keep_invalid)
+    return kept
+
+
+def _length(convs, config, events):
+    if config.max_seq_length is None:
+        return convs
+    from inhouse.model.load import load_tokenizer
+    from inhouse.model.template import apply_template_choice, token_counter
+
+    tokenizer = load_tokenizer(config.model)
+    apply_template_choice(tokenizer, None)
+    count = token_counter(tokenizer)
+    out = []
+    for conv in convs:
+        n = count(conv)
+        if n <= config.max_seq_length:
+            fitted = conv
+        else:
+            fitted = _fit(conv, count, config) if config.too_long == "truncate" else None
+        if fitted is None:
+            events.append(Event("length", "removed", conv.where, f"{n} tokens > max_seq_length {config.max_seq_length}"))
+        elif fitted is not conv:
+            events.append(Event("length", "changed", conv.where, f"{n} tokens: kept the first "
+                                f"{len(fitted.messages)} of {len(conv.messages)} messages"))
+        if fitted is not None:
+            out.append(fitted)
+    return out
+
+
+def _fit(conv: Conversation, count, config: PrepareConfig) -> Conversation | None:
+    """Drop trailing turns (never cut inside a message) until it fits and ends on an assistant turn."""
+    messages = list(conv.messages)
+    while messages:
+        messages.pop()
+        while messages and messages[-1].role != "assistant":
+            messages.pop()
+        candidate = replace(conv, messages=tuple(messages))
+        if messages and any(m.weight for m in messages if m.role == "assistant") \
+                and count(candidate) <= config.max_seq_length:
+            return candidate
+    return None
+
+
+STEPS = (("normalize", _normalize), ("dedup", _dedup), ("pii", _pii), ("structured", _structured),
+         ("length", _length))
+
+
+def _split_and_balance(convs, config: PrepareConfig, events, counts) -> Prepared:
+    parts = split.split_dataset(convs, config.validation, config.test, config.seed, config.stratify)
+    train = parts.train
+    counts["split"] = {"train": len(parts.train), "validation": len(parts.validation), "test": len(parts.test)}
+    if config.stratify:
+        counts["strata"] = parts.strata
+    if config.cap_per_category or config.upsample_to:
+        by = config.stratify or "category"
+        train, before, after = split.balance(train, by, config.cap_per_category, config.upsample_to, config.seed)
+        counts["balance"] = {"by": by, "before": before, "after": after}
+    return Prepared(train, parts.validation, parts.test, events, counts)
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def to_record(conv: Conversation) -> dict[str, Any]:
+    """Chat JSONL (OpenAI fine-tuning format), weights and category preserved."""
+    messages = [{"role": m.role, "content": m.content} | ({"weight": 0} if m.role == "assistant" and not m.weight
+                                                          else {}) for m in conv.messages]
+    extra = {k: v for k, v in conv.meta.items() if k == "category"}
+    return {"messages": messages} | extra
+
+
+def write_prepared(prepared: Prepared, source: str | Path, config: PrepareConfig, out: Path,
+                   overwrite: bool = False) -> Path:
+    """Write splits and reports into a staging folder, then rename it to `out`."""
+    from inhouse.data.prepare_report import render_markdown
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InhouseError(f"{out} already exists; choose another --out or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        for name in ("train", "validation", "test"):
+            rows = getattr(prepared, name)
+            if rows or name == "train":
+                (staged / f"{name}.jsonl").write_text(
+                    "".join(json.dumps(to_record(c), ensure_ascii=False) + "\n" for c in rows), encoding="utf-8")
+        report = {"source": str(source), "config": config.model_dump(mode="json"), "counts": prepared.counts,
+                  "events": [asdict(e) for e in prepared.events]}
+        (staged / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        (staged / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        _swap_into_place(staged, out)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return out
+
+
+def _swap_into_place(staged: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(staged, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, out)

@@ -1,0 +1,146 @@
+"""`data prepare` end to end: every removal and change reported with its line; atomic output."""
+
+import hashlib
+import json
+
+import pytest
+from helpers import chat, write_jsonl
+
+from inhouse.data import prepare as prep
+from inhouse.data.prepare import PrepareConfig, prepare, write_prepared
+from inhouse.errors import InhouseError
+
+SCHEMA = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["open", "closed"]}}}
+
+
+def raw_rows():
+    rows = [chat(f"Ticket {i}: what's the status of order LL-{20400 + 37 * i}?", '{"status": "open"}')
+            | {"category": ["billing", "shipping"][i % 2]} for i in range(20)]
+    rows[3] = chat("Ticket 3 status? mail me at jane.doe@example.com", '```json\n{"status": "closed"}\n```') \
+        | {"category": "shipping"}
+    rows[5] = chat("Ticket 5 status?", '{"status": "lost"}') | {"category": "shipping"}
+    rows[7] = chat("Ticket 7 status?\r\n  ", '{"status": "open"}  ') | {"category": "shipping"}
+    rows.append(rows[1])  # exact duplicate of line 2 (line 21)
+    rows.append(chat("Ticket 1: what's the status of order LL-20437??", '{"status": "open"}') | {"category": "shipping"})
+    rows.append(chat("Ticket 9 status: " + "long " * 400, '{"status": "open"}'))  # line 23: too long
+    return rows
+
+
+def write_raw(tmp_path):
+    path = write_jsonl(tmp_path / "raw.jsonl", raw_rows())
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"messages": [{"role": "user", "content": "no answer"}]}\n')  # line 24
+    return path
+
+
+def events_at(prepared, line):
+    return [(e.step, e.action, e.reason) for e in prepared.events if e.where.endswith(f":{line}")]
+
+
+def test_every_step_reports_what_it_did_with_the_line(tmp_path):
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(SCHEMA))
+    config = PrepareConfig(schema_file=schema_file, max_seq_length=600, stratify="category", validation=0.2)
+    prepared = prepare(write_raw(tmp_path), config)
+    assert events_at(prepared, 24)[0][:2] == ("load", "removed")
+    assert ("dedup", "removed") in [e[:2] for e in events_at(prepared, 21)]
+    assert "exact duplicate of" in events_at(prepared, 21)[0][2] and ":2" in events_at(prepared, 21)[0][2]
+    near = events_at(prepared, 22)
+    assert near and near[0][:2] == ("dedup", "removed") and "near duplicate" in near[0][2]
+    assert ("pii", "changed") in [e[:2] for e in events_at(prepared, 4)]
+    assert any("EMAIL" in e[2] and "jane.doe" not in e[2] for e in events_at(prepared, 4))
+    schema_events = events_at(prepared, 6)
+    assert schema_events[0][:2] == ("schema", "removed") and "$.status" in schema_events[0][2]
+    assert ("normalize", "changed") in [e[:2] for e in events_at(prepared, 8)]
+    assert events_at(prepared, 23)[-1][:2] == ("length", "removed")
+    kept = prepared.train + prepared.validation
+    assert len(kept) == 24 - 1 - 2 - 1 - 1
+    assert all("jane.doe@example.com" not in m.content for c in kept for m in c.messages)
+    assert {c.meta["category"] for c in prepared.validation} == {"billing", "shipping"}
+
+
+def test_truncate_drops_trailing_turns_instead_of_the_example(tmp_path):
+    long_turns = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                               {"role": "user", "content": "more " * 300}, {"role": "assistant", "content": "ok"}]}
+    path = write_jsonl(tmp_path / "t.jsonl", [long_turns, chat("a", "b")])
+    prepared = prepare(path, PrepareConfig(max_seq_length=200, too_long="truncate", validation=0))
+    first = next(c for c in prepared.train if c.line == 1)
+    assert [m.content for m in first.messages] == ["Hi", "Hello."]
+    assert events_at(prepared, 1)[-1][:2] == ("length", "changed")
+
+
+def test_outputs_are_written_atomically_and_input_is_untouched(tmp_path, monkeypatch):
+    raw = write_raw(tmp_path)
+    digest = hashlib.sha256(raw.read_bytes()).hexdigest()
+    config = PrepareConfig(validation=0.2, test=0.1)
+    out = write_prepared(prepare(raw, config), raw, config, tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "test.jsonl", "train.jsonl",
+                                                      "validation.jsonl"]
+    assert hashlib.sha256(raw.read_bytes()).hexdigest() == digest
+    report = json.loads((out / "report.json").read_text())
+    assert {e["where"] for e in report["events"]} <= {f"{raw}:{n}" for n in range(1, 25)}
+    md = (out / "report.md").read_text()
+    assert all(e["where"] in md for e in report["events"])
+    with pytest.raises(InhouseError, match="already exists"):
+        write_prepared(prepare(raw, config), raw, config, tmp_path / "out")
+
+    def broken(report):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("inhouse.data.prepare_report.render_markdown", broken)
+    with pytest.raises(RuntimeError):
+        write_prepared(prepare(raw, config), raw, config, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+
+
+def test_written_examples_load_back_with_weights_and_category(tmp_path):
+    from inhouse.data.formats import load_dataset
+
+    rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "skip", "weight": 0},
+                          {"role": "user", "content": "b"}, {"role": "assistant", "content": "keep"}],
+             "category": "x"}] * 1 + [chat("q", "r") | {"category": "y"}]
+    raw = write_jsonl(tmp_path / "w.jsonl", rows)
+    config = PrepareConfig(validation=0)
+    out = write_prepared(prepare(raw, config), raw, config, tmp_path / "o")
+    back = load_dataset(out / "train.jsonl")
+    assert not back.problems and len(back.conversations) == 2
+    first = back.conversations[0]
+    assert [m.weight for m in first.messages if m.role == "assistant"] == [0, 1] and first.meta["category"] == "x"
+
+
+def test_adversarial_text_survives_and_pii_split_across_lines_is_caught(tmp_path):
+    rows = [chat("مرحبا، أين طلبي؟ 📦👨‍👩‍👧", "Hi there, it ships Monday 🚚"),
+            chat("card 4242 4242\n4242 4242 please refund", "Done."),
+            chat("```json\n{\"a\": 1}\n```", "```json\n{\"status\": \"open\"}\n```")]
+    prepared = prepare(write_jsonl(tmp_path / "adv.jsonl", rows), PrepareConfig(validation=0))
+    texts = [m.content for c in prepared.train for m in c.messages]
+    assert "مرحبا، أين طلبي؟ 📦👨‍👩‍👧" in texts
+    assert any("<CARD>" in t for t in texts) and not any("4242" in t for t in texts)
+
+
+def test_nothing_left_is_an_error_naming_the_steps(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [chat("my mail is a@example.com", "ok")])
+    with pytest.raises(InhouseError, match="pii 1"):
+        prepare(path, PrepareConfig(pii="drop"))
+
+
+def test_prepare_cli_with_recipe_rules_and_scan(tmp_path):
+    import subprocess
+    import sys
+
+    rows = [chat("Plan a meeting", json.dumps({"attendees": [{"role": "organizer"}, {"role": "guest"}]})),
+            chat("Plan another", json.dumps({"attendees": [{"role": "guest"}]})),
+            chat("Call me on +44 20 7946 0958", json.dumps({"attendees": [{"role": "organizer"}]}))]
+    raw = write_jsonl(tmp_path / "m.jsonl", rows)
+    recipe = tmp_path / "prep.yaml"
+    recipe.write_text("validation: 0\nrules:\n  - name: one organizer\n    path: attendees[*]\n"
+                      "    where: {role: organizer}\n    count: {equals: 1}\n", encoding="utf-8")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "inhouse", *map(str, a)], capture_output=True, text=True)
+    proc = run("data", "prepare", raw, "--out", tmp_path / "o", "--recipe", recipe)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert [(e["step"], e["where"]) for e in report["events"] if e["step"] == "schema"] == [("schema", f"{raw}:2")]
+    scan = run("data", "scan", raw)
+    assert scan.returncode == 0 and "PHONE" in scan.stdout and "7946 0958" not in scan.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "o", "prep.yaml"]
