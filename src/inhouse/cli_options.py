@@ -44,7 +44,8 @@ def _default_text(field: FieldInfo) -> str:
 
 def _option(name: str, field: FieldInfo) -> inspect.Parameter:
     kind, hint = _cli_type(field.annotation)
-    flag = "--" + name.replace("_", "-")
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    flag = "--" + str(extra.get("flag") or name.replace("_", "-"))
     decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag,)
     help_text = f"{field.description or ''}{hint} (default: {_default_text(field)})"
     return inspect.Parameter(

@@ -39,6 +39,7 @@ class Recipe(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     batch_size: int = Field(4, ge=1, description="Examples per micro-batch.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    eval_every: int | None = Field(None, ge=1, description="Validation loss every N optimizer steps (default: after each epoch); the points feed the eval report's curves.")
     max_seq_length: int = Field(2048, ge=8, description="Longest example in tokens; longer examples are dropped and reported.")
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit"] | None = Field(None, description="Optimizer (default: fused AdamW on a GPU, AdamW on CPU; paged_adamw_8bit needs bitsandbytes).")
     bf16: bool | None = Field(None, description="bf16 autocast (default: on where the GPU supports it).")

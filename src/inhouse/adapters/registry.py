@@ -2,20 +2,19 @@
 
 Layout: `adapters/<name>/` is a standard PEFT adapter folder (or, for full
 fine-tunes, a Hugging Face model folder) plus `inhouse.json` with lineage.
-Results are built in `adapters/.staging-*` and renamed into place, so a
-crash or Ctrl-C never leaves a half-written adapter under a real name.
+Results are built in a staging folder and renamed into place (`inhouse.atomic`),
+so a crash or Ctrl-C never leaves a half-written adapter under a real name.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from inhouse import atomic
 from inhouse.errors import InhouseError
 
 LINEAGE = "inhouse.json"
@@ -34,39 +33,16 @@ def runs() -> Path:
     return home() / "runs"
 
 
-def staging(name: str) -> Path:
-    library().mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=library()))
-
-
-def publish(staged: Path, name: str) -> Path:
-    """Atomically move a finished adapter folder into the library."""
-    target = library() / name
-    if target.exists():
-        shutil.rmtree(staged, ignore_errors=True)
-        raise InhouseError(f"adapter {name!r} already exists in {library()}; choose another output_name")
-    os.replace(staged, target)
-    return target
-
-
 def save_atomically(name: str, write: Callable[[Path], None]) -> Path:
-    """Run `write(folder)` in a staging folder, then rename it into the library.
-
-    All or nothing: on any failure (Ctrl-C included) the staging folder goes.
-    """
-    staged = staging(name)
+    """Build an adapter folder with `write(folder)`; it appears in the library all at once."""
     try:
-        write(staged)
-        return publish(staged, name)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
+        return atomic.write_folder(library() / name, write)
+    except FileExistsError:
+        raise InhouseError(f"adapter {name!r} already exists in {library()}; choose another output_name") from None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_json(path, data)
 
 
 def resolve(ref: str) -> Path:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inhouse import atomic
 from inhouse.data import dedup, split
 from inhouse.data import pii as pii_detect
 from inhouse.data import schema as structured
@@ -45,7 +43,8 @@ class PrepareConfig(BaseModel):
     max_seq_length: int | None = Field(None, ge=8, description="Longest example in tokens of --model's tokenizer (off when unset).")
     model: str = Field("builtin:tiny", description="Model whose tokenizer and chat template measure lengths.")
     too_long: Literal["drop", "truncate"] = Field("drop", description="Over max_seq_length: drop the example, or drop trailing turns until it fits.")
-    schema_file: Path | None = Field(None, description="JSON Schema that assistant messages must satisfy.")
+    schema_file: Path | None = Field(None, description="JSON Schema that assistant messages must satisfy.",
+                                     json_schema_extra={"flag": "schema"})
     rules: list[dict[str, Any]] = Field([], description="Declarative structured-output rules (YAML only; see inhouse.data.schema).")
     json_messages: Literal["all", "last", "fenced"] = Field("all", description="Which assistant messages must be JSON.")
     keep_invalid: bool = Field(False, description="Keep examples that fail the schema or rules (they are still reported).")
@@ -221,36 +220,21 @@ def to_record(conv: Conversation) -> dict[str, Any]:
 
 def write_prepared(prepared: Prepared, source: str | Path, config: PrepareConfig, out: Path,
                    overwrite: bool = False) -> Path:
-    """Write splits and reports into a staging folder, then rename it to `out`."""
+    """Splits and reports, appearing at `out` all at once."""
     from inhouse.data.prepare_report import render_markdown
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InhouseError(f"{out} already exists; choose another --out or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
+    def write(folder: Path) -> None:
         for name in ("train", "validation", "test"):
             rows = getattr(prepared, name)
             if rows or name == "train":
-                (staged / f"{name}.jsonl").write_text(
+                (folder / f"{name}.jsonl").write_text(
                     "".join(json.dumps(to_record(c), ensure_ascii=False) + "\n" for c in rows), encoding="utf-8")
         report = {"source": str(source), "config": config.model_dump(mode="json"), "counts": prepared.counts,
                   "events": [asdict(e) for e in prepared.events]}
-        (staged / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-        (staged / "report.md").write_text(render_markdown(report), encoding="utf-8")
-        _swap_into_place(staged, out)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return out
+        (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        (folder / "report.md").write_text(render_markdown(report), encoding="utf-8")
 
-
-def _swap_into_place(staged: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(staged, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staged, out)
+    try:
+        return atomic.write_folder(Path(out), write, overwrite)
+    except FileExistsError:
+        raise InhouseError(f"{out} already exists; choose another --out or pass --overwrite") from None

@@ -22,19 +22,29 @@ class ChatModel:
     stop_ids: set[int]
     name: str
 
-    @torch.inference_mode()
     def reply(self, messages: list[dict[str, str]], max_new_tokens: int = 256, temperature: float = 0.0,
               top_p: float = 1.0, streamer: BaseStreamer | None = None) -> str:
         """The assistant's next message; greedy unless temperature > 0."""
-        text = render(self.tokenizer, messages, generation_prompt=True)
-        enc = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").to(self.model.device)
+        return self.reply_batch([messages], max_new_tokens, temperature, top_p, streamer)[0]
+
+    @torch.inference_mode()
+    def reply_batch(self, conversations: list[list[dict[str, str]]], max_new_tokens: int = 256,
+                    temperature: float = 0.0, top_p: float = 1.0, streamer: BaseStreamer | None = None) -> list[str]:
+        """Next messages for several conversations in one left-padded generate call."""
+        texts = [render(self.tokenizer, m, generation_prompt=True) for m in conversations]
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
+        try:
+            enc = self.tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True)
+        finally:
+            self.tokenizer.padding_side = side
+        enc = enc.to(self.model.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         out = self.model.generate(
             **enc, max_new_tokens=max_new_tokens, eos_token_id=sorted(self.stop_ids),
             pad_token_id=self.tokenizer.pad_token_id, streamer=streamer, **sampling)
-        new = out[0, enc["input_ids"].shape[1]:]
-        return self.tokenizer.decode(new, skip_special_tokens=True)
+        new = out[:, enc["input_ids"].shape[1]:]
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in new]
 
 
 def _is_adapter(ref: str) -> bool:
