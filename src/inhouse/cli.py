@@ -12,6 +12,7 @@ import typer
 
 from inhouse.cli_options import model_options
 from inhouse.data.prepare import PrepareConfig
+from inhouse.eval.config import EvalConfig
 from inhouse.errors import InhouseError
 from inhouse.recipe import Recipe
 
@@ -19,6 +20,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Fine-tune open LLMs on your own data, on your own hardware.")
 data_app = typer.Typer(no_args_is_help=True, help="Check training data.")
 app.add_typer(data_app, name="data")
+rag_app = typer.Typer(no_args_is_help=True, help="Index documents and search them (retrieval-augmented generation).")
+app.add_typer(rag_app, name="rag")
+
+MODES = "hybrid, vector or bm25"
 
 
 @app.callback()
@@ -100,6 +105,26 @@ def train_cmd(
     typer.echo(f"adapter {result.name!r} saved to {result.path}")
 
 
+@app.command("eval")
+@model_options(EvalConfig)
+def eval_cmd(
+    adapter: str = typer.Argument(..., help="Adapter name or folder (LoRA/QLoRA): compared with its base model."),
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Base vs tuned on held-out data: metrics, optional judge, forgetting check, HTML report."""
+    from inhouse.eval.run import evaluate
+    from inhouse.recipe import build_config
+
+    result = evaluate(adapter, build_config(EvalConfig, None, **(overrides or {})))
+    base, tuned = result.report["base"], result.report["tuned"]
+    for key in ("loss", "exact_match", "f1", "rouge_l"):
+        if key in base:
+            typer.echo(f"{key:<12} base {base[key]:.4f}  tuned {tuned[key]:.4f}  ({tuned[key] - base[key]:+.4f})")
+    if result.report["forgetting"].get("flagged"):
+        typer.echo("forgetting: FLAGGED - " + "; ".join(result.report["forgetting"].get("reasons") or []))
+    typer.echo(f"report: {result.path / 'report.html'}")
+
+
 @app.command("generate")
 def generate_cmd(
     adapter: str = typer.Argument(..., help="Adapter name or folder, or a base model (builtin:tiny, path, hub id)."),
@@ -140,6 +165,71 @@ def adapters_cmd() -> None:
         loss = (a.get("metrics") or {}).get("validation_loss")
         typer.echo(f"  {a['name']:<32} {a.get('kind', '?'):<5} base={a.get('base_model', '?')} "
                    f"val_loss={'-' if loss is None else f'{loss:.4f}'}")
+
+
+@rag_app.command("index")
+def rag_index(
+    folder: Path = typer.Argument(..., help="Folder of txt, md, html, pdf and docx files."),
+    kb: str = typer.Option(..., "--kb", help="Knowledge base name (under INHOUSE_HOME/kb) or a folder path."),
+    embedder: Optional[str] = typer.Option(None, help="Embedding model folder (default: all-MiniLM-L6-v2, offline)."),
+) -> None:
+    """Index a folder; re-running embeds only new or changed documents."""
+    from inhouse.rag.index import index
+
+    if not folder.is_dir():
+        raise InhouseError(f"{folder}: no such folder")
+    report = index(folder, kb, embedder=embedder)
+    typer.echo(f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
+               f"{report.unchanged} unchanged; {report.chunks_written} chunks written")
+    for path, reason in report.skipped_files:
+        typer.echo(f"skipped {path}: {reason}")
+
+
+@rag_app.command("search")
+def rag_search(
+    query: str = typer.Argument(..., help="What to look for."),
+    kb: str = typer.Option(..., "--kb", help="Knowledge base name or folder."),
+    k: int = typer.Option(5, "-k", help="Number of chunks."),
+    mode: str = typer.Option("hybrid", help=f"Retrieval: {MODES}."),
+) -> None:
+    """Show the best-matching chunks with their source and score."""
+    from inhouse.rag.search import search
+
+    for n, hit in enumerate(search(kb, query, k=k, mode=mode), 1):
+        where = f"{hit.doc_path}:{hit.start}-{hit.end}" + (f" ({hit.heading_path})" if hit.heading_path else "")
+        typer.echo(f"[{n}] {hit.score:.4f} {where}\n    {' '.join(hit.text.split())[:300]}")
+
+
+@rag_app.command("eval")
+def rag_eval(
+    kb: str = typer.Option(..., "--kb", help="Knowledge base name or folder."),
+    queries: Path = typer.Option(..., help="Queries: TREC topics, TSV, JSONL or Cranfield cran.qry."),
+    qrels: Path = typer.Option(..., help="Relevance judgements: TREC qrels or Cranfield cranqrel."),
+    mode: str = typer.Option("hybrid", help=f"Retrieval: {MODES}."),
+) -> None:
+    """Recall@k, nDCG@10 and MRR of the knowledge base on judged queries."""
+    from inhouse.rag.metrics import evaluate_kb, format_metrics
+    from inhouse.rag.qrels import read_qrels, read_queries
+
+    typer.echo(format_metrics(evaluate_kb(kb, read_queries(queries), read_qrels(qrels), mode=mode)))
+
+
+@app.command("ask")
+def ask_cmd(
+    question: str = typer.Argument(..., help="The question."),
+    kb: str = typer.Option(..., "--kb", help="Knowledge base name or folder."),
+    adapter: Optional[str] = typer.Option(None, help="Adapter to answer with (default: --model)."),
+    model: str = typer.Option(Recipe.model_fields["base_model"].default, help="Base model when no adapter is given."),
+    k: int = typer.Option(5, "-k", help="Chunks given to the model."),
+    mode: str = typer.Option("hybrid", help=f"Retrieval: {MODES}."),
+    max_new_tokens: int = typer.Option(384, help="Longest answer in tokens."),
+) -> None:
+    """Answer from the knowledge base with numbered citations, or say the answer is not there."""
+    from inhouse.model.generate import load_chat_model
+    from inhouse.rag.answer import answer, format_answer
+
+    chat = load_chat_model(adapter or model)
+    typer.echo(format_answer(answer(kb, question, chat, k=k, mode=mode, max_new_tokens=max_new_tokens)))
 
 
 @app.command("merge")

@@ -1,0 +1,30 @@
+"""Options of `inhouse eval`, kept free of heavy imports so the CLI starts fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EvalConfig(BaseModel):
+    """Options of `inhouse eval`; each is a flag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path = Field(..., description="Held-out conversations (chat JSONL, Alpaca, prompt/completion).")
+    schema_file: Path | None = Field(None, description="JSON Schema for structured answers (conformance rate).",
+                                     json_schema_extra={"flag": "schema"})
+    judge: str | None = Field(None, description="Judge model or adapter for 1-5 rubric scores (off when unset).")
+    reference_file: Path | None = Field(None, description="General text for the forgetting perplexity (default: bundled).",
+                                        json_schema_extra={"flag": "reference"})
+    multiple_choice: Path | None = Field(None, description="JSONL of {question, choices, answer} for forgetting accuracy.")
+    forgetting_threshold: float = Field(0.10, ge=0, description="Flag forgetting when perplexity rises (relative) or accuracy drops (absolute) by more.")
+    refusal_phrases: list[str] | None = Field(None, description="Count answers containing these phrases as refusals (comma-separated).")
+    max_new_tokens: int = Field(256, ge=1, description="Longest generated answer in tokens.")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling when temperature > 0.")
+    batch_size: int = Field(8, ge=1, description="Conversations per generation/loss batch.")
+    max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N examples.")
+    seed: int = Field(0, description="Seed for sampling.")
+    out: Path | None = Field(None, description="Report folder (default: INHOUSE_HOME/evals/<adapter>-<time>).")

@@ -1,0 +1,140 @@
+"""`inhouse eval`: base model vs adapter on held-out conversations, honestly.
+
+For each held-out conversation the last assistant message is the reference and
+everything before it the prompt. Both models answer (batched, greedy by
+default), then: reference loss/perplexity/token accuracy, text and JSON
+metrics, optional LLM-as-judge, a forgetting check, and a report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from inhouse.adapters import registry
+from inhouse.data.conversation import Conversation
+from inhouse.data.formats import load_conversations
+from inhouse.data.schema import load_schema
+from inhouse.errors import InhouseError
+from inhouse.eval import metrics
+from inhouse.eval.config import EvalConfig
+from inhouse.model.generate import ChatModel, load_chat_model
+from inhouse.model.template import encode
+from inhouse.train.dataset import PadCollator
+
+
+@dataclass
+class EvalResult:
+    path: Path
+    report: dict[str, Any]
+
+
+def split_prompt(conv: Conversation) -> tuple[list[dict[str, str]], str]:
+    """Prompt = messages before the last assistant turn; reference = that turn."""
+    chat = conv.as_chat()
+    last = max(i for i, m in enumerate(chat) if m["role"] == "assistant")
+    return chat[:last], chat[last]["content"]
+
+
+def base_context(chat: ChatModel):
+    """Switch the adapter off for 'base' numbers (PEFT's own context manager)."""
+    disable = getattr(chat.model, "disable_adapter", None)
+    if disable is None:
+        raise InhouseError(f"{chat.name} is not an adapter on a base model; evaluate a LoRA/QLoRA adapter")
+    return disable()
+
+
+def generate_all(chat: ChatModel, prompts: list[list[dict]], config: EvalConfig, label: str) -> list[str]:
+    out: list[str] = []
+    for i in tqdm(range(0, len(prompts), config.batch_size), desc=f"generating ({label})", unit="batch"):
+        out += chat.reply_batch(prompts[i:i + config.batch_size], config.max_new_tokens, config.temperature,
+                                config.top_p)
+    return out
+
+
+@torch.inference_mode()
+def reference_loss(chat: ChatModel, convs: list[Conversation], batch_size: int) -> dict[str, float]:
+    """Loss, perplexity and token accuracy on the reference answers (mask as in training)."""
+    collate = PadCollator(chat.tokenizer.pad_token_id)
+    encoded = [encode(c, chat.tokenizer, chat.stop_ids) for c in convs]
+    sums: dict[str, float] | None = None
+    for i in range(0, len(encoded), batch_size):
+        batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in encoded[i:i + batch_size]])
+        batch = {k: v.to(chat.model.device) for k, v in batch.items()}
+        logits = chat.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        part = metrics.token_metrics(logits, batch["labels"])
+        sums = part if sums is None else {k: sums[k] + part[k] for k in sums}
+    return metrics.finalize_token_metrics(sums)
+
+
+def side(chat: ChatModel, convs, prompts, refs, config: EvalConfig, validator, use_adapter: bool) -> dict[str, Any]:
+    """Everything measured for one side (base or tuned)."""
+    label = "tuned" if use_adapter else "base"
+    with contextlib.nullcontext() if use_adapter else base_context(chat):
+        answers = generate_all(chat, prompts, config, label)
+        loss = reference_loss(chat, convs, config.batch_size)
+    scores = metrics.score_answers(answers, refs, validator=validator, refusal_phrases=config.refusal_phrases)
+    return {"answers": answers, "metrics": loss | scores}
+
+
+def evaluate(adapter: str, config: EvalConfig) -> EvalResult:
+    """Base vs adapter on `config.data`; writes answers, report.json and report.html."""
+    from inhouse.eval.report import write_report
+
+    torch.manual_seed(config.seed)
+    convs = load_conversations(config.data)[: config.max_examples]
+    chat = load_chat_model(adapter)
+    prompts, refs = map(list, zip(*(split_prompt(c) for c in convs)))
+    validator = load_schema(config.schema_file) if config.schema_file else None
+    base = side(chat, convs, prompts, refs, config, validator, use_adapter=False)
+    tuned = side(chat, convs, prompts, refs, config, validator, use_adapter=True)
+    report = {"adapter": chat.name, "data": str(config.data), "n": len(convs),
+              "config": config.model_dump(mode="json"), "base": base["metrics"], "tuned": tuned["metrics"],
+              "examples": _examples(convs, prompts, refs, base["answers"], tuned["answers"]),
+              "lineage": registry.lineage(registry.resolve(adapter))}
+    if config.judge:
+        report["judge"] = _judge(config.judge, prompts, refs, base["answers"], tuned["answers"])
+    report["forgetting"] = _forgetting(chat, config)
+    out = config.out or registry.home() / "evals" / f"{chat.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    return EvalResult(write_report(report, Path(out)), report)
+
+
+def _examples(convs, prompts, refs, base_answers, tuned_answers) -> list[dict[str, Any]]:
+    rows = []
+    for conv, prompt, ref, b, t in zip(convs, prompts, refs, base_answers, tuned_answers):
+        pb, pt = metrics.per_example(b, ref), metrics.per_example(t, ref)
+        rows.append({"where": conv.where, "question": prompt[-1]["content"] if prompt else "", "reference": ref,
+                     "base": b, "tuned": t, "base_scores": pb, "tuned_scores": pt,
+                     "delta_f1": pt["f1"] - pb["f1"]})
+    return sorted(rows, key=lambda r: r["delta_f1"])  # worst regressions first
+
+
+def _judge(ref: str, prompts, refs, base_answers, tuned_answers) -> dict[str, Any]:
+    from inhouse.eval.judge import judge_all, load_judge
+
+    judge = load_judge(ref)
+    out = {}
+    for label, answers in (("base", base_answers), ("tuned", tuned_answers)):
+        items = [{"question": p[-1]["content"], "answer": a, "reference": r,
+                  "context": next((m["content"] for m in p if m["role"] == "system"), None)}
+                 for p, a, r in zip(prompts, answers, refs)]
+        summary = judge_all(judge, items)
+        out[label] = {"means": summary.means, "n": summary.n, "unparsed": summary.n_unparsed,
+                      "raw": [j.raw for j in summary.judgements]}
+    return out
+
+
+def _forgetting(chat: ChatModel, config: EvalConfig) -> dict[str, Any]:
+    from inhouse.eval.forgetting import default_reference_text, forgetting_check, load_multiple_choice
+
+    text = config.reference_file.read_text(encoding="utf-8") if config.reference_file else default_reference_text()
+    items = load_multiple_choice(config.multiple_choice) if config.multiple_choice else None
+    result = forgetting_check(chat.model, chat.tokenizer, text, items, threshold=config.forgetting_threshold)
+    return json.loads(json.dumps(result, default=lambda o: o.__dict__))

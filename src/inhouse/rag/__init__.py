@@ -1,0 +1,1 @@
+"""Ground a model in your own documents: ingest, chunk, index, retrieve, cite."""

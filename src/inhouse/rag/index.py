@@ -1,0 +1,157 @@
+"""Index a folder into a knowledge base, incrementally.
+
+Each run hashes every file (sha256 of its bytes) and compares it with the
+manifest of the last run: only new and changed files are parsed, chunked and
+embedded; chunks of changed and removed files are deleted first. Chunks are
+upserted by chunk_id, so indexing the same folder twice never duplicates one.
+The manifest is committed last (see `inhouse.rag.store`), so a crash or
+Ctrl-C leaves the previous index intact and the next run redoes the work.
+
+Documents are stored under their path relative to `root` (posix), so a moved
+folder is still recognised; the root itself is recorded in kb.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from inhouse.rag.embed import Embedder, load_embedder
+from inhouse.rag.store import LanceStore, kb_path, resolve_kb
+
+__all__ = ["IndexReport", "default_chunker", "index", "kb_path"]
+
+FLUSH_CHUNKS = 1024  # chunks embedded and written per step: bounds memory, keeps table versions few
+
+
+@dataclass
+class IndexReport:
+    """What a run did; doc paths are relative to the indexed root. skipped_files: (path, reason)."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    chunks_written: int = 0
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+
+
+def default_chunker(embedder: Embedder, max_tokens: int = 256, overlap: int = 32) -> Callable[[Any], list]:
+    """Chunks counted in the embedder's own tokens and never longer than it reads (2 left for CLS/SEP)."""
+    from inhouse.rag.chunk import chunk_document, token_counter_for
+
+    count = token_counter_for(embedder.tokenizer)
+    limit = min(max_tokens, embedder.max_tokens - 2)
+    return lambda doc: chunk_document(doc, count, max_tokens=limit, overlap=min(overlap, limit // 4))
+
+
+def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | str | None = None,
+          chunker: Callable[[Any], Sequence[Any]] | None = None, progress: bool = True,
+          batch_size: int = 64, lock_timeout: float = 0.0) -> IndexReport:
+    """Bring knowledge base `kb` (a name under home()/kb, or a folder) in line with the files under `root`."""
+    from inhouse.rag.ingest import discover
+
+    root = Path(root).expanduser().resolve()
+    files = discover(root)
+    store = LanceStore(resolve_kb(kb))
+    if embedder is None or isinstance(embedder, (str, os.PathLike)):  # None: the one the KB was built with
+        embedder = load_embedder(str(embedder) if embedder is not None else store.meta().get("embedder_name"))
+    chunker = chunker or default_chunker(embedder)
+    report = IndexReport()
+    with store.writer(embedder.name, embedder.dim, timeout=lock_timeout):
+        old = store.meta().get("manifest", {})
+        manifest, todo = _plan(root, files, old, report)
+        store.delete_docs([*report.changed, *report.removed])
+        report.chunks_written = _write(store, embedder, chunker, todo, manifest, report, progress, batch_size)
+        store.commit(manifest, root=str(root))
+    return report
+
+
+def _plan(root: Path, files: Iterable[Path], old: dict, report: IndexReport) -> tuple[dict, list[tuple[str, Path]]]:
+    """Sort files into unchanged (kept in the manifest), added and changed (to do); the rest were removed."""
+    manifest: dict[str, Any] = {}
+    todo: list[tuple[str, Path]] = []
+    for path in files:
+        rel = _rel(root, path)
+        try:
+            sha = _sha256(path)
+        except OSError as e:  # a transient read error must not delete a good index entry
+            report.skipped_files.append((rel, f"cannot be read ({e.strerror or e})"))
+            if rel in old:
+                manifest[rel] = old[rel]
+            continue
+        if rel in old and old[rel].get("sha256") == sha:
+            manifest[rel] = old[rel]
+            report.unchanged += 1
+        else:
+            (report.changed if rel in old else report.added).append(rel)
+            todo.append((rel, path))
+    seen = {_rel(root, p) for p in files}
+    report.removed = sorted(p for p in old if p not in seen)
+    return manifest, todo
+
+
+def _write(store: LanceStore, embedder: Embedder, chunker: Callable, todo: list[tuple[str, Path]],
+           manifest: dict, report: IndexReport, progress: bool, batch_size: int) -> int:
+    """Load, chunk, embed and upsert the docs to do, FLUSH_CHUNKS at a time; returns chunks written."""
+    from inhouse.rag.ingest import UnreadableDocument, load_document
+
+    pending: list[tuple[Any, Any]] = []
+    written = 0
+    for rel, path in tqdm(todo, desc="embedding", unit="doc", disable=not progress or not todo):
+        try:
+            doc = dataclasses.replace(load_document(path), path=rel)
+        except UnreadableDocument as e:  # its old chunks are gone too: stale text must not be cited
+            report.skipped_files.append((rel, e.reason))
+            for done in (report.added, report.changed):
+                if rel in done:
+                    done.remove(rel)
+            continue
+        chunks = list(chunker(doc))
+        manifest[rel] = {"sha256": doc.sha256, "chunks": len(chunks),
+                         "indexed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        pending += [(doc, c) for c in chunks]
+        if len(pending) >= FLUSH_CHUNKS:
+            written += _flush(store, embedder, pending, batch_size)
+    return written + _flush(store, embedder, pending, batch_size)
+
+
+def _flush(store: LanceStore, embedder: Embedder, pending: list[tuple[Any, Any]], batch_size: int) -> int:
+    """Embed and upsert the pending chunks, then empty the list."""
+    if not pending:
+        return 0
+    vectors = embedder.embed([c.text for _, c in pending], batch_size=batch_size)
+    rows = [_row(doc, chunk, vec) for (doc, chunk), vec in zip(pending, vectors)]
+    store.upsert(rows)
+    pending.clear()
+    return len(rows)
+
+
+def _row(doc: Any, chunk: Any, vector: Any) -> dict:
+    heading = chunk.heading_path
+    return {
+        "chunk_id": chunk.chunk_id, "doc_path": doc.path, "title": getattr(chunk, "title", None) or doc.title,
+        "heading_path": heading if isinstance(heading, str) else " > ".join(heading or ()),
+        "text": chunk.text, "start": chunk.start, "end": chunk.end,
+        "page": getattr(chunk, "page", None), "mtime": doc.mtime, "sha256": doc.sha256,
+        "vector": vector,
+    }
+
+
+def _rel(root: Path, path: Path) -> str:
+    """A file's key: relative to root (posix), or its name when root is the file itself."""
+    path = Path(path)
+    return path.name if path == root else path.relative_to(root).as_posix()
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -1,0 +1,366 @@
+"""Where a knowledge base's chunks live: a small store interface and LanceDB behind it.
+
+A knowledge base is a folder (`home()/kb/NAME` by default) holding:
+
+- `lance/chunks.lance`: one LanceDB table, one row per chunk, with its vector
+  and a native BM25 full-text index on `text` (English stemming, stop words);
+- `kb.json`: the embedder's name and dimension, the document manifest
+  (doc_path -> sha256, chunk count, indexed_at) and `table_version`, the
+  table version that this manifest describes;
+- `.lock`: held (flock) by the one writer allowed at a time.
+
+Why readers never see a half-written index: every LanceDB write makes a new
+table version atomically, but one indexing run makes several (deletes,
+upserts, optimize). Readers therefore open the table *at `table_version`
+from kb.json*, never at "latest"; the writer replaces kb.json (temp file,
+fsync, rename) only after its last table write. A reader sees the whole old
+state or the whole new one. A crashed run leaves kb.json untouched, and the
+next writer first restores the table to `table_version`. Old versions are
+pruned, but never the published one nor anything newer than it.
+
+Vector search is exact (no ANN index): fine up to a few hundred thousand
+chunks. Do not fork a process once lancedb is in use (its runtime threads do
+not survive a fork); the lock is flock, meant for a local filesystem.
+
+`Store` is the interface search and index use, so a server-backed store can
+replace LanceDB for larger corpora.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from inhouse.adapters.registry import home
+from inhouse.errors import InhouseError
+
+# Before lancedb is first imported (lazily, below): its Rust logger reads this once.
+os.environ.setdefault("LANCE_LOG", "error")
+
+TABLE = "chunks"
+META = "kb.json"
+LOCK = ".lock"
+FORMAT = 1
+COLUMNS = ("chunk_id", "doc_path", "title", "heading_path", "text", "start", "end", "page", "mtime", "sha256")
+HEADING_SEP = " > "
+_DELETE_BATCH = 500
+
+
+def kb_path(name: str) -> Path:
+    """The folder of knowledge base `name` in the library; names are plain, so they cannot escape it."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise InhouseError(f"knowledge base name {name!r} must be a plain name (letters, digits, - _ .)")
+    return home() / "kb" / name
+
+
+def resolve_kb(kb: str | os.PathLike) -> Path:
+    """A knowledge base by library name (a plain name) or by folder (a Path, or a string with a / or ~)."""
+    text = os.fspath(kb)
+    if isinstance(kb, os.PathLike) or "/" in text or os.sep in text or text.startswith("~"):
+        return Path(text).expanduser()
+    return kb_path(text)
+
+
+def schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        ("chunk_id", pa.string()), ("doc_path", pa.string()), ("title", pa.string()),
+        ("heading_path", pa.string()), ("text", pa.string()), ("start", pa.int64()), ("end", pa.int64()),
+        ("page", pa.int32()), ("mtime", pa.float64()), ("sha256", pa.string()),
+        ("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+def sql_literal(value: Any) -> str:
+    """A value as a SQL literal; strings get quotes doubled so paths with ' cannot break a filter."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def where_sql(where: str | Mapping[str, Any] | None) -> str | None:
+    """A filter as SQL: a string passes through; a dict means column = value (a list means IN)."""
+    if where is None or isinstance(where, str):
+        return where or None
+    parts = []
+    for col, value in where.items():
+        if col not in COLUMNS:
+            raise InhouseError(f"cannot filter on {col!r}; columns: {', '.join(COLUMNS)}")
+        if isinstance(value, (list, tuple, set, frozenset)):
+            parts.append(f"`{col}` IN ({', '.join(sql_literal(v) for v in value) or 'NULL'})")
+        else:
+            parts.append(f"`{col}` = {sql_literal(value)}")
+    return " AND ".join(parts) or None
+
+
+class Store(ABC):
+    """What indexing and search need from a vector + full-text store.
+
+    Writes happen inside `writer()` and become visible to readers only at
+    `commit()`. Search results are dicts with the COLUMNS plus `score`
+    (cosine similarity for vectors, BM25 for text), best first.
+    """
+
+    @abstractmethod
+    def writer(self, embedder_name: str, dim: int, timeout: float = 0.0) -> Any:
+        """Context manager: take the writer lock, refuse another embedder, drop uncommitted writes."""
+
+    @abstractmethod
+    def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
+
+    @abstractmethod
+    def delete_docs(self, paths: Iterable[str]) -> int: ...
+
+    @abstractmethod
+    def commit(self, manifest: Mapping[str, Any], **info: Any) -> None:
+        """Publish all writes since `writer()` together with the manifest, atomically."""
+
+    @abstractmethod
+    def search_vector(self, vec: Sequence[float], k: int, where: Any = None) -> list[dict]: ...
+
+    @abstractmethod
+    def search_text(self, query: str, k: int, where: Any = None) -> list[dict]: ...
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def meta(self) -> dict:
+        """embedder_name, dim, manifest, ... of the published state; {} before the first commit."""
+
+
+class LanceStore(Store):
+    """Store over one embedded, persistent LanceDB table (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser()
+        self._db: Any = None
+        self._table: Any = None  # the writer's handle, at the latest version
+        self._dim = 0
+        self._embedder_name = ""
+        self._reader: Any = None
+        self._reader_key: Any = None
+
+    def __repr__(self) -> str:
+        return f"LanceStore({str(self.path)!r})"
+
+    # -- published state ---------------------------------------------------
+
+    def meta(self) -> dict:
+        try:
+            return json.loads((self.path / META).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise InhouseError(f"cannot read {self.path / META}: {e}; re-index into a new knowledge base") from e
+
+    def count(self) -> int:
+        table = self._read_table()
+        return table.count_rows() if table is not None else 0
+
+    def search_vector(self, vec: Sequence[float], k: int, where: Any = None) -> list[dict]:
+        """Exact cosine top-k, filtered before ranking so a filter never starves the result."""
+        table = self._read_table()
+        if table is None or k <= 0:
+            return []
+        query = (table.search(np.asarray(vec, dtype=np.float32), query_type="vector", vector_column_name="vector")
+                 .distance_type("cosine").select([*COLUMNS, "_distance"]).limit(k))
+        rows = self._run(query, where, prefilter=True)
+        for row in rows:
+            row["score"] = 1.0 - float(row.pop("_distance"))
+        return rows
+
+    def search_text(self, query: str, k: int, where: Any = None) -> list[dict]:
+        """BM25 top-k over `text`; a query with no word characters matches nothing, not everything."""
+        table = self._read_table()
+        if table is None or k <= 0 or not re.search(r"\w", query or ""):
+            return []
+        rows = self._run(table.search(query, query_type="fts", fts_columns="text")
+                         .select([*COLUMNS, "_score"]).limit(k), where, prefilter=False)
+        for row in rows:
+            row["score"] = float(row.pop("_score"))
+        return rows
+
+    def _run(self, query: Any, where: Any, prefilter: bool) -> list[dict]:
+        """Run a query; full-text filters always apply before ranking, vector ones need prefilter=True."""
+        sql = where_sql(where)
+        if sql:
+            query = query.where(sql, prefilter=True) if prefilter else query.where(sql)
+        try:
+            return query.to_list()
+        except ValueError as e:
+            raise InhouseError(f"bad filter {sql!r}: {str(e).splitlines()[0]}") from e
+
+    def _read_table(self) -> Any:
+        """The table at the published version; reopened only when kb.json was replaced."""
+        try:
+            st = (self.path / META).stat()
+        except FileNotFoundError:
+            self._reader, self._reader_key = None, None
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key != self._reader_key:
+            self._reader = self._open_table(self.meta()["table_version"])
+            self._reader_key = key
+        return self._reader
+
+    def _open_table(self, version: int | None = None) -> Any:
+        """The chunks table (at `version`, or latest); a missing one means the folder was damaged."""
+        try:
+            return self._connect().open_table(TABLE, version=version)
+        except (ValueError, OSError, RuntimeError) as e:
+            raise InhouseError(f"knowledge base {self.path} is damaged ({str(e).splitlines()[0]}); "
+                               "delete the folder and index again") from e
+
+    def _connect(self) -> Any:
+        if self._db is None:
+            import lancedb
+
+            self._db = lancedb.connect(str(self.path / "lance"))
+        return self._db
+
+    # -- writing -----------------------------------------------------------
+
+    @contextmanager
+    def writer(self, embedder_name: str, dim: int, timeout: float = 0.0) -> Iterator[LanceStore]:
+        """Hold the writer lock for the block; readers go on reading the published version meanwhile."""
+        fd = self._lock(timeout)
+        try:
+            self._check_embedder(embedder_name, dim)
+            self._table, self._dim, self._embedder_name = self._open_for_write(dim), dim, embedder_name
+            yield self
+        finally:
+            self._table = None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _lock(self, timeout: float) -> int:
+        """flock, not a pid file: the kernel drops it when a crashed writer's process dies."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise InhouseError(f"another indexing run is in progress on {self.path} "
+                                       f"(it holds {self.path / LOCK}); wait for it to finish") from None
+                time.sleep(0.2)
+
+    def _check_embedder(self, name: str, dim: int) -> None:
+        meta = self.meta()
+        if meta and (meta.get("embedder_name"), meta.get("dim")) != (name, dim):
+            raise InhouseError(
+                f"knowledge base {self.path} was indexed with embedder {meta.get('embedder_name')} "
+                f"({meta.get('dim')}-d), not {name} ({dim}-d); use that embedder or index into a new knowledge base")
+
+    def _open_for_write(self, dim: int) -> Any:
+        """The table at its published version: leftovers of a crashed run are rolled back (or dropped)."""
+        db, meta = self._connect(), self.meta()
+        if not meta:
+            if TABLE in _table_names(db):
+                db.drop_table(TABLE)  # created by a run that never committed
+            return self._create(db, dim)
+        table = self._open_table()
+        if table.version != meta["table_version"]:
+            table.restore(meta["table_version"])
+        return table
+
+    def _create(self, db: Any, dim: int) -> Any:
+        from lancedb.index import FTS
+
+        table = db.create_table(TABLE, schema=schema(dim))
+        table.create_index("text", config=FTS(language="English", stem=True, remove_stop_words=True,
+                                              lower_case=True, ascii_folding=True))
+        return table
+
+    def _writing(self) -> Any:
+        if self._table is None:
+            raise RuntimeError("LanceStore writes must happen inside `with store.writer(...)`")
+        return self._table
+
+    def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert or replace rows by chunk_id: writing a chunk twice never makes two rows."""
+        table = self._writing()
+        if not rows:
+            return 0
+        data = _arrow_rows(rows, self._dim)
+        table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        return len(rows)
+
+    def delete_docs(self, paths: Iterable[str]) -> int:
+        """Delete every chunk of these documents, in batches so the SQL stays small."""
+        table, paths, deleted = self._writing(), list(paths), 0
+        for i in range(0, len(paths), _DELETE_BATCH):
+            batch = ", ".join(sql_literal(p) for p in paths[i:i + _DELETE_BATCH])
+            deleted += table.delete(f"doc_path IN ({batch})").num_deleted_rows
+        return deleted
+
+    def commit(self, manifest: Mapping[str, Any], **info: Any) -> None:
+        """Fold new rows into the indexes, prune safely, then publish kb.json last."""
+        table, old = self._writing(), self.meta()
+        self._optimize(table, old.get("table_version"))
+        meta = {**old, **info, "format": FORMAT, "embedder_name": self._embedder_name, "dim": self._dim,
+                "table_version": table.version, "manifest": dict(manifest),
+                "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        _write_json_atomic(self.path / META, meta)
+
+    def _optimize(self, table: Any, published: int | None) -> None:
+        """Compact and merge new rows into the FTS index; prune only versions older than the published one."""
+        stamps = {v["version"]: v["timestamp"] for v in table.list_versions()}
+        if published in stamps:
+            stamp = stamps[published]
+            keep = dt.datetime.now(stamp.tzinfo) - stamp + dt.timedelta(minutes=1)
+        else:
+            keep = dt.timedelta(hours=1)
+        table.optimize(cleanup_older_than=keep)
+
+
+def _table_names(db: Any) -> list[str]:
+    names = db.list_tables() if hasattr(db, "list_tables") else db.table_names()
+    return list(getattr(names, "tables", names))
+
+
+def _arrow_rows(rows: Sequence[Mapping[str, Any]], dim: int) -> pa.Table:
+    """Rows as an Arrow table of the store's schema; a heading list is joined with ' > '."""
+    vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise InhouseError(f"vectors have shape {vectors.shape}, but this knowledge base stores {dim}-d vectors")
+    cols: dict[str, Any] = {c: [_cell(r, c) for r in rows] for c in COLUMNS}
+    cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
+    return pa.Table.from_pydict(cols, schema=schema(dim))
+
+
+def _cell(row: Mapping[str, Any], col: str) -> Any:
+    value = row.get(col)
+    if col == "heading_path" and isinstance(value, (list, tuple)):
+        return HEADING_SEP.join(value)
+    if col == "doc_path" and value is not None:
+        return str(value)
+    return value
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    """Temp file, fsync, rename: after a crash kb.json is the old one or the new one, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,149 @@
+"""Grounded answers with a stub search: refusal gate, prompt, citations that quote exact spans."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from inhouse.rag.answer import (
+    REFUSAL, SYSTEM_PROMPT, answer, build_messages, cited_numbers, format_answer, is_refusal, shorten,
+)
+
+DOCS = {
+    "manual/pumps.md": "# Pumps\n\nThe P-200 pump runs at 3,000 rpm. Its seals are replaced every 6 months.\n"
+                       "Never run it dry. Lubricate the bearings yearly.\n",
+    "manual/valves.md": "# Valves\n\nValve V-7 opens at 4 bar. It is tested weekly by the night shift.\n",
+}
+
+
+@dataclass(frozen=True)
+class FakeHit:
+    doc_path: str
+    title: str
+    heading_path: str
+    text: str
+    start: int
+    end: int
+    score: float
+    page: int | None = None
+
+
+def hit(path: str, start_marker: str, score: float, heading: str = "") -> FakeHit:
+    """A chunk that is a verbatim span of DOCS[path], from `start_marker` to the end."""
+    text = DOCS[path]
+    start = text.index(start_marker)
+    return FakeHit(path, path.split("/")[1].split(".")[0].title(), heading, text[start:], start, len(text), score)
+
+
+HITS = [hit("manual/pumps.md", "The P-200", 0.031, "Pumps"), hit("manual/valves.md", "Valve V-7", 0.029, "Valves")]
+
+
+class StubSearch:
+    """search() stand-in: `similarity` is what a vector search reports for the nearest chunk."""
+
+    def __init__(self, hits, similarity):
+        self.hits, self.similarity, self.calls = hits, similarity, []
+
+    def __call__(self, kb, query, k=5, mode="hybrid", where=None, **kw):
+        self.calls.append({"kb": kb, "query": query, "k": k, "mode": mode, "where": where, **kw})
+        if mode == "vector":
+            return [FakeHit(**{**h.__dict__, "score": self.similarity}) for h in self.hits][:k]
+        return self.hits[:k]
+
+
+class FakeModel:
+    def __init__(self, reply):
+        self.reply_text, self.messages = reply, None
+
+    def reply(self, messages, max_new_tokens=256, temperature=0.0):
+        self.messages = messages
+        return self.reply_text
+
+
+class MustNotBeCalled:
+    def reply(self, *args, **kwargs):
+        raise AssertionError("the model must not be called when nothing relevant was retrieved")
+
+
+def test_low_similarity_refuses_without_calling_the_model():
+    search = StubSearch(HITS, similarity=0.12)
+    ans = answer("kb", "What is the parental leave policy?", MustNotBeCalled(), retrieve=search)
+    assert ans.refused and ans.text == REFUSAL and ans.citations == []
+    assert ans.similarity == pytest.approx(0.12)
+    # the gate is a vector search for the single nearest chunk, whatever the answer's own mode
+    assert search.calls[-1]["mode"] == "vector" and search.calls[-1]["k"] == 1
+    assert format_answer(ans) == REFUSAL
+
+
+def test_no_hits_refuses():
+    ans = answer("kb", "anything", MustNotBeCalled(), retrieve=StubSearch([], 0.9))
+    assert ans.refused and ans.similarity is None
+
+
+def test_vector_mode_uses_its_own_top_score():
+    search = StubSearch(HITS, similarity=0.2)
+    ans = answer("kb", "q", MustNotBeCalled(), mode="vector", min_similarity=0.3, retrieve=search)
+    assert ans.refused and len(search.calls) == 1  # no second search needed
+
+
+def test_prompt_has_numbered_sources_and_question():
+    msgs = build_messages("How often are the seals replaced?", HITS)
+    assert msgs[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert REFUSAL in msgs[0]["content"] and "[1]" in msgs[0]["content"]
+    user = msgs[1]["content"]
+    assert msgs[1]["role"] == "user"
+    assert "[1] Pumps > Pumps\nThe P-200 pump runs at 3,000 rpm." in user
+    assert "[2] Valves > Valves\nValve V-7 opens at 4 bar." in user
+    assert user.index("[1]") < user.index("[2]") < user.index("Question: How often are the seals replaced?")
+
+
+def test_citations_quote_exact_spans():
+    model = FakeModel("The seals of the P-200 are replaced every 6 months [1].")
+    search = StubSearch(HITS, similarity=0.6)
+    ans = answer("kb", "How often are the P-200 seals replaced?", model, k=2, where={"doc_path": "x"},
+                 retrieve=search, weights=(1.0, 0.5))
+    assert not ans.refused and not ans.consulted_only
+    assert [c.n for c in ans.citations] == [1]
+    c = ans.citations[0]
+    # the quote is the sentence sharing most words with the answer, at its place in the document
+    assert c.quote == "Its seals are replaced every 6 months."
+    assert DOCS[c.doc_path][c.start:c.end] == c.quote
+    assert model.messages[1]["content"].count("[2]") == 1  # both sources were shown
+    assert search.calls[0] == {"kb": "kb", "query": "How often are the P-200 seals replaced?", "k": 2,
+                               "mode": "hybrid", "where": {"doc_path": "x"}, "weights": (1.0, 0.5)}
+    assert search.calls[1]["where"] == {"doc_path": "x"}  # the gate searches the same filtered documents
+    shown = format_answer(ans)
+    assert shown.startswith("The seals of the P-200") and "[1] manual/pumps.md (Pumps), chars" in shown
+    assert '"Its seals are replaced every 6 months."' in shown
+
+
+def test_several_citations_in_order_of_mention():
+    ans = answer("kb", "q", FakeModel("V-7 opens at 4 bar [2]; the pump runs at 3,000 rpm [1, 2]. [9]"),
+                 retrieve=StubSearch(HITS, 0.6))
+    assert [c.n for c in ans.citations] == [2, 1]
+    for c in ans.citations:
+        assert DOCS[c.doc_path][c.start:c.end] == c.quote
+    assert ans.citations[0].quote == "Valve V-7 opens at 4 bar."
+
+
+def test_uncited_answer_lists_sources_consulted():
+    ans = answer("kb", "q", FakeModel("The pump runs at 3,000 rpm."), retrieve=StubSearch(HITS, 0.6))
+    assert ans.consulted_only and [c.n for c in ans.citations] == [1, 2]
+    assert "Sources consulted" in format_answer(ans)
+
+
+def test_model_refusal_is_recognised():
+    ans = answer("kb", "q", FakeModel("Sorry. " + REFUSAL), retrieve=StubSearch(HITS, 0.6))
+    assert ans.refused and ans.text == REFUSAL and ans.citations == []
+    assert is_refusal("i cannot find the answer in the provided documents")
+    assert not is_refusal("The answer is in the documents [1].")
+
+
+def test_cited_numbers_and_shorten():
+    assert cited_numbers("a [3] b [1][3] c [2; 4] d [0] [7]", 4) == [3, 1, 2, 4]
+    assert cited_numbers("no marks", 3) == []
+    long = "word " * 100
+    short = shorten(long, 30)
+    assert short.endswith(" …") and len(short) <= 32 and "\n" not in short
+    assert shorten("a\n b") == "a b"

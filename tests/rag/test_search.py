@@ -1,0 +1,130 @@
+"""search(): weighted RRF by hand, modes on a real index, filters, reranking, clear errors."""
+
+import numpy as np
+import pytest
+
+from inhouse.errors import InhouseError
+from inhouse.rag.embed import load_embedder
+from inhouse.rag.search import Hit, rerank, rrf_fuse, search
+from inhouse.rag.store import LanceStore, Store
+
+DOCS = [
+    ("install.md", "Setup", "Install the toolkit with pip install inhouse, then run inhouse quickstart."),
+    ("gpu.md", "Hardware", "Training a seven billion parameter model needs a GPU with 24 GB of memory."),
+    ("lunch.md", "Canteen", "The canteen serves vegetarian lunch from noon until two."),
+    ("leave.md", "HR", "Employees get twenty-five days of paid holiday each year."),
+]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder()
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory, embedder):
+    store = LanceStore(tmp_path_factory.mktemp("kb") / "demo")
+    vectors = embedder.embed([text for _, _, text in DOCS])
+    with store.writer(embedder.name, embedder.dim):
+        store.upsert([{"chunk_id": path, "doc_path": path, "title": path[:-3], "heading_path": [heading],
+                       "text": text, "start": 0, "end": len(text), "mtime": 0.0, "sha256": "x", "vector": vec}
+                      for (path, heading, text), vec in zip(DOCS, vectors)])
+        store.commit({path: {"sha256": "x", "chunks": 1} for path, _, _ in DOCS})
+    return store.path
+
+
+class FakeStore(Store):
+    """Canned rankings, so fusion can be checked against hand-computed scores."""
+
+    def __init__(self, vector_ids, text_ids):
+        self.vector_ids, self.text_ids = vector_ids, text_ids
+
+    def _rows(self, ids):
+        return [{"chunk_id": i, "doc_path": f"{i}.md", "title": i, "heading_path": "", "text": f"text {i}",
+                 "start": 0, "end": 6, "score": 0.0} for i in ids]
+
+    def search_vector(self, vec, k, where=None):
+        return self._rows(self.vector_ids[:k])
+
+    def search_text(self, query, k, where=None):
+        return self._rows(self.text_ids[:k])
+
+    def meta(self):
+        return {"embedder_name": "fake", "dim": 2}
+
+    def count(self):
+        return len(set(self.vector_ids) | set(self.text_ids))
+
+    def writer(self, embedder_name, dim, timeout=0.0): ...
+    def upsert(self, rows): ...
+    def delete_docs(self, paths): ...
+    def commit(self, manifest, **info): ...
+
+
+class FakeEmbedder:
+    name, dim = "fake", 2
+
+    def embed(self, texts, batch_size=64):
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+
+def test_rrf_by_hand():
+    fused = dict(rrf_fuse([["a", "b", "c"], ["b", "d"]], [1.0, 1.0], rrf_k=60))
+    assert fused == pytest.approx({"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 63, "d": 1 / 62})
+
+
+def test_hybrid_puts_a_chunk_found_by_both_above_those_found_by_one():
+    hits = search(FakeStore(["a", "b", "c"], ["b", "d"]), "q", k=4, embedder=FakeEmbedder())
+    assert [h.chunk_id for h in hits] == ["b", "a", "d", "c"]
+    assert (hits[0].vector_rank, hits[0].bm25_rank) == (2, 1) and hits[2].vector_rank is None
+    assert hits[0].score == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_weights_change_the_order():
+    store = FakeStore(["x", "y"], ["y", "x"])
+    order = lambda w: [h.chunk_id for h in search(store, "q", k=2, weights=w, embedder=FakeEmbedder())]  # noqa: E731
+    assert order((2.0, 1.0)) == ["x", "y"]
+    assert order((1.0, 2.0)) == ["y", "x"]
+    assert order((0.0, 1.0)) == ["y", "x"]
+
+
+def test_modes_on_a_real_index(kb):
+    assert search(kb, "how do I install it?", k=1)[0].doc_path == "install.md"
+    vec = search(kb, "graphics card memory for training", k=2, mode="vector")
+    assert vec[0].doc_path == "gpu.md" and vec[0].bm25_rank is None and vec[0].score > vec[1].score
+    bm25 = search(kb, "serving lunches", mode="bm25")
+    assert [h.doc_path for h in bm25] == ["lunch.md"] and bm25[0].heading_path == "Canteen"
+
+
+def test_filters_and_k(kb):
+    hits = search(kb, "how do I install it?", k=3, where={"doc_path": ["leave.md", "lunch.md"]})
+    assert {h.doc_path for h in hits} == {"leave.md", "lunch.md"}
+    assert len(search(kb, "anything at all", k=2)) == 2
+
+
+def test_reranker_reorders_and_rescores(kb):
+    class Fake:
+        def predict(self, pairs):
+            return [10.0 if "holiday" in text else 0.0 for _, text in pairs]
+
+    hits = search(kb, "how do I install it?", k=2, reranker=Fake())
+    assert hits[0].doc_path == "leave.md" and hits[0].score == 10.0
+    assert rerank("q", [], Fake()) == []
+    with pytest.raises(InhouseError, match="not a local model folder"):
+        search(kb, "install", reranker="/no/such/reranker")
+
+
+def test_clear_errors(kb, tmp_path):
+    with pytest.raises(InhouseError, match="search mode"):
+        search(kb, "x", mode="fuzzy")
+    with pytest.raises(InhouseError, match="weights"):
+        search(kb, "x", weights=(0, 0))
+    with pytest.raises(InhouseError, match="no knowledge base"):
+        search(tmp_path / "missing", "x")
+    with pytest.raises(InhouseError, match="cannot search it with fake"):
+        search(kb, "x", embedder=FakeEmbedder())
+
+
+def test_hit_is_a_plain_record():
+    hit = Hit("c", "d.md", "t", "A > B", "text", 0, 4, 1.0, 1, None)
+    assert hit.page is None and hit.heading_path == "A > B"

@@ -1,0 +1,144 @@
+"""LanceStore: upsert/search/filter, BM25 stemming, published versions, embedder guard, writer lock."""
+
+import json
+
+import pytest
+
+from inhouse.errors import InhouseError
+from inhouse.rag.embed import load_embedder
+from inhouse.rag.store import LanceStore, Store, kb_path, resolve_kb, where_sql
+
+TEXTS = {
+    "run-1": ("sports.md", "I run five kilometres every morning before work."),
+    "cat-1": ("pets.md", "The cat sleeps on the warm windowsill all afternoon."),
+    "gpu-1": ("gpus.md", "Fine-tuning a language model needs a GPU with plenty of memory."),
+    "lunch-1": ("o'brien.md", "The cafeteria serves vegetarian lunch at noon."),
+}
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder()
+
+
+def rows(embedder, ids, texts=TEXTS):
+    vectors = embedder.embed([texts[i][1] for i in ids])
+    return [{"chunk_id": i, "doc_path": texts[i][0], "title": texts[i][0][:-3], "heading_path": ["Top", "Sub"],
+             "text": texts[i][1], "start": 0, "end": len(texts[i][1]), "page": None, "mtime": 1.0, "sha256": "x",
+             "vector": v} for i, v in zip(ids, vectors)]
+
+
+def publish(store, embedder, ids, texts=TEXTS):
+    with store.writer(embedder.name, embedder.dim):
+        store.upsert(rows(embedder, ids, texts))
+        store.commit({})
+
+
+@pytest.fixture
+def store(tmp_path, embedder):
+    s = LanceStore(tmp_path / "kb")
+    publish(s, embedder, list(TEXTS))
+    return s
+
+
+def test_is_a_store_and_empty_before_first_commit(tmp_path):
+    s = LanceStore(tmp_path / "new")
+    assert isinstance(s, Store)
+    assert s.count() == 0 and s.meta() == {} and s.search_text("cat", 5) == []
+
+
+def test_vector_search_ranks_the_matching_text_first(store, embedder):
+    hits = store.search_vector(embedder.embed(["a kitten napping"])[0], k=2)
+    assert [h["chunk_id"] for h in hits][0] == "cat-1"
+    assert hits[0]["heading_path"] == "Top > Sub" and "vector" not in hits[0]
+    assert hits[0]["score"] > hits[1]["score"]
+
+
+def test_filters_as_sql_or_dict_apply_before_ranking(store, embedder):
+    vec = embedder.embed(["a kitten napping"])[0]
+    assert [h["chunk_id"] for h in store.search_vector(vec, 1, where={"doc_path": "gpus.md"})] == ["gpu-1"]
+    assert [h["chunk_id"] for h in store.search_text("lunch", 5, where={"doc_path": ["o'brien.md"]})] == ["lunch-1"]
+    assert store.search_text("lunch", 5, where="doc_path = 'pets.md'") == []
+    with pytest.raises(InhouseError, match="bad filter"):
+        store.search_text("lunch", 5, where="no_such_column = 1")
+    with pytest.raises(InhouseError, match="cannot filter"):
+        where_sql({"nope": 1})
+
+
+def test_bm25_stems_english_and_ignores_stop_words(store):
+    assert [h["chunk_id"] for h in store.search_text("running", 5)] == ["run-1"]
+    assert store.search_text("the", 5) == []
+    assert store.search_text("?!", 5) == []
+
+
+def test_upsert_by_chunk_id_never_duplicates(store, embedder):
+    publish(store, embedder, ["cat-1", "run-1"])
+    assert store.count() == len(TEXTS)
+
+
+def test_rows_added_after_the_fts_index_are_searchable(store, embedder, monkeypatch):
+    new = {"new-1": ("new.md", "Quarterly invoices are archived in the finance share."),
+           "new-2": ("new.md", "Archived invoices older than seven years are shredded.")}
+    monkeypatch.setattr(LanceStore, "_optimize", lambda self, table, published: None)  # leave them unindexed
+    publish(store, embedder, ["new-1"], new)
+    assert [h["chunk_id"] for h in store.search_text("invoice", 5)] == ["new-1"]
+    monkeypatch.undo()
+    publish(store, embedder, ["new-2"], new)  # this commit folds both into the index
+    assert {h["chunk_id"] for h in store.search_text("invoice", 5)} == {"new-1", "new-2"}
+
+
+def test_delete_docs_removes_all_their_chunks(store, embedder):
+    with store.writer(embedder.name, embedder.dim):
+        assert store.delete_docs(["o'brien.md", "missing.md"]) == 1
+        store.commit({})
+    assert store.count() == len(TEXTS) - 1 and store.search_text("lunch", 5) == []
+
+
+def test_readers_see_only_the_published_version(store, embedder, tmp_path):
+    reader = LanceStore(store.path)
+    with store.writer(embedder.name, embedder.dim):
+        store.delete_docs(["pets.md", "gpus.md"])
+        assert reader.count() == len(TEXTS)  # half-written: invisible
+        store.commit({"sports.md": {"sha256": "x", "chunks": 1}})
+        assert reader.count() == len(TEXTS) - 2
+    assert reader.meta()["manifest"] == {"sports.md": {"sha256": "x", "chunks": 1}}
+
+
+def test_a_crashed_run_is_rolled_back_by_the_next_writer(store, embedder):
+    with pytest.raises(KeyboardInterrupt), store.writer(embedder.name, embedder.dim):
+        store.delete_docs(["pets.md"])
+        raise KeyboardInterrupt
+    with store.writer(embedder.name, embedder.dim):
+        store.commit({})
+    assert store.count() == len(TEXTS) and store.search_text("cat", 5)
+
+
+def test_another_embedder_is_refused_naming_both(store, embedder):
+    with pytest.raises(InhouseError, match=r"all-MiniLM-L6-v2 \(384-d\), not other-model \(768-d\)"):
+        with store.writer("other-model", 768):
+            pass
+    meta = json.loads((store.path / "kb.json").read_text())
+    assert (meta["embedder_name"], meta["dim"]) == ("all-MiniLM-L6-v2", 384)
+
+
+def test_one_writer_at_a_time(store, embedder):
+    with store.writer(embedder.name, embedder.dim):
+        with pytest.raises(InhouseError, match="another indexing run is in progress"):
+            with LanceStore(store.path).writer(embedder.name, embedder.dim, timeout=0.3):
+                pass
+        assert store.search_text("cat", 1)  # readers take no lock
+    with LanceStore(store.path).writer(embedder.name, embedder.dim):
+        pass  # released
+
+
+def test_writes_outside_a_writer_are_a_bug(store):
+    with pytest.raises(RuntimeError):
+        store.upsert([])
+
+
+def test_kb_names_live_under_home(home):
+    assert kb_path("docs") == home / "kb" / "docs"
+    assert resolve_kb("docs") == home / "kb" / "docs"
+    assert resolve_kb("./some/kb").name == "kb"
+    with pytest.raises(InhouseError):
+        kb_path("..")
