@@ -225,7 +225,10 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True,
     trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run_dir,
                             [ProgressBar(show_progress), *(callbacks or [])])
     metrics = run_training(trainer, resume, name, say)
-    lineage = build_lineage(recipe, name, metrics, trainer.state.log_history, started,
+    # Trainer.train() starts a fresh log, so the pre-training validation point is added back.
+    before = [{"step": 0, "eval_loss": metrics["validation_loss_before"]}] \
+        if metrics["validation_loss_before"] is not None else []
+    lineage = build_lineage(recipe, name, metrics, before + trainer.state.log_history, started,
                             n_train=len(train_set.examples), n_val=len(val_set.examples))
     lineage["speed"] = asdict(speed)
     path = publish_result(model, tokenizer, name, lineage)
