@@ -36,7 +36,7 @@ def hit(path: str, start_marker: str, score: float, heading: str = "") -> FakeHi
     return FakeHit(path, path.split("/")[1].split(".")[0].title(), heading, text[start:], start, len(text), score)
 
 
-HITS = [hit("manual/pumps.md", "The P-200", 0.031, "Pumps"), hit("manual/valves.md", "Valve V-7", 0.029, "Valves")]
+HITS = [hit("manual/pumps.md", "The P-200", 0.031, "Pumps > Maintenance"), hit("manual/valves.md", "Valve V-7", 0.029)]
 
 
 class StubSearch:
@@ -93,8 +93,9 @@ def test_prompt_has_numbered_sources_and_question():
     assert REFUSAL in msgs[0]["content"] and "[1]" in msgs[0]["content"]
     user = msgs[1]["content"]
     assert msgs[1]["role"] == "user"
-    assert "[1] Pumps > Pumps\nThe P-200 pump runs at 3,000 rpm." in user
-    assert "[2] Valves > Valves\nValve V-7 opens at 4 bar." in user
+    # title "Pumps" is not repeated when the heading path starts with it
+    assert "[1] Pumps > Maintenance\nThe P-200 pump runs at 3,000 rpm." in user
+    assert "[2] Valves\nValve V-7 opens at 4 bar." in user
     assert user.index("[1]") < user.index("[2]") < user.index("Question: How often are the seals replaced?")
 
 
@@ -114,7 +115,7 @@ def test_citations_quote_exact_spans():
                                "mode": "hybrid", "where": {"doc_path": "x"}, "weights": (1.0, 0.5)}
     assert search.calls[1]["where"] == {"doc_path": "x"}  # the gate searches the same filtered documents
     shown = format_answer(ans)
-    assert shown.startswith("The seals of the P-200") and "[1] manual/pumps.md (Pumps), chars" in shown
+    assert shown.startswith("The seals of the P-200") and "[1] manual/pumps.md (Pumps > Maintenance), chars" in shown
     assert '"Its seals are replaced every 6 months."' in shown
 
 
@@ -131,6 +132,19 @@ def test_uncited_answer_lists_sources_consulted():
     ans = answer("kb", "q", FakeModel("The pump runs at 3,000 rpm."), retrieve=StubSearch(HITS, 0.6))
     assert ans.consulted_only and [c.n for c in ans.citations] == [1, 2]
     assert "Sources consulted" in format_answer(ans)
+    # source 2 shares no word with the answer: its quote is the whole chunk, still an exact span
+    c = ans.citations[1]
+    assert c.quote == DOCS[c.doc_path][c.start:c.end] == DOCS[c.doc_path][HITS[1].start:].rstrip()
+
+
+def test_quote_never_a_heading_line():
+    doc = "# Pumps\n\n## Seals\n\nSeals last 6 months.\n"
+    chunk = FakeHit("p.md", "Pumps", "Pumps > Seals", doc, 0, len(doc), 0.5)
+    ans = answer("kb", "q", FakeModel("Seals are fine [1]."), retrieve=StubSearch([chunk], 0.6))
+    assert ans.citations[0].quote == "Seals last 6 months."  # "## Seals" shares the word too
+    ans = answer("kb", "q", FakeModel("No overlap here [1]."), retrieve=StubSearch([chunk], 0.6))
+    c = ans.citations[0]
+    assert c.quote == "Seals last 6 months." and doc[c.start:c.end] == c.quote
 
 
 def test_model_refusal_is_recognised():

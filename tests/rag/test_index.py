@@ -79,7 +79,7 @@ def test_only_a_changed_doc_is_re_embedded_and_its_old_chunks_go(docs, emb, tmp_
     assert sorted(r["text"] for r in lunch_rows) == sorted(emb.texts)
     assert search(kb, "vegetarian", mode="bm25") == []
     assert search(kb, "breakfast", mode="bm25")[0].doc_path == "notes/lunch.txt"
-    manifest = json.loads((kb / "kb.json").read_text())["manifest"]
+    manifest = LanceStore(kb).manifest()
     assert manifest["notes/lunch.txt"]["chunks"] == len(lunch_rows)
 
 
@@ -90,7 +90,7 @@ def test_a_removed_doc_loses_its_chunks(docs, emb, tmp_path):
     report = run(docs, kb, emb)
     assert report.removed == ["holiday.md"]
     assert not [r for r in all_rows(kb) if r["doc_path"] == "holiday.md"]
-    assert "holiday.md" not in LanceStore(kb).meta()["manifest"]
+    assert "holiday.md" not in LanceStore(kb).manifest()
 
 
 def test_unreadable_files_are_skipped_not_fatal(docs, emb, tmp_path):

@@ -52,6 +52,9 @@ class FakeStore(Store):
     def meta(self):
         return {"embedder_name": "fake", "dim": 2}
 
+    def manifest(self):
+        return {}
+
     def count(self):
         return len(set(self.vector_ids) | set(self.text_ids))
 

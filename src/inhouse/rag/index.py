@@ -67,7 +67,7 @@ def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | s
     chunker = chunker or default_chunker(embedder)
     report = IndexReport()
     with store.writer(embedder.name, embedder.dim, timeout=lock_timeout):
-        old = store.meta().get("manifest", {})
+        old = store.manifest()
         manifest, todo = _plan(root, files, old, report)
         store.delete_docs([*report.changed, *report.removed])
         report.chunks_written = _write(store, embedder, chunker, todo, manifest, report, progress, batch_size)

@@ -4,7 +4,7 @@ A knowledge base is a folder (`home()/kb/NAME` by default) holding:
 
 - `lance/chunks.lance`: one LanceDB table, one row per chunk, with its vector
   and a native BM25 full-text index on `text` (English stemming, stop words);
-- `kb.json`: the embedder's name and dimension, the document manifest
+- `kb.json`: the embedder's name and dimension, the name of the manifest file
   (doc_path -> sha256, chunk count, indexed_at) and `table_version`, the
   table version that this manifest describes;
 - `.lock`: held (flock) by the one writer allowed at a time.
@@ -139,7 +139,11 @@ class Store(ABC):
 
     @abstractmethod
     def meta(self) -> dict:
-        """embedder_name, dim, manifest, ... of the published state; {} before the first commit."""
+        """embedder_name, dim, table_version, manifest_file, ... of the published state; {} before the first commit."""
+
+    @abstractmethod
+    def manifest(self) -> dict:
+        """doc_path -> what was indexed from it, for incremental re-indexing."""
 
 
 class LanceStore(Store):
@@ -166,6 +170,16 @@ class LanceStore(Store):
             return {}
         except (OSError, ValueError) as e:
             raise InhouseError(f"cannot read {self.path / META}: {e}; re-index into a new knowledge base") from e
+
+    def manifest(self) -> dict:
+        """doc_path -> {sha256, chunks, ...} of the published state (read only by the indexer)."""
+        meta = self.meta()
+        if "manifest_file" not in meta:
+            return dict(meta.get("manifest", {}))
+        try:
+            return json.loads((self.path / meta["manifest_file"]).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise InhouseError(f"cannot read the manifest of {self.path}: {e}; re-index into a new knowledge base") from e
 
     def count(self) -> int:
         table = self._read_table()
@@ -316,10 +330,18 @@ class LanceStore(Store):
         """Fold new rows into the indexes, prune safely, then publish kb.json last."""
         table, old = self._writing(), self.meta()
         self._optimize(table, old.get("table_version"))
+        # The manifest can be megabytes (one entry per document); it lives in its own file so that
+        # searches, which read kb.json, stay cheap. kb.json still names it and is written last.
+        manifest_file = f"manifest-v{table.version}.json"
+        _write_json_atomic(self.path / manifest_file, dict(manifest))
+        old.pop("manifest", None)
         meta = {**old, **info, "format": FORMAT, "embedder_name": self._embedder_name, "dim": self._dim,
-                "table_version": table.version, "manifest": dict(manifest),
+                "table_version": table.version, "manifest_file": manifest_file,
                 "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         _write_json_atomic(self.path / META, meta)
+        for stale in self.path.glob("manifest-v*.json"):
+            if stale.name != manifest_file:
+                stale.unlink(missing_ok=True)
 
     def _optimize(self, table: Any, published: int | None) -> None:
         """Compact and merge new rows into the FTS index; prune only versions older than the published one."""
