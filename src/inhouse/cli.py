@@ -18,7 +18,7 @@ from inhouse.recipe import Recipe
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Fine-tune open LLMs on your own data, on your own hardware.")
-data_app = typer.Typer(no_args_is_help=True, help="Check training data.")
+data_app = typer.Typer(no_args_is_help=True, help="Check, scan and prepare training data.")
 app.add_typer(data_app, name="data")
 rag_app = typer.Typer(no_args_is_help=True, help="Index documents and search them (retrieval-augmented generation).")
 app.add_typer(rag_app, name="rag")
