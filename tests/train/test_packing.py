@@ -1,5 +1,6 @@
 """Padding-free packing and the speed switches keep the math (CPU, fp32)."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from helpers import chat, write_jsonl
@@ -67,8 +68,8 @@ def losses_for(tmp_path, tiny_dir, name, **switches):
     rows = [chat(f"Where is order {100 + 7 * i}?" * (1 + i % 4), f"Order {100 + 7 * i} left." * (1 + i % 3))
             for i in range(48)]
     data = write_jsonl(tmp_path / f"{name}.jsonl", rows)
-    layout = {"batch_size": 4, "gradient_accumulation": 2} | switches
-    recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0, max_steps=6,
+    layout = {"batch_size": 4, "gradient_accumulation": 2, "max_steps": 6} | switches
+    recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0,
                               lora_dropout=0, learning_rate=3e-3, output_name=name, **layout)
     result = train(recipe, show_progress=False, say=lambda s: None)
     import json
@@ -96,3 +97,11 @@ def test_cpu_defaults_and_explicit_switches():
     assert auto.attention == "sdpa" and auto.optimizer == "adamw_torch"
     chosen = plan(recipe_mod.build(packing=True, gradient_checkpointing=True, attention="eager"), model)
     assert chosen.packing and chosen.gradient_checkpointing and chosen.attention == "eager"
+
+
+@pytest.mark.slow
+def test_torch_compile_switch_keeps_the_loss_curve(tmp_path, tiny_dir, home):
+    """compile=True goes through Trainer's torch_compile (inductor on CPU: about a minute)."""
+    plain = losses_for(tmp_path, tiny_dir, "eager", packing=False, max_steps=3)
+    compiled = losses_for(tmp_path, tiny_dir, "compiled", packing=False, compile=True, max_steps=3)
+    assert torch.allclose(torch.tensor(compiled), torch.tensor(plain), rtol=1e-4, atol=1e-4), (plain, compiled)
