@@ -47,6 +47,7 @@ class Spec:
     targets: tuple[str, ...] = ("q_proj", "v_proj")
     optimizer: str | None = None
     offload: bool = False
+    compile: bool = False
 
 
 def model_config(size: str):
@@ -176,6 +177,7 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
         batch_size=spec.micro_batch, gradient_accumulation=spec.accumulation, max_steps=steps, learning_rate=1e-4,
         lr_scheduler="constant", warmup_ratio=0.0, seed=0, packing=spec.packing, liger=spec.liger,
         gradient_checkpointing=spec.checkpointing, activation_offload=spec.offload, optimizer=spec.optimizer,
+        compile=spec.compile,
         max_seq_length=4096)
     speed = plan(recipe, model)
     model = attach_method(prepare_model(model, speed), recipe)
@@ -253,6 +255,9 @@ def specs(smoke: bool) -> list[Spec]:
         Spec("inhouse-lora-8b", "8b", micro_batch=16, accumulation=1, checkpointing=True),
         Spec("inhouse-lora-8b-mb8", "8b", micro_batch=8, accumulation=2, checkpointing=True),
         Spec("inhouse-lora-8b-offload", "8b", micro_batch=16, accumulation=1, checkpointing=True, offload=True),
+        Spec("inhouse-lora-8b-compile", "8b", micro_batch=16, accumulation=1, checkpointing=True, compile=True),
+        Spec("inhouse-lora-8b-offload-compile", "8b", micro_batch=16, accumulation=1, checkpointing=True,
+             offload=True, compile=True),
         Spec("inhouse-qlora-8b", "8b", method="qlora", micro_batch=16, accumulation=1, checkpointing=True),
         Spec("inhouse-qlora-8b-paged8bit", "8b", method="qlora", micro_batch=16, accumulation=1,
              checkpointing=True, optimizer="paged_adamw_8bit"),

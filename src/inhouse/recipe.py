@@ -48,7 +48,7 @@ class Recipe(BaseModel):
     packing: bool | None = Field(None, description="Padding-free packing: a micro-batch is one row, positions restart per example, attention stays within each example (default: on a GPU).")
     attention: Literal["auto", "sdpa", "varlen", "flex", "eager"] = Field("auto", description="Attention kernel; auto = varlen flash attention for packed rows on a GPU, sdpa otherwise.")
     liger: bool | None = Field(None, description="Liger Kernel fused RMSNorm, RoPE, SwiGLU and linear cross-entropy (default: on a GPU when installed and the architecture is supported).")
-    compile: bool = Field(False, description="torch.compile the model.")
+    compile: bool = Field(False, description="torch.compile the model (CPU, or GPU without liger/varlen: that combination crashed inductor on an H100).")
     chat_template: str | None = Field(None, description="Override the model's chat template: chatml, llama3, or a path to a .jinja file.")
     seed: int = Field(42, description="Seed for the split, initialisation and data order.")
     output_name: str | None = Field(None, description="Name in the adapter library (default: <data file>-<timestamp>).")

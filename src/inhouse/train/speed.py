@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from inhouse.errors import InhouseError
 from inhouse.model import attention
 from inhouse.recipe import Recipe
 
@@ -54,6 +55,11 @@ def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
         attn = "varlen" if packing and attention.varlen_available() else "sdpa"
     liger = (gpu and liger_apply_fn(model.config.model_type) is not None) if recipe.liger is None else recipe.liger
     optimizer = recipe.optimizer or ("adamw_torch_fused" if gpu else "adamw_torch")
+    if recipe.compile and gpu and (liger or attn == "varlen"):
+        # Seen on an H100 (torch 2.11): inductor's autotuning hit an illegal memory access with
+        # varlen attention + Liger + checkpointing + PEFT. Refuse rather than crash mid-run.
+        raise InhouseError("compile is not supported with the GPU fast path yet (liger / varlen attention); "
+                           "set compile: false, or liger: false and attention: sdpa")
     return SpeedPlan(
         bf16=(gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16,
         gradient_checkpointing=(gpu and big) if recipe.gradient_checkpointing is None else recipe.gradient_checkpointing,
@@ -71,8 +77,6 @@ def set_attention(model: PreTrainedModel, kind: str) -> None:
 
 def apply_liger(model: PreTrainedModel) -> None:
     """Fused RMSNorm, RoPE, SwiGLU and linear cross-entropy on this model instance."""
-    from inhouse.errors import InhouseError
-
     fn = liger_apply_fn(model.config.model_type)
     if fn is None:
         raise InhouseError(f"liger: no Liger kernels for model type {model.config.model_type!r} "
