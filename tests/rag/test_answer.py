@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import pytest
 
+from inhouse.rag.search import Hit
 from inhouse.rag.answer import (
     REFUSAL, SYSTEM_PROMPT, answer, build_messages, cited_numbers, format_answer, is_refusal, shorten,
 )
@@ -17,23 +18,12 @@ DOCS = {
 }
 
 
-@dataclass(frozen=True)
-class FakeHit:
-    doc_path: str
-    title: str
-    heading_path: str
-    text: str
-    start: int
-    end: int
-    score: float
-    page: int | None = None
-
-
-def hit(path: str, start_marker: str, score: float, heading: str = "") -> FakeHit:
+def hit(path: str, start_marker: str, score: float, heading: str = "") -> Hit:
     """A chunk that is a verbatim span of DOCS[path], from `start_marker` to the end."""
     text = DOCS[path]
     start = text.index(start_marker)
-    return FakeHit(path, path.split("/")[1].split(".")[0].title(), heading, text[start:], start, len(text), score)
+    return Hit(f"{path}#{start}", path, path.split("/")[1].split(".")[0].title(), heading, text[start:], start,
+               len(text), score)
 
 
 HITS = [hit("manual/pumps.md", "The P-200", 0.031, "Pumps > Maintenance"), hit("manual/valves.md", "Valve V-7", 0.029)]
@@ -48,7 +38,7 @@ class StubSearch:
     def __call__(self, kb, query, k=5, mode="hybrid", where=None, **kw):
         self.calls.append({"kb": kb, "query": query, "k": k, "mode": mode, "where": where, **kw})
         if mode == "vector":
-            return [FakeHit(**{**h.__dict__, "score": self.similarity}) for h in self.hits][:k]
+            return [replace(h, score=self.similarity) for h in self.hits][:k]
         return self.hits[:k]
 
 
@@ -139,7 +129,7 @@ def test_uncited_answer_lists_sources_consulted():
 
 def test_quote_never_a_heading_line():
     doc = "# Pumps\n\n## Seals\n\nSeals last 6 months.\n"
-    chunk = FakeHit("p.md", "Pumps", "Pumps > Seals", doc, 0, len(doc), 0.5)
+    chunk = Hit("p.md#0", "p.md", "Pumps", "Pumps > Seals", doc, 0, len(doc), 0.5)
     ans = answer("kb", "q", FakeModel("Seals are fine [1]."), retrieve=StubSearch([chunk], 0.6))
     assert ans.citations[0].quote == "Seals last 6 months."  # "## Seals" shares the word too
     ans = answer("kb", "q", FakeModel("No overlap here [1]."), retrieve=StubSearch([chunk], 0.6))
