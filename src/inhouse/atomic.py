@@ -47,6 +47,10 @@ def _swap(staged: Path, out: Path, overwrite: bool) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Temp file, fsync, rename: after a crash the file is the old one or the new one, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, default=str, ensure_ascii=False)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)

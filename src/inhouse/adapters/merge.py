@@ -13,6 +13,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 
+from inhouse import atomic
 from inhouse.adapters import registry
 from inhouse.adapters.lineage import versions
 from inhouse.errors import InhouseError
@@ -48,7 +49,7 @@ def merge(ref: str, name: str | None = None, dtype: torch.dtype = torch.bfloat16
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        registry.write_json_atomic(folder / registry.LINEAGE, {
+        atomic.write_json(folder / registry.LINEAGE, {
             "name": name, "kind": "merged", "base_model": info.get("base_model"), "merged_from": info.get("name"),
             "merged_dtype": str(dtype).removeprefix("torch."), "parent": info, "versions": versions(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

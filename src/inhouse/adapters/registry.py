@@ -41,10 +41,6 @@ def save_atomically(name: str, write: Callable[[Path], None]) -> Path:
         raise InhouseError(f"adapter {name!r} already exists in {library()}; choose another output_name") from None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    atomic.write_json(path, data)
-
-
 def resolve(ref: str) -> Path:
     """An adapter by library name or by path."""
     for candidate in (Path(ref).expanduser(), library() / ref):

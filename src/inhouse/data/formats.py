@@ -160,12 +160,18 @@ def _role_key(role: Any) -> str:
     return role.strip().lower() if isinstance(role, str) else ""
 
 
+def _require_keys(obj: Any, keys: tuple[str, ...], where: str, noun: str) -> dict:
+    """A chat message or ShareGPT turn must be an object holding `keys`."""
+    if not isinstance(obj, dict):
+        raise _Bad("wrong_type", where, f"a {noun} must be an object, got a JSON {_json_type(obj)}")
+    for key in keys:
+        if key not in obj:
+            raise _Bad("message_missing_key", where, f"{noun} has no {key!r} key")
+    return obj
+
+
 def _message(m: Any, where: str) -> Message:
-    if not isinstance(m, dict):
-        raise _Bad("wrong_type", where, f"a message must be an object, got a JSON {_json_type(m)}")
-    for key in ("role", "content"):
-        if key not in m:
-            raise _Bad("message_missing_key", where, f"message has no {key!r} key")
+    _require_keys(m, ("role", "content"), where, "message")
     for key in m:
         if key not in MESSAGE_KEYS:
             allowed = ", ".join(MESSAGE_KEYS)
@@ -187,11 +193,7 @@ def _sharegpt(value: Any) -> list[Message]:
 
 def _turn(t: Any, where: str) -> Message:
     """One ShareGPT turn; keys other than from/value (e.g. 'markdown') are ignored."""
-    if not isinstance(t, dict):
-        raise _Bad("wrong_type", where, f"a turn must be an object, got a JSON {_json_type(t)}")
-    for key in ("from", "value"):
-        if key not in t:
-            raise _Bad("message_missing_key", where, f"turn has no {key!r} key")
+    _require_keys(t, ("from", "value"), where, "turn")
     if (role := SHAREGPT_ROLES.get(_role_key(t["from"]))) is None:
         known = ", ".join(SHAREGPT_ROLES)
         raise _Bad("unrecognized_role", f"{where}.from", f"'from' {t['from']!r} is not one of {known}")

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from inhouse import atomic
 from inhouse.adapters.registry import home
 from inhouse.errors import InhouseError
 
@@ -333,12 +334,12 @@ class LanceStore(Store):
         # The manifest can be megabytes (one entry per document); it lives in its own file so that
         # searches, which read kb.json, stay cheap. kb.json still names it and is written last.
         manifest_file = f"manifest-v{table.version}.json"
-        _write_json_atomic(self.path / manifest_file, dict(manifest))
+        atomic.write_json(self.path / manifest_file, dict(manifest))
         old.pop("manifest", None)
         meta = {**old, **info, "format": FORMAT, "embedder_name": self._embedder_name, "dim": self._dim,
                 "table_version": table.version, "manifest_file": manifest_file,
                 "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        _write_json_atomic(self.path / META, meta)
+        atomic.write_json(self.path / META, meta)
         for stale in self.path.glob("manifest-v*.json"):
             if stale.name != manifest_file:
                 stale.unlink(missing_ok=True)
@@ -378,11 +379,3 @@ def _cell(row: Mapping[str, Any], col: str) -> Any:
     return value
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    """Temp file, fsync, rename: after a crash kb.json is the old one or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -19,6 +19,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from inhouse import atomic
 from inhouse.adapters import registry
 from inhouse.adapters.lineage import build_lineage
 from inhouse.data.conversation import Conversation
@@ -193,7 +194,7 @@ def publish_result(model, tokenizer, name: str, lineage: dict) -> Path:
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        registry.write_json_atomic(folder / registry.LINEAGE, lineage)
+        atomic.write_json(folder / registry.LINEAGE, lineage)
 
     return registry.save_atomically(name, write)
 
