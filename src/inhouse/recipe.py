@@ -44,7 +44,7 @@ class Recipe(BaseModel):
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit"] | None = Field(None, description="Optimizer (default: fused AdamW on a GPU, AdamW on CPU; paged_adamw_8bit needs bitsandbytes).")
     bf16: bool | None = Field(None, description="bf16 autocast (default: on where the GPU supports it).")
     gradient_checkpointing: bool | None = Field(None, description="Recompute activations in backward to save memory (default: on for qlora and models over 2B parameters on a GPU).")
-    activation_offload: bool = Field(False, description="Keep saved activations in pinned CPU memory (with checkpointing: only layer inputs).")
+    activation_offload: bool | None = Field(None, description="Keep saved activations in pinned CPU memory, copied on a side stream (with checkpointing: only layer inputs; default: on with gradient checkpointing on a GPU).")
     packing: bool | None = Field(None, description="Padding-free packing: a micro-batch is one row, positions restart per example, attention stays within each example (default: on a GPU).")
     attention: Literal["auto", "sdpa", "varlen", "flex", "eager"] = Field("auto", description="Attention kernel; auto = varlen flash attention for packed rows on a GPU, sdpa otherwise.")
     liger: bool | None = Field(None, description="Liger Kernel fused RMSNorm, RoPE, SwiGLU and linear cross-entropy (default: on a GPU when installed and the architecture is supported).")

@@ -93,7 +93,8 @@ def test_packing_layout_and_checkpointing_keep_the_loss_curve(tmp_path, tiny_dir
 def test_cpu_defaults_and_explicit_switches():
     model, _ = tiny.build()
     auto = plan(recipe_mod.build(), model)
-    assert (auto.bf16, auto.packing, auto.liger, auto.gradient_checkpointing) == (False, False, False, False)
+    assert (auto.bf16, auto.packing, auto.liger, auto.gradient_checkpointing, auto.activation_offload) == (
+        False, False, False, False, False)
     assert auto.attention == "sdpa" and auto.optimizer == "adamw_torch"
     chosen = plan(recipe_mod.build(packing=True, gradient_checkpointing=True, attention="eager"), model)
     assert chosen.packing and chosen.gradient_checkpointing and chosen.attention == "eager"

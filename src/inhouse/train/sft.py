@@ -139,7 +139,7 @@ class InhouseTrainer(Trainer):
         self.speed = speed
 
     def training_step(self, *args, **kwargs):
-        with offload_context(self.speed):
+        with offload_context(self.speed, self.model):
             return super().training_step(*args, **kwargs)
 
 

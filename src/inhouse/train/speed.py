@@ -60,10 +60,13 @@ def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
         # varlen attention + Liger + checkpointing + PEFT. Refuse rather than crash mid-run.
         raise InhouseError("compile is not supported with the GPU fast path yet (liger / varlen attention); "
                            "set compile: false, or liger: false and attention: sdpa")
+    checkpointing = (gpu and big) if recipe.gradient_checkpointing is None else recipe.gradient_checkpointing
+    # Offloading the checkpointed layer inputs asynchronously cost no throughput on an H100 (8B LoRA).
+    offload = (gpu and checkpointing) if recipe.activation_offload is None else recipe.activation_offload
     return SpeedPlan(
         bf16=(gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16,
-        gradient_checkpointing=(gpu and big) if recipe.gradient_checkpointing is None else recipe.gradient_checkpointing,
-        activation_offload=recipe.activation_offload, packing=packing, attention=attn, liger=liger,
+        gradient_checkpointing=checkpointing,
+        activation_offload=offload, packing=packing, attention=attn, liger=liger,
         compile=recipe.compile, optimizer=optimizer,
     )
 
@@ -109,8 +112,10 @@ def enable_checkpointing(model: PreTrainedModel) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def offload_context(speed: SpeedPlan):
-    """Saved activations go to pinned CPU memory during forward when asked."""
+def offload_context(speed: SpeedPlan, model: torch.nn.Module):
+    """Saved activations wait in pinned CPU memory between forward and backward, when asked."""
     if speed.activation_offload and torch.cuda.is_available():
-        return torch.autograd.graph.save_on_cpu(pin_memory=True)
+        from inhouse.train.offload import AsyncOffload
+
+        return AsyncOffload(model.parameters())
     return contextlib.nullcontext()
