@@ -180,7 +180,8 @@ def rag_index(
         raise InhouseError(f"{folder}: no such folder")
     report = index(folder, kb, embedder=embedder)
     typer.echo(f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
-               f"{report.unchanged} unchanged; {report.chunks_written} chunks written")
+               f"{report.unchanged} unchanged; {report.chunks_written} chunks written"
+               + (f" ({report.resumed} documents were already written by an interrupted run)" if report.resumed else ""))
     for path, reason in report.skipped_files:
         typer.echo(f"skipped {path}: {reason}")
 

@@ -131,3 +131,96 @@ def test_kb_names_default_to_home_and_the_default_chunker(docs, home):
     report = index(docs, "team-docs", progress=False)
     assert report.chunks_written >= 3 and (kb_path("team-docs") / "kb.json").is_file()
     assert search("team-docs", "how long is paid holiday?", k=1)[0].doc_path == "holiday.md"
+
+
+class CrashAfter(CountingEmbedder):
+    """Embeds `calls` batches, then fails like a Ctrl-C in the middle of a long run."""
+
+    def __init__(self, inner, calls):
+        super().__init__(inner)
+        self.calls = calls
+
+    def embed(self, texts, batch_size=64):
+        if self.calls == 0:
+            raise KeyboardInterrupt
+        self.calls -= 1
+        return super().embed(texts, batch_size)
+
+
+@pytest.fixture
+def many(tmp_path):
+    root = tmp_path / "many"
+    root.mkdir()
+    topics = ["rivers", "engines", "violins", "glaciers", "orchids", "bridges", "comets", "ferries"]
+    for i, topic in enumerate(topics):
+        (root / f"{i}-{topic}.txt").write_text(f"A note about {topic}: number {i} of the series.\n", encoding="utf-8")
+    return root
+
+
+def crash_then_resume(root, kb, emb, monkeypatch, calls=3, between=lambda: None):
+    monkeypatch.setattr(index_mod, "FLUSH_CHUNKS", 1)  # one document per flush
+    monkeypatch.setattr(index_mod, "CHECKPOINT_S", 0.0)  # checkpoint after every flush
+    with pytest.raises(KeyboardInterrupt):
+        run(root, kb, CrashAfter(emb.inner, calls))
+    assert not (kb / "kb.json").exists() and (kb / "resume.json").exists()
+    between()
+    return run(root, kb, emb)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(many, emb, tmp_path, monkeypatch):
+    kb = tmp_path / "kb"
+    report = crash_then_resume(many, kb, emb, monkeypatch)
+    assert report.resumed == 3 and len(report.added) == 8 and report.chunks_written == 5
+    assert {t.split(":")[0] for t in emb.texts} == {f"A note about {t}" for t in
+                                                  ["glaciers", "orchids", "bridges", "comets", "ferries"]}
+    rows = all_rows(kb)
+    assert len(rows) == len({r["chunk_id"] for r in rows}) == 8
+    assert not (kb / "resume.json").exists() and len(LanceStore(kb).manifest()) == 8
+    assert search(kb, "violins", mode="bm25")[0].doc_path == "2-violins.txt"
+
+
+def test_resume_redoes_docs_edited_or_removed_since_the_crash(many, emb, tmp_path, monkeypatch):
+    kb = tmp_path / "kb"
+
+    def edit():
+        (many / "0-rivers.txt").write_text("Canals, not rivers, this time.\n", encoding="utf-8")
+        (many / "1-engines.txt").unlink()
+
+    report = crash_then_resume(many, kb, emb, monkeypatch, between=edit)
+    assert report.resumed == 1 and report.removed == ["1-engines.txt"] and "0-rivers.txt" in report.changed
+    texts = sorted(r["text"] for r in all_rows(kb))
+    assert "Canals, not rivers, this time." in texts and len(texts) == 7
+    assert search(kb, "engines", mode="bm25") == [] and not search(kb, "series rivers", mode="bm25")[0].text.startswith("A note about rivers")
+
+
+def test_a_checkpoint_is_never_published_and_another_root_starts_over(many, docs, emb, tmp_path, monkeypatch):
+    kb = tmp_path / "kb"
+    run(docs, kb, emb)
+    before = (kb / "kb.json").read_text()
+    monkeypatch.setattr(index_mod, "FLUSH_CHUNKS", 1)
+    monkeypatch.setattr(index_mod, "CHECKPOINT_S", 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        run(many, kb, CrashAfter(emb.inner, 2))
+    assert (kb / "kb.json").read_text() == before and search(kb, "violins", mode="bm25") == []
+    emb.texts.clear()
+    report = run(docs, kb, emb)  # the original root: the checkpoint of the other root is ignored
+    assert report.resumed == 0 and report.unchanged == 3 and emb.texts == []
+    assert {r["doc_path"] for r in all_rows(kb)} == set(FILES)
+    assert not (kb / "resume.json").exists()
+
+
+def test_a_doc_the_crashed_run_deleted_is_rewritten_even_if_reverted(many, emb, tmp_path, monkeypatch):
+    kb = tmp_path / "kb"
+    run(many, kb, emb)
+    original = (many / "7-ferries.txt").read_text(encoding="utf-8")
+    (many / "0-rivers.txt").write_text("Canals, not rivers, this time.\n", encoding="utf-8")
+    (many / "7-ferries.txt").write_text("Ferries now sail at dawn.\n", encoding="utf-8")
+    monkeypatch.setattr(index_mod, "FLUSH_CHUNKS", 1)
+    monkeypatch.setattr(index_mod, "CHECKPOINT_S", 0.0)
+    with pytest.raises(KeyboardInterrupt):  # both old versions deleted, rivers rewritten, crash on ferries
+        run(many, kb, CrashAfter(emb.inner, 1))
+    (many / "7-ferries.txt").write_text(original, encoding="utf-8")  # back to what is published
+    report = run(many, kb, emb)
+    assert report.resumed == 1 and report.changed == ["0-rivers.txt", "7-ferries.txt"]
+    assert search(kb, "ferries", mode="bm25")[0].doc_path == "7-ferries.txt"
+    assert len(all_rows(kb)) == 8

@@ -5,7 +5,9 @@ manifest of the last run: only new and changed files are parsed, chunked and
 embedded; chunks of changed and removed files are deleted first. Chunks are
 upserted by chunk_id, so indexing the same folder twice never duplicates one.
 The manifest is committed last (see `inhouse.rag.store`), so a crash or
-Ctrl-C leaves the previous index intact and the next run redoes the work.
+Ctrl-C leaves the previous index intact. Every CHECKPOINT_S seconds the run
+also records which documents it has fully written; the next run over the same
+root resumes from there instead of embedding them again.
 
 Documents are stored under their path relative to `root` (posix), so a moved
 folder is still recognised; the root itself is recorded in kb.json.
@@ -17,6 +19,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from inhouse.rag.store import LanceStore, kb_path, resolve_kb
 __all__ = ["IndexReport", "default_chunker", "index", "kb_path"]
 
 FLUSH_CHUNKS = 1024  # chunks embedded and written per step: bounds memory, keeps table versions few
+CHECKPOINT_S = 30.0  # the checkpoint rewrites the list of done documents: not after every flush
 
 
 @dataclass
@@ -40,6 +44,7 @@ class IndexReport:
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
+    resumed: int = 0  # documents an interrupted run had already written (counted in added/changed too)
     chunks_written: int = 0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
 
@@ -66,17 +71,25 @@ def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | s
         embedder = load_embedder(str(embedder) if embedder is not None else store.meta().get("embedder_name"))
     chunker = chunker or default_chunker(embedder)
     report = IndexReport()
-    with store.writer(embedder.name, embedder.dim, timeout=lock_timeout):
-        old = store.manifest()
-        manifest, todo = _plan(root, files, old, report)
-        store.delete_docs([*report.changed, *report.removed])
-        report.chunks_written = _write(store, embedder, chunker, todo, manifest, report, progress, batch_size)
+    with store.writer(embedder.name, embedder.dim, timeout=lock_timeout, resume_key=str(root)):
+        old, point = store.manifest(), store.resume_point()
+        done, gone = point.get("done", {}), set(point.get("deleted", []))
+        manifest, todo = _plan(root, files, old, report, done, gone)
+        written = {rel: entry for rel, entry in done.items() if manifest.get(rel) is entry}  # resumed
+        deleted = [*(p for p in report.changed if p not in written), *report.removed]
+        store.delete_docs(deleted)
+        gone.update(deleted)
+        report.chunks_written = _write(store, embedder, chunker, todo, manifest, written, report, progress,
+                                       batch_size, lambda: store.checkpoint(written, sorted(gone)))
         store.commit(manifest, root=str(root))
     return report
 
 
-def _plan(root: Path, files: Iterable[Path], old: dict, report: IndexReport) -> tuple[dict, list[tuple[str, Path]]]:
-    """Sort files into unchanged (kept in the manifest), added and changed (to do); the rest were removed."""
+def _plan(root: Path, files: Iterable[Path], old: dict, report: IndexReport, done: dict,
+          gone: set[str]) -> tuple[dict, list[tuple[str, Path]]]:
+    """Sort files into unchanged (kept in the manifest), resumed (`done` by a crashed run, same hash),
+    added and changed (to do); the rest were removed. A crashed run's doc counts as changed when its
+    hash moved since (`done`) or when that run deleted its published chunks (`gone`)."""
     manifest: dict[str, Any] = {}
     todo: list[tuple[str, Path]] = []
     for path in files:
@@ -88,24 +101,31 @@ def _plan(root: Path, files: Iterable[Path], old: dict, report: IndexReport) -> 
             if rel in old:
                 manifest[rel] = old[rel]
             continue
-        if rel in old and old[rel].get("sha256") == sha:
+        if rel in done and done[rel].get("sha256") == sha:
+            manifest[rel] = done[rel]
+            report.resumed += 1
+            (report.changed if rel in old else report.added).append(rel)
+        elif rel not in done and rel not in gone and rel in old and old[rel].get("sha256") == sha:
             manifest[rel] = old[rel]
             report.unchanged += 1
-        else:
-            (report.changed if rel in old else report.added).append(rel)
+        else:  # in `done` with another hash: its crashed-run chunks are stale, so it counts as changed
+            (report.changed if rel in old or rel in done else report.added).append(rel)
             todo.append((rel, path))
     seen = {_rel(root, p) for p in files}
-    report.removed = sorted(p for p in old if p not in seen)
+    report.removed = sorted(p for p in {*old, *done} if p not in seen)
     return manifest, todo
 
 
 def _write(store: LanceStore, embedder: Embedder, chunker: Callable, todo: list[tuple[str, Path]],
-           manifest: dict, report: IndexReport, progress: bool, batch_size: int) -> int:
-    """Load, chunk, embed and upsert the docs to do, FLUSH_CHUNKS at a time; returns chunks written."""
+           manifest: dict, written: dict, report: IndexReport, progress: bool, batch_size: int,
+           checkpoint: Callable[[], None]) -> int:
+    """Load, chunk, embed and upsert the docs to do, FLUSH_CHUNKS at a time; returns chunks written.
+
+    `written` (docs fully in the table, resumed ones included) is checkpointed every CHECKPOINT_S."""
     from inhouse.rag.ingest import UnreadableDocument, load_document
 
     pending: list[tuple[Any, Any]] = []
-    written = 0
+    chunks_out, last = 0, time.monotonic()
     for rel, path in tqdm(todo, desc="embedding", unit="doc", disable=not progress or not todo):
         try:
             doc = dataclasses.replace(load_document(path), path=rel)
@@ -120,8 +140,12 @@ def _write(store: LanceStore, embedder: Embedder, chunker: Callable, todo: list[
                          "indexed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         pending += [(doc, c) for c in chunks]
         if len(pending) >= FLUSH_CHUNKS:
-            written += _flush(store, embedder, pending, batch_size)
-    return written + _flush(store, embedder, pending, batch_size)
+            written.update((d.path, manifest[d.path]) for d, _ in pending)
+            chunks_out += _flush(store, embedder, pending, batch_size)
+            if time.monotonic() - last >= CHECKPOINT_S:
+                checkpoint()
+                last = time.monotonic()
+    return chunks_out + _flush(store, embedder, pending, batch_size)
 
 
 def _flush(store: LanceStore, embedder: Embedder, pending: list[tuple[Any, Any]], batch_size: int) -> int:

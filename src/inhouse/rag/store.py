@@ -7,7 +7,9 @@ A knowledge base is a folder (`home()/kb/NAME` by default) holding:
 - `kb.json`: the embedder's name and dimension, the name of the manifest file
   (doc_path -> sha256, chunk count, indexed_at) and `table_version`, the
   table version that this manifest describes;
-- `.lock`: held (flock) by the one writer allowed at a time.
+- `.lock`: held (flock) by the one writer allowed at a time;
+- `resume.json`, only while a run is unfinished: the table version its last
+  checkpoint reached and the documents fully written by then.
 
 Why readers never see a half-written index: every LanceDB write makes a new
 table version atomically, but one indexing run makes several (deletes,
@@ -15,7 +17,9 @@ upserts, optimize). Readers therefore open the table *at `table_version`
 from kb.json*, never at "latest"; the writer replaces kb.json (temp file,
 fsync, rename) only after its last table write. A reader sees the whole old
 state or the whole new one. A crashed run leaves kb.json untouched, and the
-next writer first restores the table to `table_version`. Old versions are
+next writer first restores the table to `table_version`, or, when the
+crashed run left a checkpoint on top of that same published version, to the
+checkpoint, so a long run resumes instead of starting over. Old versions are
 pruned, but never the published one nor anything newer than it.
 
 Vector search is exact (no ANN index): fine up to a few hundred thousand
@@ -53,6 +57,7 @@ os.environ.setdefault("LANCE_LOG", "error")
 TABLE = "chunks"
 META = "kb.json"
 LOCK = ".lock"
+RESUME = "resume.json"
 FORMAT = 1
 COLUMNS = ("chunk_id", "doc_path", "title", "heading_path", "text", "start", "end", "page", "mtime", "sha256")
 HEADING_SEP = " > "
@@ -116,8 +121,9 @@ class Store(ABC):
     """
 
     @abstractmethod
-    def writer(self, embedder_name: str, dim: int, timeout: float = 0.0) -> Any:
-        """Context manager: take the writer lock, refuse another embedder, drop uncommitted writes."""
+    def writer(self, embedder_name: str, dim: int, timeout: float = 0.0, resume_key: str | None = None) -> Any:
+        """Context manager: take the writer lock, refuse another embedder, drop uncommitted writes
+        (except those of a checkpoint made under the same `resume_key`, when the store can resume)."""
 
     @abstractmethod
     def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
@@ -128,6 +134,14 @@ class Store(ABC):
     @abstractmethod
     def commit(self, manifest: Mapping[str, Any], **info: Any) -> None:
         """Publish all writes since `writer()` together with the manifest, atomically."""
+
+    def checkpoint(self, done: Mapping[str, Any], deleted: Sequence[str]) -> None:
+        """Remember that the docs in `done` are fully written and those in `deleted` lost their published
+        chunks, so a crashed run can resume; optional."""
+
+    def resume_point(self) -> dict:
+        """The checkpoint of a crashed run under the same resume_key ({} when none): `done`, `deleted`."""
+        return {}
 
     @abstractmethod
     def search_vector(self, vec: Sequence[float], k: int, where: Any = None) -> list[dict]: ...
@@ -158,6 +172,8 @@ class LanceStore(Store):
         self._embedder_name = ""
         self._reader: Any = None
         self._reader_key: Any = None
+        self._resume: dict = {}  # the checkpoint the writer resumed from
+        self._resume_key: str | None = None
 
     def __repr__(self) -> str:
         return f"LanceStore({str(self.path)!r})"
@@ -250,11 +266,13 @@ class LanceStore(Store):
     # -- writing -----------------------------------------------------------
 
     @contextmanager
-    def writer(self, embedder_name: str, dim: int, timeout: float = 0.0) -> Iterator[LanceStore]:
+    def writer(self, embedder_name: str, dim: int, timeout: float = 0.0,
+               resume_key: str | None = None) -> Iterator[LanceStore]:
         """Hold the writer lock for the block; readers go on reading the published version meanwhile."""
         fd = self._lock(timeout)
         try:
             self._check_embedder(embedder_name, dim)
+            self._resume_key = resume_key
             self._table, self._dim, self._embedder_name = self._open_for_write(dim), dim, embedder_name
             yield self
         finally:
@@ -286,16 +304,54 @@ class LanceStore(Store):
                 f"({meta.get('dim')}-d), not {name} ({dim}-d); use that embedder or index into a new knowledge base")
 
     def _open_for_write(self, dim: int) -> Any:
-        """The table at its published version: leftovers of a crashed run are rolled back (or dropped)."""
+        """The table at the crashed run's checkpoint, else at its published version (leftovers rolled back)."""
         db, meta = self._connect(), self.meta()
-        if not meta:
-            if TABLE in _table_names(db):
+        self._resume = self._read_resume(meta)
+        exists = TABLE in _table_names(db)
+        if not meta and not (exists and self._resume):
+            if exists:
                 db.drop_table(TABLE)  # created by a run that never committed
             return self._create(db, dim)
         table = self._open_table()
-        if table.version != meta["table_version"]:
+        if self._resume and table.version != self._resume["version"]:
+            try:
+                table.restore(self._resume["version"])
+                return table
+            except (ValueError, OSError, RuntimeError):  # the checkpoint's version is gone: start over
+                (self.path / RESUME).unlink(missing_ok=True)
+                self._resume = {}
+                if not meta:
+                    db.drop_table(TABLE)
+                    return self._create(db, dim)
+        if not self._resume and table.version != meta["table_version"]:
             table.restore(meta["table_version"])
         return table
+
+    def _read_resume(self, meta: Mapping[str, Any]) -> dict:
+        """A checkpoint counts only on top of the version still published; anything else is stale."""
+        try:
+            point = json.loads((self.path / RESUME).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            point = {}
+        if self._resume_key is not None and isinstance(point, dict) and point.get("key") == self._resume_key \
+                and point.get("published") == meta.get("table_version") \
+                and isinstance(point.get("done"), dict) and isinstance(point.get("version"), int):
+            return point
+        (self.path / RESUME).unlink(missing_ok=True)
+        return {}
+
+    def resume_point(self) -> dict:
+        return dict(self._resume)
+
+    def checkpoint(self, done: Mapping[str, Any], deleted: Sequence[str]) -> None:
+        """Atomically record the table version reached, the docs fully written and those deleted in it."""
+        table = self._writing()
+        if self._resume_key is not None:
+            atomic.write_json(self.path / RESUME, {"key": self._resume_key, "version": table.version,
+                                                   "published": self.meta().get("table_version"),
+                                                   "done": dict(done), "deleted": list(deleted)})
 
     def _create(self, db: Any, dim: int) -> Any:
         from lancedb.index import FTS
@@ -340,6 +396,8 @@ class LanceStore(Store):
                 "table_version": table.version, "manifest_file": manifest_file,
                 "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         atomic.write_json(self.path / META, meta)
+        (self.path / RESUME).unlink(missing_ok=True)
+        self._resume = {}
         for stale in self.path.glob("manifest-v*.json"):
             if stale.name != manifest_file:
                 stale.unlink(missing_ok=True)
