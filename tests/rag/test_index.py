@@ -224,3 +224,15 @@ def test_a_doc_the_crashed_run_deleted_is_rewritten_even_if_reverted(many, emb, 
     assert report.resumed == 1 and report.changed == ["0-rivers.txt", "7-ferries.txt"]
     assert search(kb, "ferries", mode="bm25")[0].doc_path == "7-ferries.txt"
     assert len(all_rows(kb)) == 8
+
+
+def test_a_checkpoint_pointing_at_a_lost_version_starts_over(many, emb, tmp_path, monkeypatch):
+    kb = tmp_path / "kb"
+
+    def lose_version():
+        point = json.loads((kb / "resume.json").read_text())
+        (kb / "resume.json").write_text(json.dumps({**point, "version": 999}))
+
+    report = crash_then_resume(many, kb, emb, monkeypatch, between=lose_version)
+    assert report.resumed == 0 and len(report.added) == 8 and report.chunks_written == 8
+    assert len(all_rows(kb)) == 8 and not (kb / "resume.json").exists()

@@ -307,24 +307,20 @@ class LanceStore(Store):
         """The table at the crashed run's checkpoint, else at its published version (leftovers rolled back)."""
         db, meta = self._connect(), self.meta()
         self._resume = self._read_resume(meta)
-        exists = TABLE in _table_names(db)
-        if not meta and not (exists and self._resume):
-            if exists:
+        if not meta and (not self._resume or TABLE not in _table_names(db)):
+            if TABLE in _table_names(db):
                 db.drop_table(TABLE)  # created by a run that never committed
             return self._create(db, dim)
         table = self._open_table()
-        if self._resume and table.version != self._resume["version"]:
+        target = self._resume.get("version", meta.get("table_version"))
+        if table.version != target:
             try:
-                table.restore(self._resume["version"])
-                return table
-            except (ValueError, OSError, RuntimeError):  # the checkpoint's version is gone: start over
-                (self.path / RESUME).unlink(missing_ok=True)
-                self._resume = {}
-                if not meta:
-                    db.drop_table(TABLE)
-                    return self._create(db, dim)
-        if not self._resume and table.version != meta["table_version"]:
-            table.restore(meta["table_version"])
+                table.restore(target)
+            except (ValueError, OSError, RuntimeError):
+                if not self._resume:
+                    raise
+                (self.path / RESUME).unlink(missing_ok=True)  # the checkpoint's version is gone: start over
+                return self._open_for_write(dim)
         return table
 
     def _read_resume(self, meta: Mapping[str, Any]) -> dict:
