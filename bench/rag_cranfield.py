@@ -400,26 +400,22 @@ def scale_run(args: argparse.Namespace, data: Any, work: Path, emb: RecordingEmb
     t0 = time.perf_counter()
     vectors = synthesise(sources, args.scale_chunks, folder)
     write_s = time.perf_counter() - t0
-    if args.scale_embed == "real":  # the whole path, the model included: about an hour on 2 cores
-        t0 = time.perf_counter()
-        report = index(folder, "scale", embedder=emb.inner, progress=True)
-        index_s = time.perf_counter() - t0
-        return {"embedder": "real", "chunks": report.chunks_written, "files_written_s": round(write_s, 1),
-                "index_s": round(index_s, 1), "end_to_end_chunks_per_s": round(report.chunks_written / index_s, 2),
-                "model_chunks_per_s_sample": round(model_rate, 2), "latency": latency("scale", list(data.queries.values()))}
-    fake = CachedVectors(emb, vectors)
+    real = args.scale_embed == "real"  # the whole path, the model included: about an hour on 2 cores
+    embedder = emb.inner if real else CachedVectors(emb, vectors)
     t0 = time.perf_counter()
-    report = index(folder, "scale", embedder=fake, progress=False)
+    report = index(folder, "scale", embedder=embedder, progress=real)
     index_s = time.perf_counter() - t0
     rate = report.chunks_written / index_s
-    queries = list(data.queries.values())
-    lat = latency("scale", queries)
-    return {"embedder": "cached vectors", "chunks": report.chunks_written, "files_written_s": round(write_s, 1),
-            "index_s": round(index_s, 1), "pipeline_chunks_per_s": round(rate, 1), "vector_fallbacks": fake.fallbacks,
-            "model_chunks_per_s": round(model_rate, 2),
-            "estimated_end_to_end_chunks_per_s": round(1 / (1 / rate + 1 / model_rate), 2),
-            "estimated_end_to_end_hours": round(report.chunks_written / (1 / (1 / rate + 1 / model_rate)) / 3600, 2),
-            "latency": lat}
+    common = {"chunks": report.chunks_written, "files_written_s": round(write_s, 1), "index_s": round(index_s, 1),
+              "latency": latency("scale", list(data.queries.values()))}
+    if real:
+        return {"embedder": "real", **common, "end_to_end_chunks_per_s": round(rate, 2),
+                "model_chunks_per_s_sample": round(model_rate, 2)}
+    end_to_end = 1 / (1 / rate + 1 / model_rate)
+    return {"embedder": "cached vectors", **common, "pipeline_chunks_per_s": round(rate, 1),
+            "vector_fallbacks": embedder.fallbacks, "model_chunks_per_s": round(model_rate, 2),
+            "estimated_end_to_end_chunks_per_s": round(end_to_end, 2),
+            "estimated_end_to_end_hours": round(report.chunks_written / end_to_end / 3600, 2)}
 
 
 def model_throughput(embedder: Any, texts: list[str], n: int) -> float:
