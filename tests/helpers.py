@@ -1,6 +1,10 @@
 """Small helpers for writing test data."""
 
+import hashlib
 import json
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def write_jsonl(path, rows):
@@ -11,3 +15,30 @@ def write_jsonl(path, rows):
 def chat(user, assistant, system=None):
     msgs = [{"role": "system", "content": system}] if system else []
     return {"messages": msgs + [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+
+
+def run_cli(*args, env=None):
+    """Run `inhouse ARGS` in this process (fast: no second torch import); returns (code, stdout, stderr)."""
+    import contextlib
+    import io
+    import os
+    import sys
+    from unittest import mock
+
+    from inhouse import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.object(sys, "argv", ["inhouse", *map(str, args)]), mock.patch.dict(os.environ, env or {}), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def hashes(root: Path) -> dict[str, str]:
+    """sha256 of every regular file under root, by relative path."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}

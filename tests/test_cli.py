@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import chat, write_jsonl
+from helpers import EXAMPLES, chat, hashes, write_jsonl
 
 from inhouse.recipe import Recipe
 
@@ -106,8 +106,10 @@ def test_train_then_generate_through_the_cli(tmp_path, tiny_dir):
 
 @pytest.mark.slow
 def test_quickstart_runs_offline_end_to_end(tmp_path):
+    before = hashes(EXAMPLES)
     proc = inhouse("quickstart", home=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert hashes(EXAMPLES) == before  # the sample data is read, never written
     for stage in ("[1/4] data", "[2/4] training", "[3/4] validation loss", "[4/4] answers", "done."):
         assert stage in proc.stdout
     before, after = proc.stdout.split("[3/4] validation loss: ")[1].split(" (")[0].split(" before -> ")

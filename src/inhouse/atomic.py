@@ -14,43 +14,93 @@ from pathlib import Path
 from typing import Any
 
 
-def write_folder(out: Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+def write_folder(out: Path, write: Callable[[Path], None], replace: Callable[[], None] | None = None) -> Path:
     """Run `write(staging)` and rename the staging folder to `out`.
 
-    Raises FileExistsError when `out` exists and `overwrite` is False (checked
-    before any work and again before the rename).
+    When `out` exists, `replace()` is called just before the swap: it raises to
+    refuse (the default refuses with FileExistsError), or returns to let the
+    old folder go. Staging folders that a killed run left beside `out` are
+    removed first.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
+    if out.exists() and replace is None:
         raise FileExistsError(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    remove_stale(out)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
     try:
         write(staged)
-        _swap(staged, out, overwrite)
+        _swap(staged, out, replace)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return out
 
 
-def _swap(staged: Path, out: Path, overwrite: bool) -> None:
-    if not out.exists():
+def _swap(staged: Path, out: Path, replace: Callable[[], None] | None) -> None:
+    if not os.path.lexists(out):
         os.replace(staged, out)
         return
-    if not overwrite:
+    if replace is None:
         raise FileExistsError(out)
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    replace()
+    old = out.with_name(f".{out.name}.old-{os.getpid()}-{staged.name.rsplit('-', 1)[-1]}")
     os.replace(out, old)
     os.replace(staged, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Delete `.NAME.staging-*` / `.NAME.old-*` folders whose writing process is gone; returns them.
+
+    A run killed between the two renames of a swap left the previous folder as `.old-*` and
+    nothing at `out`: that folder is put back instead of deleted.
+    """
+    removed = []
+    for kind in ("old", "staging"):
+        for leftover in sorted(out.parent.glob(f".{glob_escape(out.name)}.{kind}-*")):
+            owner = leftover.name.rsplit(f".{kind}-", 1)[-1].split("-", 1)[0]
+            if owner.isdigit() and _alive(int(owner)):
+                continue  # a live run is writing it right now
+            if kind == "old" and not os.path.lexists(out):
+                os.replace(leftover, out)
+                continue
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """A file name as a glob pattern that matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def dumps(data: Any, **options: Any) -> str:
+    """JSON text that always encodes as UTF-8: readable non-ASCII, but a lone surrogate (from a
+    non-UTF-8 file name) is written as an escape instead of failing the whole write."""
+    text = json.dumps(data, default=str, ensure_ascii=False, **options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, default=str, **options)
+    return text
 
 
 def write_json(path: Path, data: Any) -> None:
     """Temp file, fsync, rename: after a crash the file is the old one or the new one, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str, ensure_ascii=False)
+        fh.write(dumps(data, indent=2))
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -57,11 +57,14 @@ def data_scan(
     file: Path = typer.Argument(..., help="Data file to scan for PII (nothing is written)."),
     kinds: Optional[str] = typer.Option(None, help="Comma-separated kinds (default: all): EMAIL,PHONE,CARD,..."),
 ) -> None:
-    """List PII findings (type, file:line, masked value) without changing anything."""
+    """List PII findings (type, file:line, masked value) without changing anything; exit 1 when some
+    records are not valid examples (they are scanned all the same)."""
     from inhouse.data.pii import format_scan, scan_file
 
     wanted = {k.strip() for k in kinds.split(",") if k.strip()} if kinds else None
-    typer.echo(format_scan(scan_file(file, wanted)))
+    report = scan_file(file, wanted)
+    typer.echo(format_scan(report))
+    raise typer.Exit(1 if report.unusable else 0)
 
 
 @data_app.command("prepare")
@@ -70,16 +73,18 @@ def data_prepare(
     file: Path = typer.Argument(..., help="Raw data: chat/Alpaca/prompt-completion/ShareGPT JSON(L), CSV or Parquet."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for train/validation/test JSONL and the report."),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="YAML with these options (and rules:)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --out folder (atomically)."),
+    overwrite: bool = typer.Option(False, help="Replace --out when it holds an earlier inhouse preparation "
+                                   "(never any other folder)."),
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Normalise, deduplicate, redact PII, check structured outputs, cap lengths, split; with a report."""
-    from inhouse.data.prepare import prepare, write_prepared
+    from inhouse.data.prepare import claim_output, prepare, write_prepared
     from inhouse.recipe import build_config
 
     config = build_config(PrepareConfig, recipe_file, **(overrides or {}))
+    target = claim_output(out, file, config, overwrite, recipe_file)
     prepared = prepare(file, config)
-    folder = write_prepared(prepared, file, config, out, overwrite)
+    folder = write_prepared(prepared, file, config, target)
     removed = sum(e.action == "removed" for e in prepared.events)
     changed = sum(e.action != "removed" for e in prepared.events)
     typer.echo(f"{prepared.counts['loaded']} examples read; {removed} removed, {changed} changes; train "
@@ -162,6 +167,9 @@ def adapters_cmd() -> None:
     found = list_adapters()
     typer.echo(f"{len(found)} adapter(s) in {library()}")
     for a in found:
+        if a.get("broken"):
+            typer.echo(f"  {a['name']:<32} BROKEN {a['broken']}")
+            continue
         loss = (a.get("metrics") or {}).get("validation_loss")
         typer.echo(f"  {a['name']:<32} {a.get('kind', '?'):<5} base={a.get('base_model', '?')} "
                    f"val_loss={'-' if loss is None else f'{loss:.4f}'}")
@@ -172,13 +180,15 @@ def rag_index(
     folder: Path = typer.Argument(..., help="Folder of txt, md, html, pdf and docx files."),
     kb: str = typer.Option(..., "--kb", help="Knowledge base name (under INHOUSE_HOME/kb) or a folder path."),
     embedder: Optional[str] = typer.Option(None, help="Embedding model folder (default: all-MiniLM-L6-v2, offline)."),
+    follow_links: bool = typer.Option(False, "--follow-links", help="Also index files that links inside the "
+                                      "folder point to outside it (skipped and reported by default)."),
 ) -> None:
     """Index a folder; re-running embeds only new or changed documents."""
     from inhouse.rag.index import index
 
     if not folder.is_dir():
         raise InhouseError(f"{folder}: no such folder")
-    report = index(folder, kb, embedder=embedder)
+    report = index(folder, kb, embedder=embedder, follow_links=follow_links)
     typer.echo(f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
                f"{report.unchanged} unchanged; {report.chunks_written} chunks written"
                + (f" ({report.resumed} documents were already written by an interrupted run)" if report.resumed else ""))
@@ -238,6 +248,9 @@ def merge_cmd(
     adapter: str = typer.Argument(..., help="Adapter name or folder (LoRA or QLoRA)."),
     name: Optional[str] = typer.Option(None, help="Library name of the merged model (default: <adapter>-merged)."),
     dtype: str = typer.Option("bfloat16", help="Weights dtype of the merged model: bfloat16, float16 or float32."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the merged model to this new folder "
+                                       "instead of the library."),
+    overwrite: bool = typer.Option(False, help="Replace --out when it holds an earlier inhouse merged model."),
 ) -> None:
     """Merge an adapter into its base model (reloaded in 16/32-bit, never 4-bit) for export."""
     import torch
@@ -246,7 +259,7 @@ def merge_cmd(
 
     if dtype not in ("bfloat16", "float16", "float32"):
         raise InhouseError(f"--dtype {dtype}: use bfloat16, float16 or float32")
-    typer.echo(f"merged model saved to {merge(adapter, name, getattr(torch, dtype))}")
+    typer.echo(f"merged model saved to {merge(adapter, name, getattr(torch, dtype), out, overwrite)}")
 
 
 @app.command("quickstart")

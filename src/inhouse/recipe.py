@@ -20,7 +20,7 @@ ConfigT = TypeVar("ConfigT", bound=BaseModel)
 class Recipe(BaseModel):
     """One fine-tuning run."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     base_model: str = Field("builtin:tiny", description="Base model: a local Hugging Face folder, a hub id, or builtin:tiny.")
     train_file: Path | None = Field(None, description="Training data: chat JSONL, Alpaca JSON/JSONL or prompt/completion JSONL.")

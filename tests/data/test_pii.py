@@ -16,6 +16,7 @@ from inhouse.data.conversation import Conversation, Message
 from inhouse.data.pii import (
     KINDS,
     Finding,
+    ScanReport,
     ScanRow,
     _resolve,
     find_pii,
@@ -433,29 +434,30 @@ def test_scan_file_rows_and_report(tmp_path):
             },
         ],
     )
-    rows = scan_file(path)
+    rows = scan_file(path).rows
     assert [(r.kind, r.line, r.message, r.role) for r in rows] == [
         ("EMAIL", 2, 0, "user"),
         ("IP", 2, 1, "assistant"),
+        ("EMAIL", 3, None, "messages[0].content"),  # not a valid example, scanned all the same
         ("EMAIL", 4, 0, "user"),
         ("EMAIL", 4, 0, "user"),
     ]
     assert rows[0] == ScanRow("EMAIL", str(path), 2, 0, "user", "j***@e***.com")
-    report = format_scan(rows)
+    report = format_scan(ScanReport(rows, []))
     assert f"{path}:2" in report and "j***@e***.com" in report
     assert "jane@example.com" not in report and "192.0.2.7" not in report
-    assert report.splitlines()[-1] == "4 findings in 2 examples: EMAIL 3, IP 1"
+    assert report.splitlines()[-1] == "5 findings in 3 records: EMAIL 4, IP 1"
 
 
 def test_scan_file_of_alpaca_records(tmp_path):
     path = write_jsonl(
         tmp_path / "a.jsonl", [{"instruction": "Reply", "input": "from +44 20 7946 0958", "output": "ok"}]
     )
-    assert [(r.kind, r.message, r.role) for r in scan_file(path)] == [("PHONE", 0, "user")]
+    assert [(r.kind, r.message, r.role) for r in scan_file(path).rows] == [("PHONE", 0, "user")]
 
 
 def test_format_scan_without_findings():
-    assert format_scan([]) == "no PII found"
+    assert format_scan(ScanReport([], [])) == "no PII found"
 
 
 def test_scanning_writes_nothing(tmp_path):
@@ -465,7 +467,7 @@ def test_scanning_writes_nothing(tmp_path):
         return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.rglob("*")}
 
     before = snapshot()
-    assert len(scan_file(path)) == 1
+    assert len(scan_file(path).rows) == 1
     assert snapshot() == before
 
 

@@ -74,14 +74,14 @@ def test_outputs_are_written_atomically_and_input_is_untouched(tmp_path, monkeyp
     digest = hashlib.sha256(raw.read_bytes()).hexdigest()
     config = PrepareConfig(validation=0.2, test=0.1)
     out = write_prepared(prepare(raw, config), raw, config, tmp_path / "out")
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "test.jsonl", "train.jsonl",
-                                                      "validation.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [".inhouse-output.json", "report.json", "report.md",
+                                                      "test.jsonl", "train.jsonl", "validation.jsonl"]
     assert hashlib.sha256(raw.read_bytes()).hexdigest() == digest
     report = json.loads((out / "report.json").read_text())
     assert {e["where"] for e in report["events"]} <= {f"{raw}:{n}" for n in range(1, 25)}
     md = (out / "report.md").read_text()
     assert all(e["where"] in md for e in report["events"])
-    with pytest.raises(InhouseError, match="already exists"):
+    with pytest.raises(InhouseError, match="already holds an earlier prepared data; pass --overwrite"):
         write_prepared(prepare(raw, config), raw, config, tmp_path / "out")
 
     def broken(report):

@@ -44,7 +44,7 @@ def test_eval_compares_base_and_tuned_and_writes_the_report(tmp_path, tiny_dir, 
     deltas = [x["delta_f1"] for x in report["examples"]]
     assert deltas == sorted(deltas)
     files = sorted(p.name for p in result.path.iterdir())
-    assert files == ["answers.jsonl", "report.html", "report.json"]
+    assert files == [".inhouse-output.json", "answers.jsonl", "report.html", "report.json"]
     assert len((result.path / "answers.jsonl").read_text().splitlines()) == len(FACTS)
     html = (result.path / "report.html").read_text()
     assert "data:image/png;base64," in html and "Forgetting check" in html and "Lineage" in html

@@ -13,7 +13,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 
-from inhouse import atomic
+from inhouse import atomic, outputs
 from inhouse.adapters import registry
 from inhouse.adapters.lineage import versions
 from inhouse.errors import InhouseError
@@ -35,14 +35,26 @@ def merged_model(ref: str, dtype: torch.dtype = torch.bfloat16):
     return model, AutoTokenizer.from_pretrained(path), info | {"path": str(path)}
 
 
+def _inputs(ref: str) -> list[Path]:
+    """The adapter folder and, when it is a folder, its base model: what --out must never touch."""
+    path = registry.resolve(ref)
+    base = Path(str(registry.lineage(path).get("base_model") or ""))
+    return [path, *([base] if str(base) not in ("", ".") and base.exists() else [])]
+
+
 def _peft_base(path: Path) -> str:
     from peft import PeftConfig
 
     return PeftConfig.from_pretrained(path).base_model_name_or_path
 
 
-def merge(ref: str, name: str | None = None, dtype: torch.dtype = torch.bfloat16) -> Path:
-    """Write the merged model into the library as `<adapter>-merged` (atomically)."""
+OUTPUT_KIND = "merged model"
+
+
+def merge(ref: str, name: str | None = None, dtype: torch.dtype = torch.bfloat16, out: Path | None = None,
+          overwrite: bool = False) -> Path:
+    """Write the merged model into the library as `<adapter>-merged`, or into the folder `out` (atomically)."""
+    target = outputs.claim(out, OUTPUT_KIND, _inputs(ref), overwrite) if out else None
     model, tokenizer, info = merged_model(ref, dtype)
     name = name or f"{info.get('name') or Path(info['path']).name}-merged"
 
@@ -55,4 +67,4 @@ def merge(ref: str, name: str | None = None, dtype: torch.dtype = torch.bfloat16
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
 
-    return registry.save_atomically(name, write)
+    return target.write(write) if target else registry.save_atomically(name, write)

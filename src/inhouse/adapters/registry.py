@@ -9,28 +9,18 @@ so a crash or Ctrl-C never leaves a half-written adapter under a real name.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from inhouse import atomic
+from inhouse import atomic, paths
 from inhouse.errors import InhouseError
 
 LINEAGE = "inhouse.json"
 
 
-def home() -> Path:
-    return Path(os.environ.get("INHOUSE_HOME") or Path.home() / ".inhouse").expanduser()
-
-
 def library() -> Path:
-    return home() / "adapters"
-
-
-def runs() -> Path:
-    """Checkpoints of runs in progress (what --resume continues from)."""
-    return home() / "runs"
+    return paths.adapters()
 
 
 def save_atomically(name: str, write: Callable[[Path], None]) -> Path:
@@ -50,16 +40,38 @@ def resolve(ref: str) -> Path:
     raise InhouseError(f"no adapter {ref!r} (not a folder, not in {library()}; available: {names})")
 
 
+class BrokenLineage(InhouseError):
+    """An adapter folder whose inhouse.json cannot be read."""
+
+
 def lineage(path: Path) -> dict[str, Any]:
     file = path / LINEAGE
     if not file.is_file():
         return {}
-    return json.loads(file.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BrokenLineage(f"{file}: cannot be read ({_reason(e)}); restore it or remove the folder") from None
+    if not isinstance(data, dict):
+        raise BrokenLineage(f"{file}: is not a JSON object; restore it or remove the folder")
+    return data
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or " ".join(str(error).split())[:120]
 
 
 def list_adapters() -> list[dict[str, Any]]:
+    """Every entry of the library, newest first; an entry whose lineage cannot be read is listed
+    with `broken` (the reason) instead of failing the whole listing."""
     if not library().is_dir():
         return []
-    found = [lineage(p) | {"name": p.name, "path": str(p)}
-             for p in sorted(library().iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    return sorted(found, key=lambda a: a.get("finished_at", ""), reverse=True)
+    found = [_entry(p) for p in sorted(library().iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    return sorted(found, key=lambda a: str(a.get("finished_at", "")), reverse=True)
+
+
+def _entry(path: Path) -> dict[str, Any]:
+    try:
+        return lineage(path) | {"name": path.name, "path": str(path)}
+    except BrokenLineage as e:
+        return {"name": path.name, "path": str(path), "broken": str(e)}

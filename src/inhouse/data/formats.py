@@ -17,7 +17,8 @@ from typing import Any
 
 from inhouse.data.conversation import ROLES, Conversation, Message, Problem
 from inhouse.data.read import Record, read_records, read_table, table_kind
-from inhouse.errors import InhouseError
+from inhouse.errors import InhouseError, InvalidInputError
+from inhouse.paths import shown
 
 CHAT = "chat"
 SHAREGPT = "sharegpt"
@@ -118,17 +119,21 @@ def _detect(path: str, records: Iterator[Record]) -> tuple[str, list[Record]]:
     raise _unrecognised(path, seen)
 
 
+class UnrecognisedFormat(InvalidInputError):
+    """No record of the file looks like a known data format."""
+
+
 def _unrecognised(path: str, seen: list[Record]) -> InhouseError:
     if not seen:
-        return InhouseError(f"{path}: contains no examples; add one JSON example per line")
+        return UnrecognisedFormat(f"{path}: contains no examples; add one JSON example per line")
     parsed = [r for r in seen if r.ok]
     if not parsed:
-        return InhouseError(f"{seen[0].problem} (no example in the file could be parsed)")
+        return UnrecognisedFormat(f"{seen[0].problem} (no example in the file could be parsed)")
     expected = "; ".join(f"{name} {shape}" for name, shape in FORMATS.items())
     first = parsed[0]
     value = first.value
     found = f"keys {sorted(value)}" if isinstance(value, dict) else f"a JSON {_json_type(value)}"
-    return InhouseError(
+    return UnrecognisedFormat(
         f"{path}: could not recognise the format (line {first.line} has {found}); expected one of: {expected}"
     )
 
@@ -305,38 +310,40 @@ def load_dataset(path: str | Path, columns: ColumnMap | None = None) -> LoadResu
     `columns` maps a CSV/TSV/Parquet file's columns; without it the usual
     names (DEFAULT_COLUMNS) are tried. JSON/JSONL files need no mapping.
     """
+    fmt, outcomes = each_record(path, columns)
+    result = LoadResult(shown(path), fmt)
+    for _, item in outcomes:
+        result.total += 1
+        (result.problems if isinstance(item, Problem) else result.conversations).append(item)
+    return result
+
+
+def each_record(path: str | Path, columns: ColumnMap | None = None
+                ) -> tuple[str, Iterator[tuple[Record, Conversation | Problem]]]:
+    """The file's format, and each raw record with what it became (streamed).
+
+    Raises UnrecognisedFormat (before any record is yielded) when no record
+    looks like a known format.
+    """
     if (kind := table_kind(path)) is not None:
-        return _load_table(path, kind, columns)
+        return kind, _table_records(path, columns)
     if columns is not None:
         raise InhouseError(f"{path}: a column mapping applies only to .csv, .tsv and .parquet files, not JSON/JSONL")
-    source = str(path)
+    source = shown(path)
     records = read_records(path)
     fmt, head = _detect(source, records)
-    return _collect(LoadResult(source, fmt), _chain(head, records), lambda r: convert(r, fmt, source))
+    return fmt, ((rec, convert(rec, fmt, source)) for rec in _chain(head, records))
 
 
-def _load_table(path: str | Path, kind: str, columns: ColumnMap | None) -> LoadResult:
-    source = str(path)
+def _table_records(path: str | Path, columns: ColumnMap | None) -> Iterator[tuple[Record, Conversation | Problem]]:
+    source = shown(path)
     table = read_table(path)
     cols = _resolve_columns(source, columns, table.columns)
 
     def to_conversation(rec: Record) -> Conversation | Problem:
         return _convert(rec, source, lambda row: _row_messages(row, cols), lambda row: _row_meta(row, cols))
 
-    return _collect(LoadResult(source, kind), table.read(cols.names()), to_conversation)
-
-
-def _collect(
-    result: LoadResult, records: Iterable[Record], to_conversation: Callable[[Record], Conversation | Problem]
-) -> LoadResult:
-    for rec in records:
-        result.total += 1
-        item = to_conversation(rec)
-        if isinstance(item, Problem):
-            result.problems.append(item)
-        else:
-            result.conversations.append(item)
-    return result
+    return ((rec, to_conversation(rec)) for rec in table.read(cols.names()))
 
 
 def _chain(head: list[Record], rest: Iterator[Record]) -> Iterator[Record]:
@@ -388,7 +395,7 @@ def _row_meta(row: dict, cols: ColumnMap) -> dict:
 def load_conversations(path: str | Path, columns: ColumnMap | None = None) -> list[Conversation]:
     """Load for training: any problem at all stops the run, with a pointer to the report."""
     result = load_dataset(path, columns)
-    check = f"run 'inhouse data check {shlex.quote(str(path))}'"
+    check = f"run 'inhouse data check {shlex.quote(shown(path))}'"
     if result.problems:
         first, more = result.problems[0], len(result.problems) - 1
         tail = f"and {more} more problem{'s' * (more != 1)}; {check}" if more else check

@@ -25,14 +25,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from phonenumbers import Leniency, PhoneNumberMatcher
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
-from inhouse.data.conversation import Conversation, Message
-from inhouse.data.formats import load_dataset
+from inhouse.data.conversation import Conversation, Message, Problem
+from inhouse.data.formats import ColumnMap, UnrecognisedFormat, each_record, summarise
+from inhouse.data.read import Record, read_records
 from inhouse.errors import InhouseError
+from inhouse.paths import shown
 
 # Most specific first: when two detectors claim overlapping text, the earlier
 # kind wins (a password inside a URL is a URL_CREDENTIALS, not an EMAIL).
@@ -127,18 +130,35 @@ def redact_conversation(
 
 @dataclass(frozen=True)
 class ScanRow:
-    """One finding as `inhouse data scan` reports it: where, what, masked."""
+    """One finding as `inhouse data scan` reports it: where, what, masked.
+
+    `message` is the index of the message it is in, or None for a record that
+    is not a valid example; `role` then names the JSON field (or "raw text").
+    """
 
     kind: str
     source: str
     line: int
-    message: int
+    message: int | None
     role: str
     masked: str
 
     @property
     def where(self) -> str:
         return f"{self.source}:{self.line}" if self.source else f"line {self.line}"
+
+    @property
+    def part(self) -> str:
+        return f"messages[{self.message}] {self.role:<9}" if self.message is not None else self.role
+
+
+@dataclass
+class ScanReport:
+    """Findings, plus the records that were not valid examples (scanned as raw text all the same)."""
+
+    rows: list[ScanRow]
+    unusable: list[Problem]
+    note: str = ""
 
 
 def scan_rows(conv: Conversation, kinds: set[str] | None = None) -> list[ScanRow]:
@@ -170,27 +190,69 @@ def redact_all(
     return kept, rows
 
 
-def scan_file(path: str | Path, kinds: set[str] | None = None) -> list[ScanRow]:
-    """Findings in every loadable example of a data file; writes nothing.
+def scan_file(path: str | Path, kinds: set[str] | None = None, columns: ColumnMap | None = None) -> ScanReport:
+    """Findings in every record of a data file; writes nothing.
 
-    Examples that fail validation are not scanned: `inhouse data check`
-    reports those, and their content cannot be trained on anyway.
+    A record that is not a valid example is scanned all the same (every string
+    in it, or its raw text when it is not even JSON) and listed in `unusable`:
+    a line the loader cannot use may still hold a card number.
     """
-    result = load_dataset(path)
-    return [row for conv in result.conversations for row in scan_rows(conv, kinds)]
+    report, source = ScanReport([], []), shown(path)
+    try:
+        _, outcomes = each_record(path, columns)
+    except UnrecognisedFormat as e:
+        report.note = f"{e}; every string in the file was scanned"
+        outcomes = ((rec, rec.problem or Problem("unrecognized_format", source, rec.line, "not a known format"))
+                    for rec in read_records(path))
+    for record, item in outcomes:
+        if isinstance(item, Conversation):
+            report.rows += scan_rows(item, kinds)
+        else:
+            report.unusable.append(item)
+            report.rows += _raw_rows(source, record, kinds)
+    return report
 
 
-def format_scan(rows: list[ScanRow]) -> str:
-    """Findings as aligned terminal lines plus a count per kind at the end."""
-    if not rows:
-        return "no PII found"
-    wide = max(len(f"{r.where}") for r in rows)
-    lines = [f"{r.where:<{wide}}  messages[{r.message}] {r.role:<9}  {r.kind:<15}  {r.masked}" for r in rows]
-    counts = Counter(r.kind for r in rows)
-    examples = len({(r.source, r.line) for r in rows})
-    summary = ", ".join(f"{k} {counts[k]}" for k in KINDS if counts[k])
-    noun = "example" if examples == 1 else "examples"
-    lines += ["", f"{len(rows)} finding{'s' * (len(rows) != 1)} in {examples} {noun}: {summary}"]
+def _raw_rows(source: str, record: Record, kinds: set[str] | None) -> list[ScanRow]:
+    """Findings in a record that is not a valid example: each string field, or the raw text."""
+    texts = [("raw text", record.raw)] if record.problem is not None else list(_strings(record.value, ""))
+    return [ScanRow(f.kind, source, record.line, None, where, f.masked)
+            for where, text in texts if text for f in find_pii(text, kinds)]
+
+
+def _strings(value: Any, at: str) -> Iterator[tuple[str, str]]:
+    """(JSON path, text) of every string in a parsed value, keys included."""
+    if isinstance(value, str):
+        yield at or "value", value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{at}.{key}" if at else str(key), str(key)
+            yield from _strings(item, f"{at}.{key}" if at else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{at}[{i}]")
+    elif value is not None and not isinstance(value, bool):
+        yield at or "value", str(value)
+
+
+def format_scan(report: ScanReport) -> str:
+    """Findings as aligned terminal lines, a count per kind, and the records that were not examples."""
+    rows = report.rows
+    lines = [report.note] if report.note else []
+    if rows:
+        wide = max(len(r.where) for r in rows)
+        lines += [f"{r.where:<{wide}}  {r.part}  {r.kind:<15}  {r.masked}" for r in rows]
+        counts = Counter(r.kind for r in rows)
+        examples = len({(r.source, r.line) for r in rows})
+        summary = ", ".join(f"{k} {counts[k]}" for k in KINDS if counts[k])
+        noun = "record" if examples == 1 else "records"
+        lines += ["", f"{len(rows)} finding{'s' * (len(rows) != 1)} in {examples} {noun}: {summary}"]
+    else:
+        lines.append("no PII found")
+    if report.unusable:
+        n = len(report.unusable)
+        lines += [f"{n} record{'s are' if n != 1 else ' is'} not a valid example (scanned as raw text all the "
+                  "same; see 'inhouse data check'):", *summarise(report.unusable)]
     return "\n".join(lines)
 
 

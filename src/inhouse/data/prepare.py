@@ -7,7 +7,6 @@ the input file is only read, and the output folder appears all at once.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inhouse import atomic
+from inhouse import atomic, outputs
 from inhouse.data import dedup, split
 from inhouse.data import pii as pii_detect
 from inhouse.data import schema as structured
@@ -23,12 +22,13 @@ from inhouse.data.conversation import Conversation
 from inhouse.data.formats import ColumnMap, load_dataset
 from inhouse.data.normalize import normalize_conversation
 from inhouse.errors import InhouseError
+from inhouse.paths import shown
 
 
 class PrepareConfig(BaseModel):
     """Options of the preparation step; each is a YAML key and a `data prepare` flag."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt_column: str | None = Field(None, description="CSV/Parquet: column with the user's message or instruction.")
     response_column: str | None = Field(None, description="CSV/Parquet: column with the answer.")
@@ -218,23 +218,31 @@ def to_record(conv: Conversation) -> dict[str, Any]:
     return {"messages": messages} | extra
 
 
-def write_prepared(prepared: Prepared, source: str | Path, config: PrepareConfig, out: Path,
+OUTPUT_KIND = "prepared data"
+
+
+def claim_output(out: str | Path, source: str | Path, config: PrepareConfig, overwrite: bool = False,
+                 recipe_file: str | Path | None = None) -> outputs.Output:
+    """Check `out` before any work: never an input's place, never a folder inhouse did not write."""
+    return outputs.claim(out, OUTPUT_KIND, [source, config.schema_file, recipe_file], overwrite)
+
+
+def write_prepared(prepared: Prepared, source: str | Path, config: PrepareConfig, out: str | Path | outputs.Output,
                    overwrite: bool = False) -> Path:
     """Splits and reports, appearing at `out` all at once."""
     from inhouse.data.prepare_report import render_markdown
+
+    target = out if isinstance(out, outputs.Output) else claim_output(out, source, config, overwrite)
 
     def write(folder: Path) -> None:
         for name in ("train", "validation", "test"):
             rows = getattr(prepared, name)
             if rows or name == "train":
                 (folder / f"{name}.jsonl").write_text(
-                    "".join(json.dumps(to_record(c), ensure_ascii=False) + "\n" for c in rows), encoding="utf-8")
-        report = {"source": str(source), "config": config.model_dump(mode="json"), "counts": prepared.counts,
+                    "".join(atomic.dumps(to_record(c)) + "\n" for c in rows), encoding="utf-8")
+        report = {"source": shown(source), "config": config.model_dump(mode="json"), "counts": prepared.counts,
                   "events": [asdict(e) for e in prepared.events]}
-        (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        (folder / "report.json").write_text(atomic.dumps(report, indent=2), encoding="utf-8")
         (folder / "report.md").write_text(render_markdown(report), encoding="utf-8")
 
-    try:
-        return atomic.write_folder(Path(out), write, overwrite)
-    except FileExistsError:
-        raise InhouseError(f"{out} already exists; choose another --out or pass --overwrite") from None
+    return target.write(write)

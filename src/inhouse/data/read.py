@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 from inhouse.data.conversation import Problem
 from inhouse.errors import InhouseError
+from inhouse.paths import shown
 
 # A longer line is almost certainly not one training example; refusing to
 # parse it keeps memory bounded when a file has no newlines at all.
@@ -47,6 +48,7 @@ class Record:
     line: int
     value: Any | None = None
     problem: Problem | None = None
+    raw: str | None = None  # the unparsed text of a record that is not valid JSON (what a PII scan reads)
 
     @property
     def ok(self) -> bool:
@@ -59,7 +61,7 @@ def read_records(path: str | Path) -> Iterator[Record]:
     The file-level checks run before the first record is yielded; a bad
     byte further down a JSONL file raises when iteration reaches it.
     """
-    p = str(path)  # as the user wrote it, so messages match their command line
+    p = shown(path)  # as the user wrote it, so messages match their command line
     _check_is_file(Path(path))
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
@@ -176,10 +178,10 @@ def _parse_line(p: str, lineno: int, text: str) -> Record:
         msg = f"{e.msg} at column {e.colno}"
         if text.strip() == "{":
             msg += " (pretty-printed JSON? JSONL needs one whole example per line)"
-        return Record(lineno, problem=Problem("invalid_json", p, lineno, msg))
+        return Record(lineno, problem=Problem("invalid_json", p, lineno, msg), raw=text)
     except RecursionError:
         msg = "JSON is nested too deeply to parse"
-        return Record(lineno, problem=Problem("invalid_json", p, lineno, msg))
+        return Record(lineno, problem=Problem("invalid_json", p, lineno, msg), raw=text)
 
 
 def _read_array(p: str, data: bytes) -> Iterator[Record]:
@@ -201,10 +203,10 @@ def _read_array(p: str, data: bytes) -> Iterator[Record]:
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            yield _array_error(p, e.lineno, f"{e.msg} at column {e.colno}")
+            yield _array_error(p, e.lineno, f"{e.msg} at column {e.colno}", text[pos:])
             return
         except RecursionError:
-            yield _array_error(p, line, "JSON is nested too deeply to parse")
+            yield _array_error(p, line, "JSON is nested too deeply to parse", text[pos:])
             return
         yield Record(line, value=value)
         after = _skip_ws(text, end)
@@ -226,11 +228,12 @@ def _read_array(p: str, data: bytes) -> Iterator[Record]:
 def _unexpected(p: str, text: str, pos: int, what: str) -> Record:
     line = text.count("\n", 0, pos) + 1
     column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    return _array_error(p, line, f"{what} at column {column}")
+    return _array_error(p, line, f"{what} at column {column}", text[pos:])
 
 
-def _array_error(p: str, line: int, msg: str) -> Record:
-    return Record(line, problem=Problem("invalid_json", p, line, msg))
+def _array_error(p: str, line: int, msg: str, rest: str | None = None) -> Record:
+    """After a syntax error, the rest of the text is one unparsed record."""
+    return Record(line, problem=Problem("invalid_json", p, line, msg), raw=rest)
 
 
 def _decode_whole(p: str, data: bytes) -> str:
@@ -284,7 +287,7 @@ def read_table(path: str | Path) -> Table:
 
 def _read_csv(path: str | Path, delimiter: str) -> Table:
     """Header now (so a bad file fails before any work), rows lazily."""
-    p = str(path)
+    p = shown(path)
     _check_is_file(Path(path))
     with open(path, "rb") as f:
         _check_not_binary(p, f.read(SNIFF_BYTES), "CSV")
@@ -315,7 +318,7 @@ def _csv_records(
     for line, row in rows:
         if len(row) != len(header):
             msg = f"row has {len(row)} fields but the header has {len(header)} (an unquoted {delimiter!r}?)"
-            yield Record(line, problem=Problem("invalid_row", p, line, msg))
+            yield Record(line, problem=Problem("invalid_row", p, line, msg), raw=delimiter.join(row))
         else:
             yield Record(line, value={c: row[i] for c, i in zip(cols, where, strict=True)})
 
@@ -355,7 +358,7 @@ def _read_parquet(path: str | Path) -> Table:
     """Row numbers (from 1) stand in for line numbers."""
     import pyarrow.parquet as pq  # heavy; only Parquet users pay for it
 
-    p = str(path)
+    p = shown(path)
     _check_is_file(Path(path))
     try:
         pf = pq.ParquetFile(path)

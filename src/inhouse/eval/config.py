@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class EvalConfig(BaseModel):
     """Options of `inhouse eval`; each is a flag."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     data: Path = Field(..., description="Held-out conversations (chat JSONL, Alpaca, prompt/completion).")
     schema_file: Path | None = Field(None, description="JSON Schema for structured answers (conformance rate).",
@@ -28,3 +28,4 @@ class EvalConfig(BaseModel):
     max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N examples.")
     seed: int = Field(0, description="Seed for sampling.")
     out: Path | None = Field(None, description="Report folder (default: INHOUSE_HOME/evals/<adapter>-<time>).")
+    overwrite: bool = Field(False, description="Replace --out when it holds an earlier inhouse report (never any other folder).")

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from inhouse import atomic
+from inhouse.outputs import Output
 
 SHOWN_EXAMPLES = 200  # the HTML shows the worst ones; report.json keeps them all
 
@@ -146,8 +146,8 @@ def strict_json(value: Any) -> Any:
     return value
 
 
-def write_report(report: dict[str, Any], out: Path) -> Path:
-    """answers.jsonl, report.json and report.html, all or nothing (an older report is replaced)."""
+def write_report(report: dict[str, Any], out: Output) -> Path:
+    """answers.jsonl, report.json and report.html, all or nothing (see `inhouse.outputs`)."""
 
     def write(folder: Path) -> None:
         with open(folder / "answers.jsonl", "w", encoding="utf-8") as fh:
@@ -158,4 +158,4 @@ def write_report(report: dict[str, Any], out: Path) -> Path:
                                                        default=str), encoding="utf-8")
         (folder / "report.html").write_text(render_html(report), encoding="utf-8")
 
-    return atomic.write_folder(out, write, overwrite=True)
+    return out.write(write)

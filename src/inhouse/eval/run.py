@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from inhouse import outputs, paths
 from inhouse.adapters import registry
 from inhouse.data.conversation import Conversation
 from inhouse.data.formats import load_conversations
@@ -28,6 +29,8 @@ from inhouse.eval.config import EvalConfig
 from inhouse.model.generate import ChatModel, load_chat_model
 from inhouse.model.template import encode
 from inhouse.train.dataset import PadCollator
+
+REPORT_KIND = "evaluation report"
 
 
 @dataclass
@@ -90,6 +93,8 @@ def evaluate(adapter: str, config: EvalConfig) -> EvalResult:
 
     torch.manual_seed(config.seed)
     convs = load_conversations(config.data)[: config.max_examples]
+    adapter_path = registry.resolve(adapter)
+    target = claim_output(config, registry.lineage(adapter_path).get("name", adapter_path.name), adapter_path)
     chat = load_chat_model(adapter)
     prompts, refs = map(list, zip(*(split_prompt(c) for c in convs)))
     validator = load_schema(config.schema_file) if config.schema_file else None
@@ -102,8 +107,14 @@ def evaluate(adapter: str, config: EvalConfig) -> EvalResult:
     if config.judge:
         report["judge"] = _judge(config.judge, prompts, refs, base["answers"], tuned["answers"])
     report["forgetting"] = _forgetting(chat, config)
-    out = config.out or registry.home() / "evals" / f"{chat.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    return EvalResult(write_report(report, Path(out)), report)
+    return EvalResult(write_report(report, target), report)
+
+
+def claim_output(config: EvalConfig, name: str, adapter_path: Path) -> outputs.Output:
+    """The report folder, checked before minutes of generation: never an input's place."""
+    out = config.out or paths.evals() / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    inputs = [config.data, config.schema_file, config.reference_file, config.multiple_choice, adapter_path]
+    return outputs.claim(out, REPORT_KIND, inputs, config.overwrite)
 
 
 def _examples(convs, prompts, refs, base_answers, tuned_answers) -> list[dict[str, Any]]:

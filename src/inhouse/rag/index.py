@@ -27,8 +27,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from inhouse import outputs, paths
 from inhouse.rag.embed import Embedder, load_embedder
-from inhouse.rag.store import LanceStore, kb_path, resolve_kb
+from inhouse.rag.store import LanceStore, check_kb_folder, kb_path, resolve_kb
 
 __all__ = ["IndexReport", "default_chunker", "index", "kb_path"]
 
@@ -60,17 +61,20 @@ def default_chunker(embedder: Embedder, max_tokens: int = 256, overlap: int = 32
 
 def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | str | None = None,
           chunker: Callable[[Any], Sequence[Any]] | None = None, progress: bool = True,
-          batch_size: int = 64, lock_timeout: float = 0.0) -> IndexReport:
-    """Bring knowledge base `kb` (a name under home()/kb, or a folder) in line with the files under `root`."""
-    from inhouse.rag.ingest import discover
+          batch_size: int = 64, lock_timeout: float = 0.0, follow_links: bool = False) -> IndexReport:
+    """Bring knowledge base `kb` (a name under paths.kbs(), or a folder) in line with the files under `root`."""
+    from inhouse.rag.ingest import scan_folder
 
     root = Path(root).expanduser().resolve()
-    files = discover(root)
     store = LanceStore(resolve_kb(kb))
+    outputs.check_not_overlapping(store.path, [root], flag="--kb")
+    check_kb_folder(store.path)  # before the embedder loads; the writer checks again
+    files, skipped = scan_folder(root, follow_links=follow_links)
+    skipped = [(paths.shown(_rel(root, p)), why) for p, why in skipped]
     if embedder is None or isinstance(embedder, (str, os.PathLike)):  # None: the one the KB was built with
         embedder = load_embedder(str(embedder) if embedder is not None else store.meta().get("embedder_name"))
     chunker = chunker or default_chunker(embedder)
-    report = IndexReport()
+    report = IndexReport(skipped_files=skipped)
     with store.writer(embedder.name, embedder.dim, timeout=lock_timeout, resume_key=str(root)):
         old, point = store.manifest(), store.resume_point()
         done, gone = point.get("done", {}), set(point.get("deleted", []))

@@ -17,12 +17,14 @@ import io
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from inhouse import paths
 from inhouse.errors import InhouseError
 
 DEFAULT_PATTERNS = (
@@ -99,28 +101,63 @@ class _Parsed(NamedTuple):
     title: str | None
 
 
-def discover(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> list[Path]:
-    """Files under `root` matching `patterns` (case-insensitive), sorted.
+def discover(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS, follow_links: bool = False) -> list[Path]:
+    """The files `scan_folder` would read (the skipped ones left out)."""
+    return scan_folder(root, patterns, follow_links)[0]
+
+
+def scan_folder(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS,
+                follow_links: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files under `root` matching `patterns` (case-insensitive), sorted; and (path, reason) of those skipped.
 
     Walks the tree once and prunes hidden folders (.git, .venv) rather than
     globbing into them; hidden files and Office lock files (~$x.docx) are
-    skipped because they are never documents. A file `root` is returned as is.
+    ignored because they are never documents. A matching name is skipped, with
+    its reason, when it is not a regular file (a FIFO would block forever), when
+    it is a link leading out of `root` (unless `follow_links`), or when its name
+    is not valid UTF-8 (it could be neither stored nor cited). A file `root` is
+    returned as is.
     """
     root = Path(root)
     if root.is_file():
-        return [root]
+        return [root], []
     if not root.is_dir():
         raise InhouseError(f"{root}: no such folder; pass the folder that holds your documents")
     regexes = [_glob_regex(p) for p in patterns]
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    inside = Path(os.path.realpath(root))
+    found, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        skipped += [(Path(dirpath, d), why) for d in dirnames
+                    if (why := _link_problem(Path(dirpath, d), inside, follow_links))]
         for name in filenames:
             path = Path(dirpath, name)
             rel = path.relative_to(root).as_posix()
-            if not name.startswith((".", "~$")) and any(r.fullmatch(rel) for r in regexes):
-                found.append(path)
-    return sorted(found)
+            if name.startswith((".", "~$")) or not any(r.fullmatch(rel) for r in regexes):
+                continue
+            why = _link_problem(path, inside, follow_links) or _file_problem(path, rel)
+            (skipped.append((path, why)) if why else found.append(path))
+    return sorted(found), sorted(skipped)
+
+
+def _link_problem(path: Path, inside: Path, follow_links: bool) -> str | None:
+    """Why a link cannot be followed, or None (not a link, a link within the folder, or following allowed)."""
+    if follow_links or not path.is_symlink():
+        return None
+    target = Path(os.path.realpath(path))
+    if target == inside or inside in target.parents:
+        return None
+    return f"is a link to {paths.shown(target)}, outside the folder; pass --follow-links to index it"
+
+
+def _file_problem(path: Path, rel: str) -> str | None:
+    if not paths.is_utf8_name(rel):
+        return "its name is not valid UTF-8; rename it to index it"
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    return None if stat.S_ISREG(mode) else "is not a regular file (a pipe, socket or device)"
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
@@ -132,8 +169,9 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 def ingest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> IngestResult:
     """Load every document under `root`; a bad file is skipped with its reason, never fatal."""
-    result = IngestResult(documents=[], skipped=[])
-    for path in discover(root, patterns):
+    found, skipped = scan_folder(root, patterns)
+    result = IngestResult(documents=[], skipped=[(paths.shown(p), why) for p, why in skipped])
+    for path in found:
         try:
             result.documents.append(load_document(path))
         except UnreadableDocument as e:

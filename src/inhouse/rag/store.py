@@ -1,6 +1,6 @@
 """Where a knowledge base's chunks live: a small store interface and LanceDB behind it.
 
-A knowledge base is a folder (`home()/kb/NAME` by default) holding:
+A knowledge base is a folder (`paths.kbs()/NAME` by default) holding:
 
 - `lance/chunks.lance`: one LanceDB table, one row per chunk, with its vector
   and a native BM25 full-text index on `text` (English stemming, stop words);
@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from inhouse import atomic
-from inhouse.adapters.registry import home
-from inhouse.errors import InhouseError
+from inhouse import atomic, outputs
+from inhouse.paths import kbs
+from inhouse.errors import ConflictError, InhouseError, InvalidInputError
 
 # Before lancedb is first imported (lazily, below): its Rust logger reads this once.
 os.environ.setdefault("LANCE_LOG", "error")
@@ -62,13 +62,14 @@ FORMAT = 1
 COLUMNS = ("chunk_id", "doc_path", "title", "heading_path", "text", "start", "end", "page", "mtime", "sha256")
 HEADING_SEP = " > "
 _DELETE_BATCH = 500
+KB_KIND = "knowledge base"
 
 
 def kb_path(name: str) -> Path:
     """The folder of knowledge base `name` in the library; names are plain, so they cannot escape it."""
     if not name or name in (".", "..") or "/" in name or "\\" in name:
         raise InhouseError(f"knowledge base name {name!r} must be a plain name (letters, digits, - _ .)")
-    return home() / "kb" / name
+    return kbs() / name
 
 
 def resolve_kb(kb: str | os.PathLike) -> Path:
@@ -77,6 +78,19 @@ def resolve_kb(kb: str | os.PathLike) -> Path:
     if isinstance(kb, os.PathLike) or "/" in text or os.sep in text or text.startswith("~"):
         return Path(text).expanduser()
     return kb_path(text)
+
+
+def check_kb_folder(path: Path) -> None:
+    """A knowledge base is written into a new or empty folder, or an existing knowledge base: never
+    into a folder of the user's (its files would be mixed with ours)."""
+    if os.path.lexists(path) and not path.is_dir():
+        raise InvalidInputError(f"--kb {path} is a file, not a knowledge base folder")
+    if not path.is_dir() or outputs.is_empty_dir(path) or outputs.marker_kind(path) == KB_KIND:
+        return
+    if (path / META).is_file() or (path / "lance").is_dir():  # made before the marker existed
+        return
+    raise ConflictError(f"--kb {path} exists and was not written by inhouse (it is not a knowledge base); "
+                        "give a new folder or a knowledge base name")
 
 
 def schema(dim: int) -> pa.Schema:
@@ -269,8 +283,10 @@ class LanceStore(Store):
     def writer(self, embedder_name: str, dim: int, timeout: float = 0.0,
                resume_key: str | None = None) -> Iterator[LanceStore]:
         """Hold the writer lock for the block; readers go on reading the published version meanwhile."""
+        check_kb_folder(self.path)
         fd = self._lock(timeout)
         try:
+            self._mark()
             self._check_embedder(embedder_name, dim)
             self._resume_key = resume_key
             self._table, self._dim, self._embedder_name = self._open_for_write(dim), dim, embedder_name
@@ -279,6 +295,11 @@ class LanceStore(Store):
             self._table = None
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _mark(self) -> None:
+        """inhouse's output marker, so that a folder knowledge base is recognised as one (outputs.py)."""
+        if outputs.marker_kind(self.path) != KB_KIND:
+            atomic.write_json(self.path / outputs.MARKER, {"kind": KB_KIND, "written_by": "inhouse"})
 
     def _lock(self, timeout: float) -> int:
         """flock, not a pid file: the kernel drops it when a crashed writer's process dies."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from tqdm.auto import tqdm
@@ -40,3 +41,22 @@ class ProgressBar(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class NonFiniteLoss(Exception):
+    """Raised inside the training loop at the first step whose loss is NaN or infinite."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"step {step}: loss {loss}")
+        self.step, self.loss = step, loss
+
+
+class FiniteLossGuard(TrainerCallback):
+    """Stops training at the first non-finite loss: whatever the weights hold after it is garbage,
+    and it must never be published (needs `logging_steps=1` and `logging_nan_inf_filter=False`)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "eval_loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise NonFiniteLoss(state.global_step, value)

@@ -19,7 +19,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from inhouse import atomic
+from inhouse import atomic, paths
 from inhouse.adapters import registry
 from inhouse.adapters.lineage import build_lineage
 from inhouse.data.conversation import Conversation
@@ -31,7 +31,7 @@ from inhouse.model.template import apply_template_choice, preflight, stop_token_
 from inhouse.recipe import Recipe
 from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all, split
 from inhouse.train.packing import PackedCollator
-from inhouse.train.progress import ProgressBar
+from inhouse.train.progress import FiniteLossGuard, NonFiniteLoss, ProgressBar
 from inhouse.train.speed import SpeedPlan, offload_context, plan, prepare_model
 
 
@@ -85,6 +85,7 @@ def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int,
         seed=recipe.seed,
         data_seed=recipe.seed,
         logging_steps=1,
+        logging_nan_inf_filter=False,  # a NaN loss must stop the run (FiniteLossGuard), not be averaged away
         eval_strategy=("steps" if recipe.eval_every else "epoch") if has_val else "no",
         eval_steps=recipe.eval_every,
         save_strategy="steps",
@@ -103,12 +104,12 @@ def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int,
 
 
 def run_dir_for(name: str, resume: bool) -> Path:
-    run_dir = registry.runs() / name
+    run_dir = paths.runs() / name
     has_checkpoint = run_dir.is_dir() and get_last_checkpoint(str(run_dir)) is not None
     if resume and not has_checkpoint:
-        raise InhouseError(f"nothing to resume: no checkpoint of run {name!r} in {registry.runs()}")
+        raise InhouseError(f"nothing to resume: no checkpoint of run {name!r} in {paths.runs()}")
     if not resume and has_checkpoint:
-        raise InhouseError(f"an interrupted run {name!r} exists in {registry.runs()}; "
+        raise InhouseError(f"an interrupted run {name!r} exists in {paths.runs()}; "
                            "pass --resume to continue it, or choose another output_name")
     if (registry.library() / name).exists():
         raise InhouseError(f"adapter {name!r} already exists in {registry.library()}; choose another output_name")
@@ -168,16 +169,25 @@ def build_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_set:
 
 
 def run_training(trainer: Trainer, resume: bool, name: str, say: Callable[[str], None]) -> dict[str, float | None]:
+    """Validation loss, training, validation loss; a Ctrl-C or a non-finite loss publishes nothing."""
+    try:
+        return _train_and_measure(trainer, resume, say)
+    except KeyboardInterrupt:
+        raise InhouseError(f"interrupted: nothing was published; continue with "
+                           f"'inhouse train ... --output-name {name} --resume'") from None
+    except NonFiniteLoss as e:
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # a diverged run is not worth resuming
+        raise InhouseError(f"training diverged at step {e.step} (a loss or gradient norm became {e.loss}); "
+                           "nothing was published. Lower learning_rate (or check the data) and train again") from None
+
+
+def _train_and_measure(trainer: Trainer, resume: bool, say: Callable[[str], None]) -> dict[str, float | None]:
     has_val = trainer.eval_dataset is not None
     before = trainer.evaluate()["eval_loss"] if has_val else None
     if before is not None:
         say(f"validation loss before training: {before:.4f}")
     clock = time.perf_counter()
-    try:
-        output = trainer.train(resume_from_checkpoint=True if resume else None)
-    except KeyboardInterrupt:
-        raise InhouseError(f"interrupted: nothing was published; continue with "
-                           f"'inhouse train ... --output-name {name} --resume'") from None
+    output = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - clock
     after = trainer.evaluate()["eval_loss"] if has_val else None
     if after is not None:
@@ -224,7 +234,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True,
     say(f"speed: {speed.describe()}")
     model = attach_method(prepare_model(model, speed), recipe)
     trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run_dir,
-                            [ProgressBar(show_progress), *(callbacks or [])])
+                            [ProgressBar(show_progress), FiniteLossGuard(), *(callbacks or [])])
     metrics = run_training(trainer, resume, name, say)
     # Trainer.train() starts a fresh log, so the pre-training validation point is added back.
     before = [{"step": 0, "eval_loss": metrics["validation_loss_before"]}] \

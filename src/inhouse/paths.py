@@ -1,0 +1,55 @@
+"""The folders under INHOUSE_HOME (default ~/.inhouse), named in one place.
+
+adapters/  the library of fine-tuned results (one folder each, with inhouse.json)
+runs/      checkpoints of training runs in progress (what --resume continues)
+evals/     evaluation reports
+kb/        knowledge bases
+files/     files uploaded to the server (by content hash)
+jobs/      the fine-tuning job store
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    return Path(os.environ.get("INHOUSE_HOME") or Path.home() / ".inhouse").expanduser()
+
+
+def adapters() -> Path:
+    return home() / "adapters"
+
+
+def runs() -> Path:
+    return home() / "runs"
+
+
+def evals() -> Path:
+    return home() / "evals"
+
+
+def kbs() -> Path:
+    return home() / "kb"
+
+
+def files() -> Path:
+    return home() / "files"
+
+
+def jobs() -> Path:
+    return home() / "jobs"
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as printable, encodable text: bytes of a non-UTF-8 file name appear as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_utf8_name(path: str | os.PathLike) -> bool:
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
