@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from transformers import TextStreamer
-
+from inhouse.generation import GenerationConfig
 from inhouse.model.generate import load_chat_model
 
 
-def interactive(ref: str, system: str | None, max_new_tokens: int, temperature: float) -> None:
+def interactive(ref: str, config: GenerationConfig) -> None:
     chat = load_chat_model(ref)
-    start = [{"role": "system", "content": system}] if system else []
-    history = list(start)
+    history: list[dict[str, str]] = []
     print(f"chatting with {chat.name} (/reset clears the history, /exit or Ctrl-D quits)")
-    streamer = TextStreamer(chat.tokenizer, skip_prompt=True, skip_special_tokens=True)
     while True:
         try:
             text = input("you> ").strip()
@@ -22,11 +19,12 @@ def interactive(ref: str, system: str | None, max_new_tokens: int, temperature: 
         if text in ("/exit", "/quit"):
             return
         if text == "/reset":
-            history = list(start)
+            history = []
             continue
         if not text:
             continue
         history.append({"role": "user", "content": text})
         print("assistant> ", end="", flush=True)
-        answer = chat.reply(history, max_new_tokens=max_new_tokens, temperature=temperature, streamer=streamer)
+        answer = chat.reply(history, config, on_text=lambda piece: print(piece, end="", flush=True))
+        print()
         history.append({"role": "assistant", "content": answer})

@@ -14,7 +14,9 @@ from inhouse.cli_options import model_options
 from inhouse.data.prepare import PrepareConfig
 from inhouse.eval.config import EvalConfig
 from inhouse.errors import InhouseError
-from inhouse.recipe import Recipe
+from inhouse.generation import GenerationConfig
+from inhouse.rag.config import AskConfig, SearchConfig
+from inhouse.recipe import Recipe, build_config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Fine-tune open LLMs on your own data, on your own hardware.")
@@ -22,9 +24,6 @@ data_app = typer.Typer(no_args_is_help=True, help="Check, scan and prepare train
 app.add_typer(data_app, name="data")
 rag_app = typer.Typer(no_args_is_help=True, help="Index documents and search them (retrieval-augmented generation).")
 app.add_typer(rag_app, name="rag")
-
-MODES = "hybrid, vector or bm25"
-
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
@@ -79,7 +78,6 @@ def data_prepare(
 ) -> None:
     """Normalise, deduplicate, redact PII, check structured outputs, cap lengths, split; with a report."""
     from inhouse.data.prepare import claim_output, prepare, write_prepared
-    from inhouse.recipe import build_config
 
     config = build_config(PrepareConfig, recipe_file, **(overrides or {}))
     target = claim_output(out, file, config, overwrite, recipe_file)
@@ -118,7 +116,6 @@ def eval_cmd(
 ) -> None:
     """Base vs tuned on held-out data: metrics, optional judge, forgetting check, HTML report."""
     from inhouse.eval.run import evaluate
-    from inhouse.recipe import build_config
 
     result = evaluate(adapter, build_config(EvalConfig, None, **(overrides or {})))
     base, tuned = result.report["base"], result.report["tuned"]
@@ -131,32 +128,30 @@ def eval_cmd(
 
 
 @app.command("generate")
+@model_options(GenerationConfig)
 def generate_cmd(
     adapter: str = typer.Argument(..., help="Adapter name or folder, or a base model (builtin:tiny, path, hub id)."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message."),
-    system: Optional[str] = typer.Option(None, "--system", help="Optional system message."),
-    max_new_tokens: int = typer.Option(256, help="Longest answer in tokens."),
-    temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)."),
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """Answer one prompt with the adapter on its base model."""
     from inhouse.model.generate import load_chat_model
 
+    config = build_config(GenerationConfig, None, **(overrides or {}))
     chat = load_chat_model(adapter)
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    typer.echo(chat.reply(messages, max_new_tokens=max_new_tokens, temperature=temperature))
+    typer.echo(chat.reply([{"role": "user", "content": prompt}], config))
 
 
 @app.command("chat")
+@model_options(GenerationConfig)
 def chat_cmd(
     adapter: str = typer.Argument(..., help="Adapter name or folder, or a base model."),
-    system: Optional[str] = typer.Option(None, "--system", help="Optional system message."),
-    max_new_tokens: int = typer.Option(256, help="Longest answer in tokens."),
-    temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)."),
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """Talk to an adapter interactively (/reset clears the history, /exit or Ctrl-D quits)."""
     from inhouse.chat import interactive
 
-    interactive(adapter, system, max_new_tokens, temperature)
+    interactive(adapter, build_config(GenerationConfig, None, **(overrides or {})))
 
 
 @app.command("adapters")
@@ -197,50 +192,51 @@ def rag_index(
 
 
 @rag_app.command("search")
+@model_options(SearchConfig, exclude=("where", "min_similarity"))
 def rag_search(
     query: str = typer.Argument(..., help="What to look for."),
-    kb: str = typer.Option(..., "--kb", help="Knowledge base name or folder."),
-    k: int = typer.Option(5, "-k", help="Number of chunks."),
-    mode: str = typer.Option("hybrid", help=f"Retrieval: {MODES}."),
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """Show the best-matching chunks with their source and score."""
     from inhouse.rag.search import search
 
-    for n, hit in enumerate(search(kb, query, k=k, mode=mode), 1):
+    config = build_config(SearchConfig, None, **(overrides or {}))
+    for n, hit in enumerate(search(config.kb, query, **config.search_kwargs()), 1):
         where = f"{hit.doc_path}:{hit.start}-{hit.end}" + (f" ({hit.heading_path})" if hit.heading_path else "")
         typer.echo(f"[{n}] {hit.score:.4f} {where}\n    {' '.join(hit.text.split())[:300]}")
 
 
 @rag_app.command("eval")
+@model_options(SearchConfig, exclude=("where", "min_similarity", "k"))
 def rag_eval(
-    kb: str = typer.Option(..., "--kb", help="Knowledge base name or folder."),
     queries: Path = typer.Option(..., help="Queries: TREC topics, TSV, JSONL or Cranfield cran.qry."),
     qrels: Path = typer.Option(..., help="Relevance judgements: TREC qrels or Cranfield cranqrel."),
-    mode: str = typer.Option("hybrid", help=f"Retrieval: {MODES}."),
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """Recall@k, nDCG@10 and MRR of the knowledge base on judged queries."""
     from inhouse.rag.metrics import evaluate_kb, format_metrics
     from inhouse.rag.qrels import read_qrels, read_queries
 
-    typer.echo(format_metrics(evaluate_kb(kb, read_queries(queries), read_qrels(qrels), mode=mode)))
+    config = build_config(SearchConfig, None, **(overrides or {}))
+    search_kw = {k: v for k, v in config.search_kwargs().items() if k != "k"}
+    typer.echo(format_metrics(evaluate_kb(config.kb, read_queries(queries), read_qrels(qrels), **search_kw)))
 
 
 @app.command("ask")
+@model_options(AskConfig, exclude=("where",))
 def ask_cmd(
     question: str = typer.Argument(..., help="The question."),
-    kb: str = typer.Option(..., "--kb", help="Knowledge base name or folder."),
     adapter: Optional[str] = typer.Option(None, help="Adapter to answer with (default: --model)."),
     model: str = typer.Option(Recipe.model_fields["base_model"].default, help="Base model when no adapter is given."),
-    k: int = typer.Option(5, "-k", help="Chunks given to the model."),
-    mode: str = typer.Option("hybrid", help=f"Retrieval: {MODES}."),
-    max_new_tokens: int = typer.Option(384, help="Longest answer in tokens."),
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """Answer from the knowledge base with numbered citations, or say the answer is not there."""
     from inhouse.model.generate import load_chat_model
     from inhouse.rag.answer import answer, format_answer
 
+    config = build_config(AskConfig, None, **(overrides or {}))
     chat = load_chat_model(adapter or model)
-    typer.echo(format_answer(answer(kb, question, chat, k=k, mode=mode, max_new_tokens=max_new_tokens)))
+    typer.echo(format_answer(answer(question, chat, config.search, config.generation)))
 
 
 @app.command("merge")

@@ -29,7 +29,7 @@ def _cli_type(annotation: Any) -> tuple[type, str]:
     if typing.get_origin(annotation) is Literal:
         return str, " One of: " + ", ".join(map(str, typing.get_args(annotation))) + "."
     if typing.get_origin(annotation) is list:
-        return str, ""
+        return str, " Comma-separated."
     if annotation in (int, float, str, bool, Path):
         return annotation, ""
     return str, ""
@@ -54,21 +54,67 @@ def _option(name: str, field: FieldInfo) -> inspect.Parameter:
     )
 
 
+def _flags(model: type[BaseModel], exclude: tuple[str, ...], at: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], FieldInfo]]:
+    """(path, field) of every flag: a field that is itself a config contributes its own fields."""
+    found = []
+    for name, info in model.model_fields.items():
+        if name in exclude:
+            continue
+        sub = _submodel(info.annotation)
+        found += _flags(sub, exclude, (*at, name)) if sub else [((*at, name), info)]
+    return found
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    return next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+
+
+def _value(field: FieldInfo, value: Any) -> Any:
+    """A list-valued field's flag is comma-separated text: `--pii-kinds EMAIL,PHONE`."""
+    if isinstance(value, str) and _is_list(field.annotation):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def _is_list(annotation: Any) -> bool:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _is_list(args[0])
+    return typing.get_origin(annotation) is list
+
+
+def nest(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+    """{("generation", "seed"): 1} -> {"generation": {"seed": 1}}; values None (flag not given) left out."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        if value is None:
+            continue
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
 def model_options(model: type[BaseModel], exclude: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: add the model's fields as flags; the command receives `overrides=`.
+    """Decorator: add the model's fields (and those of nested configs) as flags; the command receives
+    `overrides=` as a nested dict of the flags the user gave.
 
     `exclude` names fields too structured for a flag (they stay YAML-only).
     """
-    names = [n for n in model.model_fields if n not in exclude]
+    flags = _flags(model, exclude)
+    if len({path[-1] for path, _ in flags}) != len(flags):
+        raise TypeError(f"{model.__name__}: two nested fields share a flag name")
 
     def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "overrides"]
-        fields = [_option(n, model.model_fields[n]) for n in names]
+        fields = [_option(path[-1], info) for path, info in flags]
 
         @functools.wraps(command)
         def run(**kwargs: Any) -> Any:
-            overrides = {n: kwargs.pop(n) for n in names if n in kwargs}
-            return command(**kwargs, overrides=overrides)
+            given = {path: _value(info, kwargs.pop(path[-1], None)) for path, info in flags}
+            return command(**kwargs, overrides=nest(given))
 
         run.__signature__ = inspect.Signature(own + fields)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in own + fields}

@@ -108,12 +108,19 @@ def _resolve_paths(data: dict[str, Any], base: Path, model: type[BaseModel]) -> 
 
 def build_config(config_cls: type[ConfigT], file: Path | None = None, /, **overrides: Any) -> ConfigT:
     """Defaults < YAML file < explicit overrides (flags); None means 'not given'."""
-    values = load_yaml(file, config_cls) if file else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values = merge(load_yaml(file, config_cls) if file else {}, {k: v for k, v in overrides.items() if v is not None})
     try:
         return config_cls(**values)
     except ValidationError as exc:
         raise InhouseError(describe_errors(exc, str(file) if file else "recipe")) from None
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, nested dicts merged key by key (a flag changes one field of a nested config)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def build(file: Path | None = None, **overrides: Any) -> Recipe:

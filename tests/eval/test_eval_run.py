@@ -36,7 +36,7 @@ def test_split_prompt_uses_the_last_assistant_turn():
 
 def test_eval_compares_base_and_tuned_and_writes_the_report(tmp_path, tiny_dir, home):
     data = trained(tmp_path, tiny_dir)
-    result = evaluate("facts", EvalConfig(data=data, max_new_tokens=16, out=tmp_path / "report"))
+    result = evaluate("facts", EvalConfig(data=data, generation={"max_new_tokens": 16}, out=tmp_path / "report"))
     report = result.report
     assert report["tuned"]["exact_match"] == 1.0 and report["base"]["exact_match"] == 0.0
     assert report["tuned"]["loss"] < report["base"]["loss"]

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from inhouse.rag.config import SearchConfig
 from inhouse.rag.search import Hit
 from inhouse.rag.answer import (
     REFUSAL, SYSTEM_PROMPT, answer, build_messages, cited_numbers, format_answer, is_refusal, shorten,
@@ -46,7 +47,7 @@ class FakeModel:
     def __init__(self, reply):
         self.reply_text, self.messages = reply, None
 
-    def reply(self, messages, max_new_tokens=256, temperature=0.0):
+    def reply(self, messages, config=None):
         self.messages = messages
         return self.reply_text
 
@@ -56,9 +57,13 @@ class MustNotBeCalled:
         raise AssertionError("the model must not be called when nothing relevant was retrieved")
 
 
+def ask(question, model, retrieve, **search):
+    return answer(question, model, SearchConfig(kb="kb", **search), retrieve=retrieve)
+
+
 def test_low_similarity_refuses_without_calling_the_model():
     search = StubSearch(HITS, similarity=0.12)
-    ans = answer("kb", "What is the parental leave policy?", MustNotBeCalled(), retrieve=search)
+    ans = ask("What is the parental leave policy?", MustNotBeCalled(), retrieve=search)
     assert ans.refused and ans.text == REFUSAL and ans.citations == []
     assert ans.similarity == pytest.approx(0.12)
     # the gate is a vector search for the single nearest chunk, whatever the answer's own mode
@@ -67,13 +72,13 @@ def test_low_similarity_refuses_without_calling_the_model():
 
 
 def test_no_hits_refuses():
-    ans = answer("kb", "anything", MustNotBeCalled(), retrieve=StubSearch([], 0.9))
+    ans = ask("anything", MustNotBeCalled(), retrieve=StubSearch([], 0.9))
     assert ans.refused and ans.similarity is None
 
 
 def test_vector_mode_uses_its_own_top_score():
     search = StubSearch(HITS, similarity=0.2)
-    ans = answer("kb", "q", MustNotBeCalled(), mode="vector", min_similarity=0.3, retrieve=search)
+    ans = ask("q", MustNotBeCalled(), mode="vector", min_similarity=0.3, retrieve=search)
     assert ans.refused and len(search.calls) == 1  # no second search needed
 
 
@@ -92,8 +97,8 @@ def test_prompt_has_numbered_sources_and_question():
 def test_citations_quote_exact_spans():
     model = FakeModel("The seals of the P-200 are replaced every 6 months [1].")
     search = StubSearch(HITS, similarity=0.6)
-    ans = answer("kb", "How often are the P-200 seals replaced?", model, k=2, where={"doc_path": "x"},
-                 retrieve=search, weights=(1.0, 0.5))
+    ans = ask("How often are the P-200 seals replaced?", model, k=2, where={"doc_path": "x"},
+                 retrieve=search, weights=[1.0, 0.5])
     assert not ans.refused and not ans.consulted_only
     assert [c.n for c in ans.citations] == [1]
     c = ans.citations[0]
@@ -102,7 +107,8 @@ def test_citations_quote_exact_spans():
     assert DOCS[c.doc_path][c.start:c.end] == c.quote
     assert model.messages[1]["content"].count("[2]") == 1  # both sources were shown
     assert search.calls[0] == {"kb": "kb", "query": "How often are the P-200 seals replaced?", "k": 2,
-                               "mode": "hybrid", "where": {"doc_path": "x"}, "weights": (1.0, 0.5)}
+                               "mode": "hybrid", "where": {"doc_path": "x"}, "weights": (1.0, 0.5),
+                               "reranker": None}
     assert search.calls[1]["where"] == {"doc_path": "x"}  # the gate searches the same filtered documents
     shown = format_answer(ans)
     assert shown.startswith("The seals of the P-200") and "[1] manual/pumps.md (Pumps > Maintenance), chars" in shown
@@ -110,7 +116,7 @@ def test_citations_quote_exact_spans():
 
 
 def test_several_citations_in_order_of_mention():
-    ans = answer("kb", "q", FakeModel("V-7 opens at 4 bar [2]; the pump runs at 3,000 rpm [1, 2]. [9]"),
+    ans = ask("q", FakeModel("V-7 opens at 4 bar [2]; the pump runs at 3,000 rpm [1, 2]. [9]"),
                  retrieve=StubSearch(HITS, 0.6))
     assert [c.n for c in ans.citations] == [2, 1]
     for c in ans.citations:
@@ -119,7 +125,7 @@ def test_several_citations_in_order_of_mention():
 
 
 def test_uncited_answer_lists_sources_consulted():
-    ans = answer("kb", "q", FakeModel("The pump runs at 3,000 rpm."), retrieve=StubSearch(HITS, 0.6))
+    ans = ask("q", FakeModel("The pump runs at 3,000 rpm."), retrieve=StubSearch(HITS, 0.6))
     assert ans.consulted_only and [c.n for c in ans.citations] == [1, 2]
     assert "Sources consulted" in format_answer(ans)
     # source 2 shares no word with the answer: its quote is the whole chunk, still an exact span
@@ -130,15 +136,15 @@ def test_uncited_answer_lists_sources_consulted():
 def test_quote_never_a_heading_line():
     doc = "# Pumps\n\n## Seals\n\nSeals last 6 months.\n"
     chunk = Hit("p.md#0", "p.md", "Pumps", "Pumps > Seals", doc, 0, len(doc), 0.5)
-    ans = answer("kb", "q", FakeModel("Seals are fine [1]."), retrieve=StubSearch([chunk], 0.6))
+    ans = ask("q", FakeModel("Seals are fine [1]."), retrieve=StubSearch([chunk], 0.6))
     assert ans.citations[0].quote == "Seals last 6 months."  # "## Seals" shares the word too
-    ans = answer("kb", "q", FakeModel("No overlap here [1]."), retrieve=StubSearch([chunk], 0.6))
+    ans = ask("q", FakeModel("No overlap here [1]."), retrieve=StubSearch([chunk], 0.6))
     c = ans.citations[0]
     assert c.quote == "Seals last 6 months." and doc[c.start:c.end] == c.quote
 
 
 def test_model_refusal_is_recognised():
-    ans = answer("kb", "q", FakeModel("Sorry. " + REFUSAL), retrieve=StubSearch(HITS, 0.6))
+    ans = ask("q", FakeModel("Sorry. " + REFUSAL), retrieve=StubSearch(HITS, 0.6))
     assert ans.refused and ans.text == REFUSAL and ans.citations == []
     assert is_refusal("i cannot find the answer in the provided documents")
     assert not is_refusal("The answer is in the documents [1].")

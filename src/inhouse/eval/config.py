@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inhouse.generation import GenerationConfig
+
 
 class EvalConfig(BaseModel):
     """Options of `inhouse eval`; each is a flag."""
@@ -21,11 +23,8 @@ class EvalConfig(BaseModel):
     multiple_choice: Path | None = Field(None, description="JSONL of {question, choices, answer} for forgetting accuracy.")
     forgetting_threshold: float = Field(0.10, ge=0, description="Flag forgetting when perplexity rises (relative) or accuracy drops (absolute) by more.")
     refusal_phrases: list[str] | None = Field(None, description="Count answers containing these phrases as refusals (comma-separated).")
-    max_new_tokens: int = Field(256, ge=1, description="Longest generated answer in tokens.")
-    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling when temperature > 0.")
     batch_size: int = Field(8, ge=1, description="Conversations per generation/loss batch.")
     max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N examples.")
-    seed: int = Field(0, description="Seed for sampling.")
+    generation: GenerationConfig = Field(GenerationConfig(), description="How answers are generated (greedy by default).")
     out: Path | None = Field(None, description="Report folder (default: INHOUSE_HOME/evals/<adapter>-<time>).")
     overwrite: bool = Field(False, description="Replace --out when it holds an earlier inhouse report (never any other folder).")

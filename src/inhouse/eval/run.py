@@ -57,8 +57,7 @@ def base_context(chat: ChatModel):
 def generate_all(chat: ChatModel, prompts: list[list[dict]], config: EvalConfig, label: str) -> list[str]:
     out: list[str] = []
     for i in tqdm(range(0, len(prompts), config.batch_size), desc=f"generating ({label})", unit="batch"):
-        out += chat.reply_batch(prompts[i:i + config.batch_size], config.max_new_tokens, config.temperature,
-                                config.top_p)
+        out += [c.text for c in chat.complete_batch(prompts[i:i + config.batch_size], config.generation)]
     return out
 
 
@@ -91,7 +90,6 @@ def evaluate(adapter: str, config: EvalConfig) -> EvalResult:
     """Base vs adapter on `config.data`; writes answers, report.json and report.html."""
     from inhouse.eval.report import write_report
 
-    torch.manual_seed(config.seed)
     convs = load_conversations(config.data)[: config.max_examples]
     adapter_path = registry.resolve(adapter)
     target = claim_output(config, registry.lineage(adapter_path).get("name", adapter_path.name), adapter_path)

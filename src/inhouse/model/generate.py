@@ -2,49 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.generation.streamers import BaseStreamer
 
 from inhouse.adapters import registry
 from inhouse.errors import InhouseError
+from inhouse.generation import Completion, GenerationConfig
+from inhouse.model import batch
 from inhouse.model import load as model_load
 from inhouse.model.template import apply_template_choice, render, stop_token_ids
 
 
 @dataclass
 class ChatModel:
+    """A model ready to answer, with the chat template it was trained with.
+
+    `adapter` names the PEFT adapter to use when the model carries several
+    (the server's pool); None uses the model as loaded.
+    """
+
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     stop_ids: set[int]
     name: str
+    adapter: str | None = None
 
-    def reply(self, messages: list[dict[str, str]], max_new_tokens: int = 256, temperature: float = 0.0,
-              top_p: float = 1.0, streamer: BaseStreamer | None = None) -> str:
-        """The assistant's next message; greedy unless temperature > 0."""
-        return self.reply_batch([messages], max_new_tokens, temperature, top_p, streamer)[0]
+    def prompt_ids(self, messages: list[dict[str, str]], config: GenerationConfig) -> list[int]:
+        text = render(self.tokenizer, config.with_system(messages), generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    @torch.inference_mode()
-    def reply_batch(self, conversations: list[list[dict[str, str]]], max_new_tokens: int = 256,
-                    temperature: float = 0.0, top_p: float = 1.0, streamer: BaseStreamer | None = None) -> list[str]:
-        """Next messages for several conversations in one left-padded generate call."""
-        texts = [render(self.tokenizer, m, generation_prompt=True) for m in conversations]
-        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
-        try:
-            enc = self.tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True)
-        finally:
-            self.tokenizer.padding_side = side
-        enc = enc.to(self.model.device)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        out = self.model.generate(
-            **enc, max_new_tokens=max_new_tokens, eos_token_id=sorted(self.stop_ids),
-            pad_token_id=self.tokenizer.pad_token_id, streamer=streamer, **sampling)
-        new = out[:, enc["input_ids"].shape[1]:]
-        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in new]
+    def request(self, messages: list[dict[str, str]], config: GenerationConfig,
+                on_text: Callable[[str], None] | None = None) -> batch.Request:
+        return batch.Request(self.prompt_ids(messages, config), config, self.adapter, on_text)
+
+    def complete_batch(self, conversations: list[list[dict[str, str]]], config: GenerationConfig | None = None,
+                       **overrides: Any) -> list[Completion]:
+        """Next messages for several conversations in one generate call."""
+        config = settings(config, overrides)
+        requests = [self.request(m, config) for m in conversations]
+        return batch.generate(self.model, self.tokenizer, requests, self.stop_ids)
+
+    def complete(self, messages: list[dict[str, str]], config: GenerationConfig | None = None,
+                 on_text: Callable[[str], None] | None = None, **overrides: Any) -> Completion:
+        """The assistant's next message; `on_text` receives it piece by piece as it is generated."""
+        request = self.request(messages, settings(config, overrides), on_text)
+        return batch.generate(self.model, self.tokenizer, [request], self.stop_ids)[0]
+
+    def reply(self, messages: list[dict[str, str]], config: GenerationConfig | None = None,
+              on_text: Callable[[str], None] | None = None, **overrides: Any) -> str:
+        """Just the text of `complete`; greedy unless temperature > 0."""
+        return self.complete(messages, config, on_text, **overrides).text
+
+
+def settings(config: GenerationConfig | None, overrides: dict[str, Any]) -> GenerationConfig:
+    """A config with some fields replaced (validated again)."""
+    config = config or GenerationConfig()
+    return GenerationConfig(**(config.model_dump() | overrides)) if overrides else config
 
 
 def _is_adapter(ref: str) -> bool:
@@ -80,6 +97,5 @@ def _with_adapter(path: Path, info: dict) -> PreTrainedModel:
 
 def _ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str) -> ChatModel:
     model.eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model_load.prepare_tokenizer(tokenizer)
     return ChatModel(model, tokenizer, stop_token_ids(tokenizer, model.generation_config.eos_token_id), name)

@@ -79,10 +79,15 @@ def load_model(name: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
     return model.to(device())
 
 
-def load(name: str, dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model and tokenizer, with pad token set (many chat models ship without one)."""
-    tokenizer = load_tokenizer(name)
-    model = load_model(name, dtype)
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Set once, at load: a pad token (many chat models ship without one) and left padding, which
+    batched generation needs (training pads with its own collators and does not read this)."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load(name: str, dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer, the tokenizer prepared for generation."""
+    return load_model(name, dtype), prepare_tokenizer(load_tokenizer(name))

@@ -25,8 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from inhouse.generation import GenerationConfig
+from inhouse.rag.config import SearchConfig
+
 REFUSAL = "I cannot find the answer in the provided documents."
-MIN_SIMILARITY = 0.30
 QUOTE_CHARS = 240  # a displayed quote is shortened to about this, with an ellipsis
 
 SYSTEM_PROMPT = (
@@ -38,7 +40,7 @@ SYSTEM_PROMPT = (
 
 
 class ChatModel(Protocol):
-    def reply(self, messages: list[dict[str, str]], max_new_tokens: int = 256, temperature: float = 0.0) -> str: ...
+    def reply(self, messages: list[dict[str, str]], config: GenerationConfig | None = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -67,37 +69,59 @@ class Answer:
     consulted_only: bool = False
 
 
-def answer(kb: Any, question: str, chat_model: ChatModel, k: int = 5,
-           min_similarity: float = MIN_SIMILARITY, mode: str = "hybrid", where: Any = None,
-           max_new_tokens: int = 384, temperature: float = 0.0,
-           retrieve: Callable[..., list] | None = None, **search_kw: Any) -> Answer:
-    """Answer `question` from knowledge base `kb`, or refuse without calling the model.
+@dataclass
+class Grounding:
+    """What the model will be shown for a question: the hits and the messages, or None when the
+    knowledge base holds nothing close enough (then the answer is a refusal without a model call)."""
 
-    ``retrieve`` defaults to `inhouse.rag.search.search` (tests pass a stub);
-    extra keywords (weights, rrf_k, reranker, embedder) go to it.
+    question: str
+    hits: list[Any]
+    similarity: float | None
+    messages: list[dict[str, str]] | None
+
+
+def ground(question: str, search: SearchConfig, retrieve: Callable[..., list] | None = None,
+           embedder: Any = None) -> Grounding:
+    """Retrieve, apply the relevance gate and build the prompt (the same for ask, the server and RAFT).
+
+    ``retrieve`` defaults to `inhouse.rag.search.search` (tests pass a stub).
     """
     if retrieve is None:
         from inhouse.rag.search import search as retrieve
-    hits = list(retrieve(kb, question, k=k, mode=mode, where=where, **search_kw))
-    similarity = best_similarity(kb, question, hits, mode, where, retrieve, search_kw) if hits else None
-    if similarity is None or similarity < min_similarity:
+    extra = {"embedder": embedder} if embedder is not None else {}
+    hits = list(retrieve(search.kb, question, **search.search_kwargs(), **extra))
+    similarity = best_similarity(search, question, hits, retrieve, extra) if hits else None
+    if similarity is None or similarity < search.min_similarity:
+        return Grounding(question, hits, similarity, None)
+    return Grounding(question, hits, similarity, build_messages(question, hits))
+
+
+def finish(text: str, grounding: Grounding) -> Answer:
+    """The model's text as an Answer: a refusal, or the text with citations quoting exact spans."""
+    hits, similarity = grounding.hits, grounding.similarity
+    if grounding.messages is None or is_refusal(text):
         return Answer(REFUSAL, refused=True, hits=hits, similarity=similarity)
-    text = chat_model.reply(build_messages(question, hits), max_new_tokens=max_new_tokens,
-                            temperature=temperature).strip()
-    if is_refusal(text):
-        return Answer(REFUSAL, refused=True, hits=hits, similarity=similarity)
+    text = text.strip()
     cited = cited_numbers(text, len(hits))
     citations = [cite(n, hits[n - 1], text) for n in (cited or range(1, len(hits) + 1))]
     return Answer(text, citations, False, hits, similarity, consulted_only=not cited)
 
 
-def best_similarity(kb: Any, question: str, hits: Sequence[Any], mode: str, where: Any,
-                    retrieve: Callable[..., list], search_kw: dict) -> float | None:
+def answer(question: str, chat_model: ChatModel, search: SearchConfig, generation: GenerationConfig | None = None,
+           retrieve: Callable[..., list] | None = None, embedder: Any = None) -> Answer:
+    """Answer `question` from knowledge base `search.kb`, or refuse without calling the model."""
+    grounding = ground(question, search, retrieve, embedder)
+    if grounding.messages is None:
+        return finish("", grounding)
+    return finish(chat_model.reply(grounding.messages, generation), grounding)
+
+
+def best_similarity(search: SearchConfig, question: str, hits: Sequence[Any], retrieve: Callable[..., list],
+                    extra: dict) -> float | None:
     """Cosine of the question with its nearest chunk; a vector search already has it as hits[0].score."""
-    if mode == "vector" and not search_kw.get("reranker"):
+    if search.mode == "vector" and not search.reranker:
         return float(hits[0].score) if hits else None
-    kw = {key: v for key, v in search_kw.items() if key == "embedder"}
-    best = retrieve(kb, question, k=1, mode="vector", where=where, **kw)
+    best = retrieve(search.kb, question, k=1, mode="vector", where=search.where, **extra)
     return float(best[0].score) if best else None
 
 
