@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inhouse.generation import GenerationConfig
-from inhouse.model.generate import load_chat_model
+from inhouse.adapters.load import load_chat_model
 
 
 def interactive(ref: str, config: GenerationConfig) -> None:

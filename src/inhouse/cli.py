@@ -135,7 +135,7 @@ def generate_cmd(
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Answer one prompt with the adapter on its base model."""
-    from inhouse.model.generate import load_chat_model
+    from inhouse.adapters.load import load_chat_model
 
     config = build_config(GenerationConfig, None, **(overrides or {}))
     chat = load_chat_model(adapter)
@@ -231,7 +231,7 @@ def ask_cmd(
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Answer from the knowledge base with numbered citations, or say the answer is not there."""
-    from inhouse.model.generate import load_chat_model
+    from inhouse.adapters.load import load_chat_model
     from inhouse.rag.answer import answer, format_answer
 
     config = build_config(AskConfig, None, **(overrides or {}))
@@ -280,10 +280,17 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()  # "Loading weights" bars; ours show the work that matters
 
 
+def quiet_environment() -> None:
+    """The command-line program (not the library) quiets the Rust logs of tokenizers and lancedb;
+    set before either is imported, as both read the variable once."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("LANCE_LOG", "error")
+
+
 def main() -> None:
     """Entry point: one-line errors and exit code 1; tracebacks only with --debug."""
     debug = "--debug" in sys.argv or os.environ.get("INHOUSE_DEBUG") == "1"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_environment()
     if not debug:
         quiet_libraries()
     try:

@@ -46,11 +46,12 @@ def _option(name: str, field: FieldInfo) -> inspect.Parameter:
     kind, hint = _cli_type(field.annotation)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     flag = "--" + str(extra.get("flag") or name.replace("_", "-"))
-    decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag,)
-    help_text = f"{field.description or ''}{hint} (default: {_default_text(field)})"
+    decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag, *([extra["short"]] if "short" in extra else []))
+    when = "(required)" if field.is_required() else f"(default: {_default_text(field)})"
+    help_text = f"{field.description or ''}{hint} {when}"
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-        default=typer.Option(None, *decls, help=help_text, show_default=False, rich_help_panel="Recipe"),
+        default=typer.Option(None, *decls, help=help_text, show_default=False, rich_help_panel="Settings"),
     )
 
 

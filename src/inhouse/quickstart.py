@@ -27,7 +27,7 @@ def examples_dir() -> Path:
 def quickstart(model: str | None = None, say: Callable[[str], None] = print, questions: int = 3) -> Path:
     """Run the journey; returns the published adapter's folder."""
     from inhouse.data.check import check_dataset, format_report
-    from inhouse.model.generate import load_chat_model
+    from inhouse.adapters.load import load_chat_model
     from inhouse.model.load import load_tokenizer
     from inhouse.model.template import apply_template_choice, token_counter
     from inhouse.train.sft import load_splits, train

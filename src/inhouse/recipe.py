@@ -98,11 +98,15 @@ def load_yaml(path: Path, model: type[BaseModel] = Recipe) -> dict[str, Any]:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path, model: type[BaseModel]) -> dict[str, Any]:
-    """Paths in a recipe are relative to the recipe file, not the shell."""
+    """Paths in a recipe are relative to the recipe file, not the shell; so is a model folder
+    (`base_model: ./models/x`) when it exists there (a hub id such as org/name stays as it is)."""
     for key, info in model.model_fields.items():
         is_path = info.annotation is Path or Path in getattr(info.annotation, "__args__", ())
         if is_path and isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
+    model_ref = data.get("base_model")
+    if isinstance(model_ref, str) and not Path(model_ref).is_absolute() and (base / model_ref).is_dir():
+        data["base_model"] = str(base / model_ref)
     return data
 
 

@@ -7,7 +7,7 @@ from peft import PeftModel
 from inhouse import recipe as recipe_mod
 from inhouse.adapters import registry
 from inhouse.adapters.merge import merge, merged_model
-from inhouse.model.generate import load_chat_model
+from inhouse.adapters.load import load_chat_model
 from inhouse.model.load import load_model
 from inhouse.train.sft import train
 

@@ -3,7 +3,7 @@
 import pytest
 
 from inhouse.generation import GenerationConfig
-from inhouse.model.generate import load_chat_model
+from inhouse.adapters.load import load_chat_model
 
 QUESTIONS = ["Where is my order?", "Can I return a lamp?", "Hello", "What are your opening hours on Sunday?"]
 

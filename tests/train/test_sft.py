@@ -10,7 +10,7 @@ from inhouse import recipe as recipe_mod
 from inhouse.adapters import registry
 from inhouse.adapters.lineage import sha256_file
 from inhouse.errors import InhouseError
-from inhouse.model.generate import load_chat_model
+from inhouse.adapters.load import load_chat_model
 from inhouse.train.sft import train
 
 FACTS = [("Favourite colour?", "Blue."), ("Meaning of life?", "Forty-two."),
@@ -102,3 +102,20 @@ def test_existing_adapter_name_is_refused(tmp_path, tiny_dir, home):
     quiet(recipe)
     with pytest.raises(InhouseError, match="already exists"):
         quiet(recipe)
+
+
+def test_a_relative_base_model_is_relative_to_the_recipe_and_lineage_records_its_real_path(tmp_path, tiny_dir, home,
+                                                                                        monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_dir, tmp_path / "models" / "tiny")
+    (tmp_path / "recipes").mkdir()
+    write_jsonl(tmp_path / "recipes" / "d.jsonl", [chat("hi", "hello")] * 4)
+    recipe_file = tmp_path / "recipes" / "r.yaml"
+    recipe_file.write_text("base_model: ../models/tiny\ntrain_file: d.jsonl\nmax_steps: 1\noutput_name: rel\n"
+                           "validation_fraction: 0\n", encoding="utf-8")
+    monkeypatch.chdir(home.parent)  # somewhere else entirely
+    result = quiet(recipe_mod.build(recipe_file))
+    base = registry.lineage(result.path)["base_model"]
+    assert base == str((tmp_path / "models" / "tiny").resolve())
+    assert registry.lineage(result.path)["recipe"]["base_model"] == base

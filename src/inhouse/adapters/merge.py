@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 
 from inhouse import atomic, outputs
 from inhouse.adapters import registry
+from inhouse.adapters.load import base_of
 from inhouse.adapters.lineage import versions
 from inhouse.errors import InhouseError
 from inhouse.model import load as model_load
@@ -30,7 +31,7 @@ def merged_model(ref: str, dtype: torch.dtype = torch.bfloat16):
     if not is_adapter_folder(path):
         raise InhouseError(f"{path} is already a full model (nothing to merge)")
     info = registry.lineage(path)
-    base = info.get("base_model") or _peft_base(path)
+    base = base_of(path, info)
     model = PeftModel.from_pretrained(model_load.load_model(base, dtype), path).merge_and_unload()
     return model, AutoTokenizer.from_pretrained(path), info | {"path": str(path)}
 
@@ -40,12 +41,6 @@ def _inputs(ref: str) -> list[Path]:
     path = registry.resolve(ref)
     base = Path(str(registry.lineage(path).get("base_model") or ""))
     return [path, *([base] if str(base) not in ("", ".") and base.exists() else [])]
-
-
-def _peft_base(path: Path) -> str:
-    from peft import PeftConfig
-
-    return PeftConfig.from_pretrained(path).base_model_name_or_path
 
 
 OUTPUT_KIND = "merged model"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inhouse import atomic, paths
-from inhouse.errors import InhouseError
+from inhouse.errors import ConflictError, InhouseError, NotFoundError
 
 LINEAGE = "inhouse.json"
 
@@ -28,7 +28,7 @@ def save_atomically(name: str, write: Callable[[Path], None]) -> Path:
     try:
         return atomic.write_folder(library() / name, write)
     except FileExistsError:
-        raise InhouseError(f"adapter {name!r} already exists in {library()}; choose another output_name") from None
+        raise ConflictError(f"adapter {name!r} already exists in {library()}; choose another output_name") from None
 
 
 def resolve(ref: str) -> Path:
@@ -37,7 +37,7 @@ def resolve(ref: str) -> Path:
         if (candidate / LINEAGE).is_file() or (candidate / "adapter_config.json").is_file():
             return candidate
     names = ", ".join(a["name"] for a in list_adapters()[:10]) or "none yet"
-    raise InhouseError(f"no adapter {ref!r} (not a folder, not in {library()}; available: {names})")
+    raise NotFoundError(f"no adapter {ref!r} (not a folder, not in {library()}; available: {names})")
 
 
 class BrokenLineage(InhouseError):

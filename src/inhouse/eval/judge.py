@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from inhouse.model.generate import ChatModel, load_chat_model
+from inhouse.adapters.load import load_chat_model
+from inhouse.model.generate import ChatModel
 from inhouse.model.template import TemplateError
 
 CRITERIA = ("relevance", "grounding", "hallucination")

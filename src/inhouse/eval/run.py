@@ -26,7 +26,8 @@ from inhouse.data.schema import load_schema
 from inhouse.errors import InhouseError
 from inhouse.eval import metrics
 from inhouse.eval.config import EvalConfig
-from inhouse.model.generate import ChatModel, load_chat_model
+from inhouse.adapters.load import load_chat_model
+from inhouse.model.generate import ChatModel
 from inhouse.model.template import encode
 from inhouse.train.dataset import PadCollator
 

@@ -1,4 +1,4 @@
-"""Generate with a base model or an adapter, through the same chat template as training."""
+"""Generate with a loaded model, through the same chat template as training (loading: inhouse.adapters.load)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from inhouse.adapters import registry
-from inhouse.errors import InhouseError
 from inhouse.generation import Completion, GenerationConfig
 from inhouse.model import batch
 from inhouse.model import load as model_load
-from inhouse.model.template import apply_template_choice, render, stop_token_ids
+from inhouse.model.template import render, stop_token_ids
 
 
 @dataclass
@@ -64,38 +62,8 @@ def settings(config: GenerationConfig | None, overrides: dict[str, Any]) -> Gene
     return GenerationConfig(**(config.model_dump() | overrides)) if overrides else config
 
 
-def _is_adapter(ref: str) -> bool:
-    try:
-        registry.resolve(ref)
-        return True
-    except InhouseError:
-        return False
-
-
-def load_chat_model(ref: str, chat_template: str | None = None) -> ChatModel:
-    """An adapter (library name or folder) on its base model, or a plain base model."""
-    if not _is_adapter(ref):
-        model, tokenizer = model_load.load(ref)
-        apply_template_choice(tokenizer, chat_template)
-        return _ready(model, tokenizer, ref)
-    path = registry.resolve(ref)
-    info = registry.lineage(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)  # saved at training: same chat template
-    if not (path / "adapter_config.json").is_file():  # full fine-tune or merged model
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=model_load.default_dtype()).to(model_load.device())
-    else:
-        model = _with_adapter(path, info)
-    return _ready(model, tokenizer, info.get("name", path.name))
-
-
-def _with_adapter(path: Path, info: dict) -> PreTrainedModel:
-    from peft import PeftConfig, PeftModel
-
-    base = info.get("base_model") or PeftConfig.from_pretrained(path).base_model_name_or_path
-    return PeftModel.from_pretrained(model_load.load_model(base), path)
-
-
-def _ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str) -> ChatModel:
+def ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str) -> ChatModel:
+    """Inference mode, a tokenizer prepared for generation, and the model's stop tokens."""
     model.eval()
     model_load.prepare_tokenizer(tokenizer)
     return ChatModel(model, tokenizer, stop_token_ids(tokenizer, model.generation_config.eos_token_id), name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from inhouse.errors import InhouseError
+from inhouse.errors import InhouseError, InvalidInputError, NotFoundError
 from inhouse.model import tiny
 
 
@@ -45,10 +45,10 @@ def resolve(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise InhouseError(f"{path}: not a Hugging Face model folder (no config.json)")
+            raise InvalidInputError(f"{path}: not a Hugging Face model folder (no config.json)")
         return str(path.resolve())
     if not _is_hub_id(name):
-        raise InhouseError(f"{name}: no such model folder")
+        raise NotFoundError(f"{name}: no such model folder")
     return name
 
 

@@ -21,7 +21,8 @@ class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kb: str = Field(..., description="Knowledge base: a name (under INHOUSE_HOME/kb) or a folder path.")
-    k: int = Field(5, ge=1, le=200, description="Number of chunks returned (given to the model by ask).")
+    k: int = Field(5, ge=1, le=200, description="Number of chunks returned (given to the model by ask).",
+                   json_schema_extra={"short": "-k"})
     mode: Literal["hybrid", "vector", "bm25"] = Field("hybrid", description="Retrieval: vector and BM25 fused by reciprocal rank, or one of them.")
     weights: list[float] = Field([1.0, 1.0], description="Hybrid fusion weights: vector,bm25.")
     reranker: str | None = Field(None, description="Local cross-encoder folder that reorders the best candidates (off when unset).")

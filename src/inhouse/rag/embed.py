@@ -83,7 +83,6 @@ def load_embedder(name: str | None = None, device: str | None = None) -> Embedde
 
 @lru_cache(maxsize=4)
 def _load(name: str, folder: str, device: str) -> Embedder:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from inhouse.errors import InhouseError
+from inhouse.errors import InhouseError, InvalidInputError, NotFoundError
 from inhouse.rag.embed import Embedder, default_device, load_embedder
 from inhouse.rag.store import LanceStore, Store, resolve_kb
 
@@ -72,17 +72,17 @@ def search(kb: str | os.PathLike | Store, query: str, k: int = 5, mode: str = "h
 
 def _check_args(k: int, mode: str, weights: Sequence[float], rrf_k: int) -> None:
     if mode not in MODES:
-        raise InhouseError(f"search mode {mode!r} is not one of {', '.join(MODES)}")
+        raise InvalidInputError(f"search mode {mode!r} is not one of {', '.join(MODES)}")
     if k < 1 or rrf_k < 0:
-        raise InhouseError(f"k must be at least 1 and rrf_k at least 0 (got k={k}, rrf_k={rrf_k})")
+        raise InvalidInputError(f"k must be at least 1 and rrf_k at least 0 (got k={k}, rrf_k={rrf_k})")
     if len(weights) != 2 or min(weights) < 0 or max(weights) == 0:
-        raise InhouseError(f"weights must be two non-negative numbers (vector, bm25), not both 0; got {weights}")
+        raise InvalidInputError(f"weights must be two non-negative numbers (vector, bm25), not both 0; got {weights}")
 
 
 def _open(kb: str | os.PathLike) -> LanceStore:
     store = LanceStore(resolve_kb(kb))
     if not store.meta():
-        raise InhouseError(f"no knowledge base at {store.path}; index a folder into it first")
+        raise NotFoundError(f"no knowledge base at {store.path}; index a folder into it first")
     return store
 
 
@@ -91,7 +91,7 @@ def _vector_rows(store: Store, query: str, n: int, where: Any, embedder: Embedde
     meta = store.meta()
     embedder = embedder or load_embedder(meta["embedder_name"])
     if (embedder.name, embedder.dim) != (meta["embedder_name"], meta["dim"]):
-        raise InhouseError(f"knowledge base was indexed with {meta['embedder_name']} ({meta['dim']}-d); "
+        raise InvalidInputError(f"knowledge base was indexed with {meta['embedder_name']} ({meta['dim']}-d); "
                            f"cannot search it with {embedder.name} ({embedder.dim}-d)")
     return store.search_vector(embedder.embed([query])[0], n, where)
 
@@ -131,13 +131,12 @@ def load_reranker(path: str | os.PathLike) -> Any:
     """A sentence-transformers CrossEncoder from a local folder; none ships by default and none is downloaded."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise InhouseError(f"reranker {str(path)!r} is not a local model folder (models are never downloaded)")
+        raise NotFoundError(f"reranker {str(path)!r} is not a local model folder (models are never downloaded)")
     return _load_cross_encoder(str(folder.resolve()), default_device())
 
 
 @lru_cache(maxsize=2)
 def _load_cross_encoder(folder: str, device: str) -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from sentence_transformers import CrossEncoder
     except ImportError:

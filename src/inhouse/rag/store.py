@@ -51,9 +51,6 @@ from inhouse import atomic, outputs
 from inhouse.paths import kbs
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError
 
-# Before lancedb is first imported (lazily, below): its Rust logger reads this once.
-os.environ.setdefault("LANCE_LOG", "error")
-
 TABLE = "chunks"
 META = "kb.json"
 LOCK = ".lock"
@@ -68,7 +65,7 @@ KB_KIND = "knowledge base"
 def kb_path(name: str) -> Path:
     """The folder of knowledge base `name` in the library; names are plain, so they cannot escape it."""
     if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise InhouseError(f"knowledge base name {name!r} must be a plain name (letters, digits, - _ .)")
+        raise InvalidInputError(f"knowledge base name {name!r} must be a plain name (letters, digits, - _ .)")
     return kbs() / name
 
 
@@ -118,7 +115,7 @@ def where_sql(where: str | Mapping[str, Any] | None) -> str | None:
     parts = []
     for col, value in where.items():
         if col not in COLUMNS:
-            raise InhouseError(f"cannot filter on {col!r}; columns: {', '.join(COLUMNS)}")
+            raise InvalidInputError(f"cannot filter on {col!r}; columns: {', '.join(COLUMNS)}")
         if isinstance(value, (list, tuple, set, frozenset)):
             parts.append(f"`{col}` IN ({', '.join(sql_literal(v) for v in value) or 'NULL'})")
         else:
@@ -247,7 +244,7 @@ class LanceStore(Store):
         try:
             return query.to_list()
         except ValueError as e:
-            raise InhouseError(f"bad filter {sql!r}: {str(e).splitlines()[0]}") from e
+            raise InvalidInputError(f"bad filter {sql!r}: {str(e).splitlines()[0]}") from e
 
     def _read_table(self) -> Any:
         """The table at the published version; reopened only when kb.json was replaced."""
@@ -313,14 +310,14 @@ class LanceStore(Store):
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    raise InhouseError(f"another indexing run is in progress on {self.path} "
+                    raise ConflictError(f"another indexing run is in progress on {self.path} "
                                        f"(it holds {self.path / LOCK}); wait for it to finish") from None
                 time.sleep(0.2)
 
     def _check_embedder(self, name: str, dim: int) -> None:
         meta = self.meta()
         if meta and (meta.get("embedder_name"), meta.get("dim")) != (name, dim):
-            raise InhouseError(
+            raise ConflictError(
                 f"knowledge base {self.path} was indexed with embedder {meta.get('embedder_name')} "
                 f"({meta.get('dim')}-d), not {name} ({dim}-d); use that embedder or index into a new knowledge base")
 

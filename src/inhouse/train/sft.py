@@ -24,7 +24,7 @@ from inhouse.adapters import registry
 from inhouse.adapters.lineage import build_lineage
 from inhouse.data.conversation import Conversation
 from inhouse.data.formats import load_conversations
-from inhouse.errors import InhouseError
+from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
 from inhouse.model import load as model_load
 from inhouse.model import quant
 from inhouse.model.template import apply_template_choice, preflight, stop_token_ids
@@ -44,7 +44,7 @@ class TrainResult:
 
 def load_splits(recipe: Recipe) -> tuple[list[Conversation], list[Conversation]]:
     if recipe.train_file is None:
-        raise InhouseError("no training data: set train_file in the recipe or pass --train-file")
+        raise InvalidInputError("no training data: set train_file in the recipe or pass --train-file")
     convs = load_conversations(recipe.train_file)
     if recipe.validation_file:
         return convs, load_conversations(recipe.validation_file)
@@ -63,7 +63,7 @@ def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
     try:
         return get_peft_model(model, config)
     except ValueError as exc:
-        raise InhouseError(f"lora_target_modules {targets}: {exc}") from None
+        raise InvalidInputError(f"lora_target_modules {targets}: {exc}") from None
 
 
 def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool) -> TrainingArguments:
@@ -107,12 +107,12 @@ def run_dir_for(name: str, resume: bool) -> Path:
     run_dir = paths.runs() / name
     has_checkpoint = run_dir.is_dir() and get_last_checkpoint(str(run_dir)) is not None
     if resume and not has_checkpoint:
-        raise InhouseError(f"nothing to resume: no checkpoint of run {name!r} in {paths.runs()}")
+        raise NotFoundError(f"nothing to resume: no checkpoint of run {name!r} in {paths.runs()}")
     if not resume and has_checkpoint:
-        raise InhouseError(f"an interrupted run {name!r} exists in {paths.runs()}; "
+        raise ConflictError(f"an interrupted run {name!r} exists in {paths.runs()}; "
                            "pass --resume to continue it, or choose another output_name")
     if (registry.library() / name).exists():
-        raise InhouseError(f"adapter {name!r} already exists in {registry.library()}; choose another output_name")
+        raise ConflictError(f"adapter {name!r} already exists in {registry.library()}; choose another output_name")
     return run_dir
 
 
@@ -214,7 +214,8 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True,
     """Fine-tune `recipe.base_model` on `recipe.train_file`; returns the published adapter."""
     started = datetime.now(timezone.utc)
     name = recipe.output_name or default_name(recipe)
-    recipe = recipe.model_copy(update={"output_name": name})
+    # The lineage records where the base really is: a folder as an absolute path, not as typed.
+    recipe = recipe.model_copy(update={"output_name": name, "base_model": model_load.resolve(recipe.base_model)})
     run_dir = run_dir_for(name, resume)
     train_convs, val_convs = load_splits(recipe)
 
