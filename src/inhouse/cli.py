@@ -17,6 +17,7 @@ from inhouse.errors import InhouseError
 from inhouse.generation import GenerationConfig
 from inhouse.rag.config import AskConfig, SearchConfig
 from inhouse.recipe import Recipe, build_config
+from inhouse.serve.config import ServeConfig
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Fine-tune open LLMs on your own data, on your own hardware.")
@@ -256,6 +257,16 @@ def merge_cmd(
     if dtype not in ("bfloat16", "float16", "float32"):
         raise InhouseError(f"--dtype {dtype}: use bfloat16, float16 or float32")
     typer.echo(f"merged model saved to {merge(adapter, name, getattr(torch, dtype), out, overwrite)}")
+
+
+@app.command("serve")
+@model_options(ServeConfig)
+def serve_cmd(overrides: dict[str, Any] | None = None) -> None:
+    """An OpenAI-compatible API (chat, completions, embeddings, vector stores) over the base model,
+    its adapters in the library and the knowledge bases."""
+    from inhouse.serve.run import serve
+
+    serve(build_config(ServeConfig, None, **(overrides or {})))
 
 
 @app.command("quickstart")

@@ -1,0 +1,122 @@
+"""The FastAPI application: load once at start-up, route, map errors to OpenAI's shape.
+
+Routes live in `serve.chat` (chat and text completions, models) and
+`serve.knowledge` (embeddings, vector stores); this module wires them with the
+model pool, the generating engine, authentication and limits.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+
+from inhouse.adapters.pool import ModelPool
+from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
+from inhouse.serve.config import ServeConfig
+from inhouse.serve.engine import Engine
+from inhouse.serve.openai import Unsupported, error_body
+from inhouse.serve.security import ApiKeyMiddleware, BodyLimitMiddleware
+
+T = TypeVar("T", bound=BaseModel)
+STATUS = {NotFoundError: 404, ConflictError: 409, InvalidInputError: 400}
+
+
+def create_app(config: ServeConfig, pool: ModelPool | None = None) -> FastAPI:
+    """The app; the model pool is built at start-up unless one is given (tests, benchmarks)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.pool = pool or ModelPool(config.model, config.max_adapters, config.served_model_name)
+        app.state.engine = Engine(app.state.pool, config.batch_window_ms / 1000, config.max_batch)
+        app.state.engine.start()
+        yield
+        app.state.engine.stop()
+
+    app = FastAPI(title="inhouse", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.config = config
+    _routes(app)
+    _errors(app)
+    app.add_middleware(BodyLimitMiddleware, limit=int(config.max_body_mb * 2**20))
+    app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+    if config.cors_origin:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origin, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["authorization", "content-type"])
+    return app
+
+
+def _routes(app: FastAPI) -> None:
+    from inhouse.serve import chat, knowledge
+
+    app.get("/health")(health)
+    app.include_router(chat.router)
+    app.include_router(knowledge.router)
+
+
+async def health(request: Request) -> dict[str, Any]:
+    pool, engine = request.app.state.pool, request.app.state.engine
+    return {"status": "ok", "model": pool.base_id, "adapters_loaded": len(pool.loaded), "batches": engine.batches}
+
+
+async def parse(request: Request, schema: type[T]) -> T:
+    """The JSON body as `schema`; a broken or invalid body is a 400 naming the parameter."""
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        raise InvalidInputError("We could not parse the JSON body of your request (not valid JSON).") from None
+    if not isinstance(body, dict):
+        raise InvalidInputError("The request body must be a JSON object.")
+    try:
+        return schema.model_validate(body)
+    except ValidationError as e:
+        raise _invalid(e) from None
+
+
+class BadParameter(InvalidInputError):
+    def __init__(self, message: str, param: str | None):
+        super().__init__(message)
+        self.param = param
+
+
+def _invalid(error: ValidationError) -> BadParameter:
+    first = error.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    if first["type"] == "extra_forbidden":
+        return BadParameter(f"Unrecognized request argument supplied: {param}", param)
+    if first["type"] == "missing":
+        return BadParameter(f"Missing required parameter: '{param}'.", param)
+    return BadParameter(f"Invalid value for '{param}': {first['msg']}.", param)
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(InhouseError)
+    async def inhouse_error(request: Request, exc: InhouseError) -> JSONResponse:
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        param = getattr(exc, "param", None)
+        code = "model_not_found" if status == 404 and "model" in str(exc).lower() else \
+            "unsupported_parameter" if isinstance(exc, Unsupported) else None
+        return JSONResponse(error_body(str(exc), param=param, code=code), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"][1:]) or None
+        return JSONResponse(error_body(f"Invalid request: {first['msg']}", param=param), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        message = "Not found: no such endpoint." if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse(error_body(message), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body(f"The server had an error processing your request ({type(exc).__name__}).",
+                                       kind="server_error"), status_code=500)

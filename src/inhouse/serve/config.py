@@ -1,0 +1,23 @@
+"""Options of `inhouse serve`; each is a flag (and could be a YAML key)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServeConfig(BaseModel):
+    """Where the server listens, what it serves, and its limits."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str = Field("builtin:tiny", description="Base model: a local Hugging Face folder, a hub id, or builtin:tiny; its adapters in the library are served too.")
+    served_model_name: str | None = Field(None, description="The id clients use for the base model (default: --model as given).")
+    host: str = Field("127.0.0.1", description="Address to bind; anything but loopback needs an API key.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port, printed at start).")
+    api_key: str | None = Field(None, description="Bearer token clients must send (default: the INHOUSE_API_KEY environment variable).")
+    max_adapters: int = Field(8, ge=1, le=256, description="Adapters kept loaded at once; the least recently used leaves first.")
+    max_batch: int = Field(64, ge=1, le=1024, description="Most requests generated together in one batch.")
+    batch_window_ms: float = Field(10.0, ge=0, le=1000, description="How long the first request of a batch waits for others to join it.")
+    max_body_mb: float = Field(8.0, gt=0, le=1024, description="Largest request body accepted (JSON endpoints).")
+    cors_origin: list[str] | None = Field(None, description="Origins allowed to call the API from a browser (CORS off when unset), comma-separated.")
+    default_max_tokens: int = Field(4096, ge=1, le=32768, description="Answer length when a request sets no max_tokens (never past the context).")
