@@ -1,10 +1,10 @@
 """One base model per process, its adapters attached on first use.
 
 A server answers for the base and for every adapter in the library trained on
-it. Loading the base once and attaching adapters with PEFT (`load_adapter`)
-keeps one copy of the weights in memory; a batch may mix adapters and the base
-(`adapter_names`, see `inhouse.model.batch`). At most `max_adapters` stay
-loaded; the least recently used leaves first.
+it. Loading the base once and attaching adapters (read in PEFT's format) as
+stacked LoRA weights keeps one copy of the base in memory, and a batch may mix
+adapters and the base row by row (`inhouse.model.multilora`). At most
+`max_adapters` stay loaded; the least recently used leaves first.
 
 Clients name models by id: the base's id, or a library name. Nothing a client
 sends is ever read as a filesystem path.
@@ -26,6 +26,7 @@ from inhouse.errors import InhouseError, InvalidInputError, NotFoundError
 from inhouse.model import load as model_load
 from inhouse.model.batch import BASE
 from inhouse.model.generate import ChatModel
+from inhouse.model.multilora import MultiLora
 from inhouse.model.template import stop_token_ids
 
 
@@ -48,16 +49,17 @@ def same_model(a: str, b: str) -> bool:
 
 
 class ModelPool:
-    def __init__(self, base: str, max_adapters: int = 8, name: str | None = None):
-        self.base_ref = model_load.resolve(base)
+    def __init__(self, base: str, max_adapters: int = 8, name: str | None = None, loaded: tuple | None = None):
+        """`loaded` = (model, tokenizer) already in memory under the name `base` (benchmarks)."""
+        self.base_ref = base if loaded else model_load.resolve(base)
         self.base_id = name or base
         self.max_adapters = max_adapters
-        self.model, self.tokenizer = model_load.load(base)
+        self.model, self.tokenizer = loaded or model_load.load(base)
         self.model.eval()
         self.stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config.eos_token_id)
-        self.peft = None  # the PeftModel wrapping the base once an adapter is attached
-        self.loaded: OrderedDict[str, str] = OrderedDict()  # library name -> PEFT adapter name, oldest first
-        self.tokenizers: dict[str, PreTrainedTokenizerBase] = {}
+        self.lora = MultiLora(self.model, max_adapters + 1)
+        self.loaded: OrderedDict[str, Path] = OrderedDict()  # library name -> folder, oldest first
+        self.tokenizers: dict[str, tuple[PreTrainedTokenizerBase, set[int]]] = {}
         self.started = int(datetime.now().timestamp())
         self.lock = threading.RLock()
         self._serial = 0
@@ -93,49 +95,44 @@ class ModelPool:
 
     def chat_model(self, model_id: str) -> ChatModel:
         """A ChatModel view for rendering prompts and generating; the adapter's weights are attached by
-        `attach` (in the generating thread), its tokenizer (chat template) is read here."""
+        `attach` (in the generating thread), its tokenizer (chat template) is read here, once."""
         served = self.find(model_id)
         if served.parent is None:
             return ChatModel(self.model, self.tokenizer, self.stop_ids, served.id, BASE)
-        tokenizer = self._tokenizer(served)
-        stops = self.stop_ids | stop_token_ids(tokenizer)
+        tokenizer, stops = self._tokenizer(served)
         return ChatModel(self.model, tokenizer, stops, served.id, served.id)
 
-    def _tokenizer(self, served: ServedModel) -> PreTrainedTokenizerBase:
+    def _tokenizer(self, served: ServedModel) -> tuple[PreTrainedTokenizerBase, set[int]]:
+        """The adapter's own tokenizer (its chat template is the one it was trained with) and stop tokens;
+        an adapter folder saved without a tokenizer (made by another tool) uses the base's."""
+        if not any((served.path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            return self.tokenizer, self.stop_ids
         with self.lock:
             if served.id not in self.tokenizers:
-                self.tokenizers[served.id] = model_load.prepare_tokenizer(AutoTokenizer.from_pretrained(served.path))
+                tokenizer = model_load.prepare_tokenizer(AutoTokenizer.from_pretrained(served.path))
+                self.tokenizers[served.id] = (tokenizer, self.stop_ids | stop_token_ids(tokenizer))
             return self.tokenizers[served.id]
 
-    def attach(self, model_ids: set[str]) -> tuple[object, dict[str, str]]:
-        """Load these adapters (evicting the least recently used others) and return the model to
-        generate with and {library name: PEFT adapter name}."""
+    def attach(self, model_ids: set[str]) -> None:
+        """Load these adapters into the model's LoRA slots, evicting the least recently used others."""
         wanted = {m for m in model_ids if m != BASE}
         if len(wanted) > self.max_adapters:
             raise InvalidInputError(f"{len(wanted)} adapters in one batch, but --max-adapters is {self.max_adapters}")
         with self.lock:
             for name in wanted:
-                self._load(name)
+                if name not in self.loaded:
+                    while len(self.loaded) >= self.max_adapters:
+                        oldest = next(n for n in self.loaded if n not in wanted)
+                        self.lora.unload(oldest)
+                        del self.loaded[oldest]
+                    path = self.find(name).path
+                    self.lora.load(name, path)
+                    self.loaded[name] = path
                 self.loaded.move_to_end(name)
-            while len(self.loaded) > self.max_adapters:
-                oldest = next(n for n in self.loaded if n not in wanted)
-                self.peft.delete_adapter(self.loaded.pop(oldest))
-            return (self.peft or self.model), dict(self.loaded)
 
-    def _load(self, name: str) -> None:
-        if name in self.loaded:
-            return
-        from peft import PeftModel
-
-        served = self.find(name)
-        self._serial += 1
-        peft_name = f"adapter{self._serial}"  # PEFT keys modules by name: library names may hold dots
-        if self.peft is None:
-            self.peft = PeftModel.from_pretrained(self.model, served.path, adapter_name=peft_name)
-            self.peft.eval()
-        else:
-            self.peft.load_adapter(served.path, adapter_name=peft_name)
-        self.loaded[name] = peft_name
+    def select(self, model_ids: list[str]):
+        """Context: each row of the next generate call uses its model's adapter (the base: none)."""
+        return self.lora.use([None if m == BASE else m for m in model_ids])
 
 
 def _plain(name: str) -> bool:

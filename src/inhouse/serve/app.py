@@ -8,6 +8,7 @@ model pool, the generating engine, authentication and limits.
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from inhouse.serve.openai import Unsupported, error_body
 from inhouse.serve.security import ApiKeyMiddleware, BodyLimitMiddleware
 
 T = TypeVar("T", bound=BaseModel)
+log = logging.getLogger("inhouse.serve")
 STATUS = {NotFoundError: 404, ConflictError: 409, InvalidInputError: 400}
 
 
@@ -118,5 +120,6 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)  # the client gets no traceback
         return JSONResponse(error_body(f"The server had an error processing your request ({type(exc).__name__}).",
                                        kind="server_error"), status_code=500)

@@ -115,12 +115,13 @@ class Engine:
 
     def _generate(self, part: list[Pending]) -> None:
         try:
-            model, names = self.pool.attach({p.chat.adapter or batch.BASE for p in part})
-            wrapped = model is not self.pool.model
-            requests = [batch.Request(p.prompt_ids, p.config, _adapter(p, names, wrapped), p.send if p.pieces else None,
-                                      p.cancelled.is_set) for p in part]
+            models = [p.chat.adapter or batch.BASE for p in part]
+            self.pool.attach(set(models))
+            requests = [batch.Request(p.prompt_ids, p.config, None, p.send if p.pieces else None, p.cancelled.is_set)
+                        for p in part]
             stops = set().union(*(p.chat.stop_ids for p in part))
-            results = batch.generate(model, self.pool.tokenizer, requests, stops)
+            with self.pool.select(models):
+                results = batch.generate(self.pool.model, self.pool.tokenizer, requests, stops)
             self.batches += 1
         except BaseException as e:  # noqa: BLE001 - every waiting client must hear about it
             for p in part:
@@ -129,10 +130,3 @@ class Engine:
         for p, done in zip(part, results):
             p.finish(done)
 
-
-def _adapter(p: Pending, names: dict[str, str], wrapped: bool) -> str | None:
-    """PEFT's name for the request's adapter; the base is `__base__` once the model carries adapters."""
-    name = p.chat.adapter or batch.BASE
-    if name == batch.BASE:
-        return batch.BASE if wrapped else None
-    return names[name]

@@ -7,6 +7,7 @@ requests finish (up to 30 s), runs the app's shutdown and exits.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import Callable
@@ -22,6 +23,7 @@ def serve(config: ServeConfig, say: Callable[[str], None] = print) -> None:
     from inhouse.serve.app import create_app
 
     config = config.model_copy(update={"api_key": config.api_key or os.environ.get("INHOUSE_API_KEY") or None})
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_bind(config.host, config.api_key)
     say(f"loading {config.model} ...")
     pool = ModelPool(config.model, config.max_adapters, config.served_model_name)
