@@ -19,6 +19,7 @@ requests sequentially. Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import asyncio
 import json
 import os
@@ -60,9 +61,9 @@ def word_tokenizer(vocab_size: int):
     from inhouse.model.tiny import CHATML_TEMPLATE
 
     specials = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
-    vocab = {f"t{i}": i for i in range(vocab_size - len(specials))}
-    vocab["<unk>"] = 0
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    words = ["<unk>", "system", "user", "assistant"]  # every word the template and prompts use is known:
+    words += [f"t{i}" for i in range(vocab_size - len(specials) - len(words))]  # no tokenizers version trips on unk
+    core = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|pad|>", eos_token="<|im_end|>", unk_token="<unk>",
@@ -119,8 +120,7 @@ def child(args) -> None:
     import torch
 
     from inhouse.adapters.pool import ModelPool
-    from inhouse.model.load import prepare_tokenizer
-    from inhouse.serve.app import create_app
+    from inhouse.serve.app import create_app, start
     from inhouse.serve.config import ServeConfig
     from inhouse.serve.run import _run
 
@@ -132,14 +132,16 @@ def child(args) -> None:
     base_id = f"random-{args.shape}"
     model, tok = build_base(args.shape)
     make_adapters(model, Path(os.environ["INHOUSE_HOME"]) / "adapters", base_id)
-    pool = ModelPool(base_id, max_adapters=4, loaded=(model, prepare_tokenizer(tok)))
-    direct(pool, args)
+    direct(ModelPool(base_id, max_adapters=4, loader=lambda: (model, tok)), args)
+    del model
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
     config = ServeConfig(model=base_id, port=args.port, max_batch=args.max_batch, batch_window_ms=args.window_ms)
-    server = uvicorn.Server(uvicorn.Config(create_app(config, pool), host="127.0.0.1", port=args.port,
+    catalog, engine = start(config, loader=functools.partial(build_base, args.shape), tokenizer=tok)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, catalog, engine), host="127.0.0.1", port=args.port,
                                            log_level="warning"))
     if torch.cuda.is_available():
         print(f"gpu: {torch.cuda.get_device_name()}", flush=True)
-    asyncio.run(_run(server, config, pool, lambda s: print(s, flush=True)))
+    asyncio.run(_run(server, config, catalog, lambda s: print(s, flush=True)))
 
 
 def direct(pool, args) -> None:
@@ -149,7 +151,9 @@ def direct(pool, args) -> None:
     from inhouse.generation import GenerationConfig
     from inhouse.model import batch
 
-    pool.attach(set(ADAPTERS))
+    adapters = Path(os.environ["INHOUSE_HOME"]) / "adapters"
+    pool.attach({name: adapters / name for name in ADAPTERS})
+    stops = {pool.tokenizer.eos_token_id}
     for rows in (1, 32):
         names = [ADAPTERS[i % 4] for i in range(rows)]
         requests = [batch.Request(pool.tokenizer(prompt(i, args.shape != "tiny", args.prompt_tokens))["input_ids"],
@@ -158,7 +162,7 @@ def direct(pool, args) -> None:
             torch.cuda.synchronize() if torch.cuda.is_available() else None
             start = time.perf_counter()
             with pool.select(names):
-                done = batch.generate(pool.model, pool.tokenizer, requests, pool.stop_ids)
+                done = batch.generate(pool.model, pool.tokenizer, requests, stops)
             seconds = time.perf_counter() - start
         steps = max(d.completion_tokens for d in done)
         print(f"direct: {rows} rows, {steps} steps, {1000 * seconds / steps:.1f} ms/step, "
@@ -207,7 +211,8 @@ async def level(url: str, concurrency: int, sequential: bool, args) -> dict:
     n = args.sequential_requests if sequential else concurrency
     jobs = [(ADAPTERS[i % len(ADAPTERS)], prompt(i, words, args.prompt_tokens)) for i in range(n)]
     async with httpx.AsyncClient(timeout=3600, limits=httpx.Limits(max_connections=256)) as client:
-        await one(client, url, ADAPTERS[0], prompt(999, words, 8), 4)  # warm-up
+        for name in ADAPTERS:  # warm-up: every adapter loaded in the generating process
+            await one(client, url, name, prompt(999, words, 8), 4)
         start = time.perf_counter()
         if sequential:
             results = [await one(client, url, m, p, args.max_tokens) for m, p in jobs]

@@ -11,6 +11,11 @@ so two of its extension points carry the per-request part:
 - `RowTracker` (a stopping criterion) sees every new token: it ends a row at an
   end-of-turn token, a stop string or its own max_new_tokens, and hands the
   new text to the request's `on_text` callback (streaming).
+
+A call can also be paused (`on_step` returns True): unfinished rows come back
+as None and keep their progress in `Request.state`; passing the same requests
+again continues them (their prompt plus what they generated is read again),
+so a server can let new requests join instead of waiting for a whole batch.
 """
 
 from __future__ import annotations
@@ -36,16 +41,17 @@ class Request:
     adapter: str | None = None
     on_text: Callable[[str], None] | None = None
     cancelled: Callable[[], bool] = lambda: False
+    state: _Row | None = field(default=None, repr=False)  # progress, kept between paused calls
 
 
 class RowSampler(LogitsProcessor):
     """Per-row temperature / top_p sampling with per-row seeds; greedy rows are left as they are."""
 
-    def __init__(self, configs: Sequence[GenerationConfig], device: torch.device):
-        self.rows = [i for i, c in enumerate(configs) if c.temperature > 0]
-        self.temperature = torch.tensor([configs[i].temperature for i in self.rows], device=device)
-        self.top_p = torch.tensor([configs[i].top_p for i in self.rows], device=device)
-        self.generators = [_generator(configs[i].seed, device) for i in self.rows]
+    def __init__(self, rows: Sequence[_Row], device: torch.device):
+        self.rows = [i for i, r in enumerate(rows) if r.request.config.temperature > 0]
+        self.temperature = torch.tensor([rows[i].request.config.temperature for i in self.rows], device=device)
+        self.top_p = torch.tensor([rows[i].request.config.top_p for i in self.rows], device=device)
+        self.generators = [rows[i].generator(device) for i in self.rows]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not self.rows:
@@ -87,6 +93,13 @@ class _Row:
         self._prefix = self._read = 0  # incremental detokenisation offsets (as vLLM does it)
         self._stops = request.config.stop or []
         self._hold = max((len(s) for s in self._stops), default=1) - 1
+        self._generator: torch.Generator | None = None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The row's own random stream (seeded when the request has a seed); it survives a pause."""
+        if self._generator is None:
+            self._generator = _generator(self.request.config.seed, device)
+        return self._generator
 
     @property
     def tracking(self) -> bool:
@@ -145,39 +158,57 @@ class _Row:
 class RowTracker(StoppingCriteria):
     """Feeds each row's new token to its `_Row`; a row is done when its own limits say so."""
 
-    def __init__(self, rows: list[_Row], stop_ids: set[int]):
-        self.rows, self.stop_ids = rows, stop_ids
+    def __init__(self, rows: list[_Row], stop_ids: set[int], on_step: Callable[[], bool] | None = None):
+        self.rows, self.stop_ids, self.on_step = rows, stop_ids, on_step
+        self.paused = False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         tokens = input_ids[:, -1].tolist()
         for row, token in zip(self.rows, tokens):
             if row.finish is None:
                 row.add(token, self.stop_ids)
+        if self.on_step is not None and self.on_step():
+            self.paused = True
+            return torch.ones(len(self.rows), dtype=torch.bool, device=input_ids.device)
         return torch.tensor([r.finish is not None for r in self.rows], device=input_ids.device)
 
 
-def generate(model, tokenizer, requests: Sequence[Request], stop_ids: set[int]) -> list[Completion]:
-    """Continue every request's prompt in one left-padded generate call; results in request order."""
+def generate(model, tokenizer, requests: Sequence[Request], stop_ids: set[int],
+             on_step: Callable[[], bool] | None = None) -> list[Completion | None]:
+    """Continue every request in one left-padded generate call; results in request order.
+
+    `on_step` runs after each new token of the batch (the server sends a step's text in one message);
+    when it returns True the call pauses, and unfinished requests come back as None."""
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-    rows = [_Row(r, decode) for r in requests]
-    width = max(len(r.prompt_ids) for r in requests)
+    rows = [r.state or _Row(r, decode) for r in requests]
+    for r, row in zip(requests, rows):
+        r.state = row
+    prompts = [r.prompt_ids + row.ids for r, row in zip(requests, rows)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sorted(stop_ids)[0]
-    ids = torch.full((len(requests), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(requests), width), dtype=torch.long)
-    for i, r in enumerate(requests):
-        ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-        mask[i, width - len(r.prompt_ids):] = 1
-    config = HFGenerationConfig(max_new_tokens=max(r.config.max_new_tokens for r in requests), do_sample=False,
-                                eos_token_id=sorted(stop_ids), pad_token_id=pad)
+    ids, mask = _left_padded(prompts, pad)
+    left = max(r.config.max_new_tokens - len(row.ids) for r, row in zip(requests, rows))
+    config = HFGenerationConfig(max_new_tokens=max(left, 1), do_sample=False, eos_token_id=sorted(stop_ids),
+                                pad_token_id=pad)
     extra = {"adapter_names": [r.adapter or BASE for r in requests]} if _mixed(model, requests) else {}
+    tracker = RowTracker(rows, stop_ids, on_step)
     with torch.inference_mode():
         model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), generation_config=config,
-                       logits_processor=LogitsProcessorList([RowSampler([r.config for r in requests], model.device)]),
-                       stopping_criteria=StoppingCriteriaList([RowTracker(rows, stop_ids)]), **extra)
-    for row in rows:
-        if row.finish is None:
+                       logits_processor=LogitsProcessorList([RowSampler(rows, model.device)]),
+                       stopping_criteria=StoppingCriteriaList([tracker]), **extra)
+    if not tracker.paused:
+        for row in (row for row in rows if row.finish is None):
             row.close()
-    return [row.result(len(r.prompt_ids)) for row, r in zip(rows, requests)]
+    return [row.result(len(r.prompt_ids)) if row.finish else None for row, r in zip(rows, requests)]
+
+
+def _left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    return ids, mask
 
 
 def _mixed(model, requests: Sequence[Request]) -> bool:

@@ -18,10 +18,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
-from inhouse.adapters.pool import ModelPool
+from inhouse.adapters.catalog import Catalog
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
 from inhouse.serve.config import ServeConfig
 from inhouse.serve.engine import Engine
+from inhouse.serve.worker import WorkerSpec
 from inhouse.serve.openai import Unsupported, error_body
 from inhouse.serve.security import ApiKeyMiddleware, BodyLimitMiddleware
 
@@ -30,19 +31,30 @@ log = logging.getLogger("inhouse.serve")
 STATUS = {NotFoundError: 404, ConflictError: 409, InvalidInputError: 400}
 
 
-def create_app(config: ServeConfig, pool: ModelPool | None = None) -> FastAPI:
-    """The app; the model pool is built at start-up unless one is given (tests, benchmarks)."""
+def start(config: ServeConfig, loader=None, tokenizer=None) -> tuple[Catalog, Engine]:
+    """The generating process (model loaded) and the catalog of what it serves."""
+    spec = WorkerSpec(config.model, config.max_adapters, config.max_batch, config.batch_window_ms / 1000, loader)
+    engine = Engine(spec)
+    try:
+        catalog = Catalog(config.model, config.served_model_name, tokenizer, engine.info["eos"])
+    except BaseException:
+        engine.stop()
+        raise
+    return catalog, engine
+
+
+def create_app(config: ServeConfig, catalog: Catalog | None = None, engine: Engine | None = None) -> FastAPI:
+    """The app; the model is loaded at start-up unless a catalog and engine are given (`start`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.pool = pool or ModelPool(config.model, config.max_adapters, config.served_model_name)
-        app.state.engine = Engine(app.state.pool, config.batch_window_ms / 1000, config.max_batch)
-        app.state.engine.start()
+        if catalog is None:
+            app.state.catalog, app.state.engine = start(config)
         yield
         app.state.engine.stop()
 
     app = FastAPI(title="inhouse", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.config = config
+    app.state.config, app.state.catalog, app.state.engine = config, catalog, engine
     _routes(app)
     _errors(app)
     app.add_middleware(BodyLimitMiddleware, limit=int(config.max_body_mb * 2**20))
@@ -64,8 +76,8 @@ def _routes(app: FastAPI) -> None:
 
 
 async def health(request: Request) -> dict[str, Any]:
-    pool, engine = request.app.state.pool, request.app.state.engine
-    return {"status": "ok", "model": pool.base_id, "adapters_loaded": len(pool.loaded), "batches": engine.batches}
+    catalog, engine = request.app.state.catalog, request.app.state.engine
+    return {"status": "ok", "model": catalog.base_id, "device": engine.info.get("device"), "batches": engine.batches}
 
 
 async def parse(request: Request, schema: type[T]) -> T:

@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 
 from inhouse.errors import InvalidInputError
 from inhouse.generation import Completion, GenerationConfig
-from inhouse.model.generate import ChatModel
 from inhouse.serve import openai
 from inhouse.serve.app import parse
 from inhouse.serve.engine import Pending
@@ -28,18 +27,18 @@ router = APIRouter()
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    pool = request.app.state.pool
-    return {"object": "list", "data": [openai.model_object(m) for m in await run_in_threadpool(pool.models)]}
+    catalog = request.app.state.catalog
+    return {"object": "list", "data": [openai.model_object(m) for m in await run_in_threadpool(catalog.models)]}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    return openai.model_object(await run_in_threadpool(request.app.state.pool.find, model_id))
+    return openai.model_object(await run_in_threadpool(request.app.state.catalog.find, model_id))
 
 
-def max_tokens(request: Request, chat: ChatModel, prompt_ids: list[int], asked: int | None) -> int:
+def max_tokens(request: Request, prompt_ids: list[int], asked: int | None) -> int:
     """The answer's length limit: as asked, else the server default; never past the model's context."""
-    context = getattr(chat.model.config, "max_position_embeddings", None) or 2**31
+    context = request.app.state.engine.info.get("context") or 2**31
     room = context - len(prompt_ids)
     if asked is not None and asked > room:
         raise InvalidInputError(f"This model's maximum context length is {context} tokens. However, you requested "
@@ -53,8 +52,8 @@ def max_tokens(request: Request, chat: ChatModel, prompt_ids: list[int], asked: 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Any:
     body = await parse(request, openai.ChatCompletionRequest)
-    pool, engine = request.app.state.pool, request.app.state.engine
-    chat = await run_in_threadpool(pool.chat_model, body.model)
+    catalog, engine = request.app.state.catalog, request.app.state.engine
+    chat = await run_in_threadpool(catalog.chat_model, body.model)
     messages, grounding = body.chat(), None
     if (search := body.search()) is not None:
         grounding = await run_in_threadpool(_ground, messages, search)
@@ -62,8 +61,8 @@ async def chat_completions(request: Request) -> Any:
             return _refused(body, grounding)
         messages = grounding.messages
     prompt_ids = chat.prompt_ids(messages, GenerationConfig())  # HTTP requests carry their system message
-    config = body.generation(max_tokens(request, chat, prompt_ids, body.max_completion_tokens or body.max_tokens))
-    pending = engine.submit(chat, prompt_ids, config, bool(body.stream))
+    config = body.generation(max_tokens(request, prompt_ids, body.max_completion_tokens or body.max_tokens))
+    pending = engine.submit(chat, prompt_ids, config, bool(body.stream), catalog.folder(body.model))
     rid = openai.new_id("chatcmpl")
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
@@ -128,20 +127,20 @@ async def _pieces(pending: Pending) -> AsyncIterator[str]:
         while (piece := await pending.pieces.get()) is not None:
             yield piece
     finally:
-        if not pending.result.done():
-            pending.cancelled.set()
+        pending.cancel()
 
 
 @router.post("/v1/completions")
 async def completions(request: Request) -> Any:
     body = await parse(request, openai.CompletionRequest)
-    chat = await run_in_threadpool(request.app.state.pool.chat_model, body.model)
+    catalog = request.app.state.catalog
+    chat = await run_in_threadpool(catalog.chat_model, body.model)
     prompts = [chat.tokenizer(p, add_special_tokens=False)["input_ids"] for p in body.prompts()]
     if any(not ids for ids in prompts):
         raise InvalidInputError("'prompt' must not be empty")
-    config = body.generation(min(max_tokens(request, chat, ids, body.max_tokens) for ids in prompts))
-    engine, rid = request.app.state.engine, openai.new_id("cmpl")
-    pending = [engine.submit(chat, ids, config, bool(body.stream)) for ids in prompts]
+    config = body.generation(min(max_tokens(request, ids, body.max_tokens) for ids in prompts))
+    engine, rid, folder = request.app.state.engine, openai.new_id("cmpl"), catalog.folder(body.model)
+    pending = [engine.submit(chat, ids, config, bool(body.stream), folder) for ids in prompts]
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_text_stream(rid, body.model, pending, include))

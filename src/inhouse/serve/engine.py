@@ -1,132 +1,138 @@
-"""The generating thread: requests that arrive together become one batch.
+"""The server's side of the generating process (`inhouse.serve.worker`).
 
-Handlers (on the event loop) submit a prompt and get a future, plus a queue of
-text pieces when streaming. One thread owns the model: it takes the first
-waiting request, lets others join it for a short window, attaches the
-adapters the batch needs and runs one `generate` for all of them (the base and
-several adapters mixed). Results and pieces go back to the event loop with
-`call_soon_threadsafe`, so the loop never waits on the model.
+Handlers (on the event loop) submit a prompt and get a future, plus a queue
+of text pieces when streaming. A reader thread waits on the pipe (blocking in
+the kernel, holding no lock) and hands each message to the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
+import itertools
+import multiprocessing
 import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from inhouse.adapters.pool import ModelPool
+from inhouse.errors import InhouseError, InvalidInputError
 from inhouse.generation import Completion, GenerationConfig
-from inhouse.model import batch
 from inhouse.model.generate import ChatModel
+from inhouse.serve.worker import WorkerSpec, main
 
 
 @dataclass
 class Pending:
-    """A request waiting for (or in) a batch; `pieces` is set when the client streams."""
+    """A request in the worker; `pieces` is set when the client streams."""
 
-    chat: ChatModel
-    prompt_ids: list[int]
-    config: GenerationConfig
+    id: int
     loop: asyncio.AbstractEventLoop
     result: asyncio.Future
     pieces: asyncio.Queue | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    engine: Engine | None = field(default=None, repr=False)
 
-    def send(self, piece: str | None) -> None:
-        if self.pieces is not None:
-            self.loop.call_soon_threadsafe(self.pieces.put_nowait, piece)
+    def cancel(self) -> None:
+        """The client went away: free its row in the batch."""
+        if not self.result.done() and self.engine is not None:
+            self.engine.cancel(self.id)
 
-    def finish(self, value: Completion | BaseException) -> None:
-        def settle() -> None:
-            if self.result.done():
-                return
-            if isinstance(value, BaseException):
-                self.result.set_exception(value)
-            else:
-                self.result.set_result(value)
 
-        self.send(None)
-        self.loop.call_soon_threadsafe(settle)
+class WorkerFailed(InhouseError):
+    pass
 
 
 class Engine:
-    def __init__(self, pool: ModelPool, window_s: float = 0.01, max_batch: int = 64):
-        self.pool, self.window_s, self.max_batch = pool, window_s, max_batch
-        self.waiting: queue.Queue[Pending | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name="inhouse-generate", daemon=True)
-        self.batches = 0  # how many generate calls ran (tests and the benchmark read it)
+    def __init__(self, spec: WorkerSpec, ready_timeout: float = 3600):
+        context = multiprocessing.get_context("spawn")  # CUDA and lancedb do not survive a fork
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=main, args=(child, spec), name="inhouse-generate", daemon=True)
+        self.process.start()
+        child.close()
+        self.info = self._ready(ready_timeout)
+        self.pending: dict[int, Pending] = {}
+        self.ids = itertools.count(1)
+        self.batches = 0
+        self.send_lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, name="inhouse-engine-reader", daemon=True)
+        self.reader.start()
 
-    def start(self) -> None:
-        self.thread.start()
+    def _ready(self, timeout: float) -> dict:
+        if not self.conn.poll(timeout):
+            self.process.kill()
+            raise WorkerFailed("the model did not load in time")
+        try:
+            kind, *rest = self.conn.recv()
+        except EOFError:
+            raise WorkerFailed(f"the generating process exited while loading (exit code {self.process.exitcode})") \
+                from None
+        if kind != "ready":
+            raise WorkerFailed(rest[-1])
+        return rest[0]
 
-    def stop(self) -> None:
-        self.waiting.put(None)
-        self.thread.join(timeout=30)
-
-    def submit(self, chat: ChatModel, prompt_ids: list[int], config: GenerationConfig, stream: bool) -> Pending:
+    def submit(self, chat: ChatModel, prompt_ids: list[int], config: GenerationConfig, stream: bool,
+               folder: str | None = None) -> Pending:
         """Queue a request (call from the event loop)."""
+        if not self.process.is_alive():
+            raise WorkerFailed("the generating process is not running; restart the server")
         loop = asyncio.get_running_loop()
-        pending = Pending(chat, prompt_ids, config, loop, loop.create_future(), asyncio.Queue() if stream else None)
-        self.waiting.put(pending)
+        pending = Pending(next(self.ids), loop, loop.create_future(), asyncio.Queue() if stream else None, self)
+        self.pending[pending.id] = pending
+        adapter = None if chat.adapter in (None, "__base__") else chat.adapter
+        self._send(("generate", pending.id, prompt_ids, config.model_dump(), adapter, folder, stream,
+                    sorted(chat.stop_ids)))
         return pending
 
-    def _run(self) -> None:
-        while (first := self.waiting.get()) is not None:
-            group = self._collect(first)
-            for part in self._parts(group):
-                self._generate(part)
-            if None in group:
-                return
+    def cancel(self, rid: int) -> None:
+        self._send(("cancel", rid))
 
-    def _collect(self, first: Pending) -> list[Pending | None]:
-        """The first request plus whatever arrives within the window, up to max_batch."""
-        group: list[Pending | None] = [first]
-        deadline = time.monotonic() + self.window_s
-        while len(group) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+    def _send(self, message: tuple) -> None:
+        with self.send_lock:
+            self.conn.send(message)
+
+    def _read(self) -> None:
+        while True:
             try:
-                group.append(self.waiting.get(timeout=left))
-            except queue.Empty:
+                message = self.conn.recv()
+            except (EOFError, OSError):
                 break
-            if group[-1] is None:
-                break
-        while len(group) < self.max_batch:  # those already waiting join without waiting longer
-            try:
-                group.append(self.waiting.get_nowait())
-            except queue.Empty:
-                break
-        return group
+            for pending, value in self._route(message):
+                pending.loop.call_soon_threadsafe(_deliver, pending, value)
+        for pending in list(self.pending.values()):  # the worker died: nobody waits forever
+            pending.loop.call_soon_threadsafe(_deliver, pending, WorkerFailed("the generating process stopped"))
 
-    def _parts(self, group: list[Pending | None]) -> Iterator[list[Pending]]:
-        """Split so that no part needs more adapters than the pool keeps loaded."""
-        part: list[Pending] = []
-        adapters: set[str] = set()
-        for p in (p for p in group if p is not None and not p.cancelled.is_set()):
-            name = p.chat.adapter or batch.BASE
-            if name != batch.BASE and name not in adapters and len(adapters) >= self.pool.max_adapters:
-                yield part
-                part, adapters = [], set()
-            part.append(p)
-            adapters.add(name) if name != batch.BASE else None
-        if part:
-            yield part
+    def _route(self, message: tuple) -> list[tuple[Pending, object]]:
+        kind = message[0]
+        if kind == "pieces":
+            return [(self.pending[rid], text) for rid, text in message[1] if rid in self.pending]
+        if kind == "done":
+            pending = self.pending.pop(message[1], None)
+            return [(pending, Completion(**message[2]))] if pending else []
+        if kind == "failed":
+            error = (InvalidInputError if message[2] == "InvalidInputError" else WorkerFailed)(message[3])
+            return [(self.pending.pop(rid), error) for rid in message[1] if rid in self.pending]
+        if kind == "batch":
+            self.batches = message[1]
+        return []
 
-    def _generate(self, part: list[Pending]) -> None:
+    def stop(self) -> None:
         try:
-            models = [p.chat.adapter or batch.BASE for p in part]
-            self.pool.attach(set(models))
-            requests = [batch.Request(p.prompt_ids, p.config, None, p.send if p.pieces else None, p.cancelled.is_set)
-                        for p in part]
-            stops = set().union(*(p.chat.stop_ids for p in part))
-            with self.pool.select(models):
-                results = batch.generate(self.pool.model, self.pool.tokenizer, requests, stops)
-            self.batches += 1
-        except BaseException as e:  # noqa: BLE001 - every waiting client must hear about it
-            for p in part:
-                p.finish(e)
-            return
-        for p, done in zip(part, results):
-            p.finish(done)
+            self._send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
 
+
+def _deliver(pending: Pending, value: object) -> None:
+    """On the event loop: a piece of text, or the end (a Completion or an error)."""
+    if isinstance(value, str):
+        if pending.pieces is not None:
+            pending.pieces.put_nowait(value)
+        return
+    if pending.pieces is not None:
+        pending.pieces.put_nowait(None)
+    if pending.result.done():
+        return
+    if isinstance(value, BaseException):
+        pending.result.set_exception(value)
+    else:
+        pending.result.set_result(value)

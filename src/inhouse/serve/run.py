@@ -19,35 +19,34 @@ from inhouse.serve.security import check_bind
 def serve(config: ServeConfig, say: Callable[[str], None] = print) -> None:
     import uvicorn
 
-    from inhouse.adapters.pool import ModelPool
-    from inhouse.serve.app import create_app
+    from inhouse.serve.app import create_app, start
 
     config = config.model_copy(update={"api_key": config.api_key or os.environ.get("INHOUSE_API_KEY") or None})
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_bind(config.host, config.api_key)
     say(f"loading {config.model} ...")
-    pool = ModelPool(config.model, config.max_adapters, config.served_model_name)
-    server = uvicorn.Server(uvicorn.Config(create_app(config, pool), host=config.host, port=config.port,
+    catalog, engine = start(config)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, catalog, engine), host=config.host, port=config.port,
                                            log_level="warning", access_log=False, timeout_graceful_shutdown=30))
     # uvicorn drains in-flight requests on SIGINT/SIGTERM, then raises the signal again for the handler
     # that was there before it; with these no-op handlers the process then ends normally (exit 0).
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        asyncio.run(_run(server, config, pool, say))
+        asyncio.run(_run(server, config, catalog, say))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     say("stopped")
 
 
-async def _run(server, config: ServeConfig, pool, say: Callable[[str], None]) -> None:
+async def _run(server, config: ServeConfig, catalog, say: Callable[[str], None]) -> None:
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
     if server.started:
         port = server.servers[0].sockets[0].getsockname()[1]
         host = f"[{config.host}]" if ":" in config.host else config.host
-        adapters = len(pool.adapters())
-        say(f"serving {pool.base_id} and {adapters} adapter{'s' * (adapters != 1)} at http://{host}:{port}/v1"
+        adapters = len(catalog.adapters())
+        say(f"serving {catalog.base_id} and {adapters} adapter{'s' * (adapters != 1)} at http://{host}:{port}/v1"
             + (" (API key required)" if config.api_key else "") + "; Ctrl-C stops")
     await task
