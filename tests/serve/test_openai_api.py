@@ -2,6 +2,7 @@
 
 import json
 import threading
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -189,12 +190,21 @@ def test_large_bodies_are_refused_and_cors_is_off(server):
         assert "access-control-allow-origin" not in {k.lower() for k in response.headers}
 
 
-def test_an_api_key_is_required_once_set(library, tiny_dir):
-    srv = Server(library, tiny_dir, "--api-key", "s3cret-key")
+def test_an_api_key_is_required_once_set_and_cors_only_for_named_origins(library, tiny_dir):
+    srv = Server(library, tiny_dir, "--api-key", "s3cret-key", "--cors-origin", "https://app.example")
     try:
         with pytest.raises(openai.AuthenticationError):
             srv.client(api_key="wrong").models.list()
         assert [m.id for m in srv.client(api_key="s3cret-key").models.list()][0] == str(tiny_dir)
+        for origin, allowed in (("https://app.example", True), ("https://evil.example", False)):
+            preflight = urllib.request.Request(srv.url + "/v1/chat/completions", method="OPTIONS", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST"})
+            try:
+                with urllib.request.urlopen(preflight) as response:
+                    headers = {k.lower(): v for k, v in response.headers.items()}
+            except urllib.error.HTTPError as e:
+                headers = {k.lower(): v for k, v in e.headers.items()}
+            assert (headers.get("access-control-allow-origin") == origin) is allowed
     finally:
         code, out = srv.stop()
     assert code == 0 and "s3cret-key" not in out
