@@ -135,13 +135,14 @@ def child(args) -> None:
     direct(ModelPool(base_id, max_adapters=4, loader=lambda: (model, tok)), args)
     del model
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    config = ServeConfig(model=base_id, port=args.port, max_batch=args.max_batch, batch_window_ms=args.window_ms)
-    catalog, engine = start(config, loader=functools.partial(build_base, args.shape), tokenizer=tok)
-    server = uvicorn.Server(uvicorn.Config(create_app(config, catalog, engine), host="127.0.0.1", port=args.port,
+    config = ServeConfig(model=base_id, port=args.port, max_batch=args.max_batch, batch_window_ms=args.window_ms,
+                         jobs=False)
+    services = start(config, loader=functools.partial(build_base, args.shape), tokenizer=tok)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, services), host="127.0.0.1", port=args.port,
                                            log_level="warning"))
     if torch.cuda.is_available():
         print(f"gpu: {torch.cuda.get_device_name()}", flush=True)
-    asyncio.run(_run(server, config, catalog, lambda s: print(s, flush=True)))
+    asyncio.run(_run(server, config, services.catalog, lambda s: print(s, flush=True)))
 
 
 def direct(pool, args) -> None:

@@ -30,7 +30,7 @@ class Server:
     """`inhouse serve` in a subprocess; stopped with SIGTERM like a service manager would."""
 
     def __init__(self, home, model, *flags):
-        self.port = free_port()
+        self.port, self.home = free_port(), home
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "INHOUSE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "inhouse", "serve", "--model", str(model), "--port",

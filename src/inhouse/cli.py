@@ -25,6 +25,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Check, scan and prepare train
 app.add_typer(data_app, name="data")
 rag_app = typer.Typer(no_args_is_help=True, help="Index documents and search them (retrieval-augmented generation).")
 app.add_typer(rag_app, name="rag")
+jobs_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs submitted to `inhouse serve` (the same queue).")
+app.add_typer(jobs_app, name="jobs")
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
@@ -102,10 +104,11 @@ def train_cmd(
 ) -> None:
     """Fine-tune a base model on your data; the result lands in the adapter library."""
     from inhouse import recipe as recipe_mod
+    from inhouse.events import ConsoleEvents
     from inhouse.train.sft import train
 
     recipe = recipe_mod.build(recipe_file, **(overrides or {}))
-    result = train(recipe, resume=resume, show_progress=not quiet)
+    result = train(recipe, resume=resume, events=ConsoleEvents(progress=not quiet))
     typer.echo(f"adapter {result.name!r} saved to {result.path}")
 
 
@@ -289,6 +292,54 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="peft|transformers|torch")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # "Loading weights" bars; ours show the work that matters
+
+
+@jobs_app.command("list")
+def jobs_list(limit: int = typer.Option(20, help="Most recent first; how many.")) -> None:
+    """Jobs with their status and the model each produced."""
+    from inhouse.jobs.store import Store
+
+    rows, _ = Store().page("jobs", None, limit)
+    typer.echo(f"{len(rows)} job(s)")
+    for job in rows:
+        typer.echo(f"  {job['id']}  {job['status']:<16} {job['model']} -> {job['fine_tuned_model'] or '-'}  "
+                   f"file={job['training_file']}")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str = typer.Argument(..., help="The job's id (ftjob-...).")) -> None:
+    """One job as the API returns it."""
+    import json
+
+    from inhouse.jobs.store import Store
+    from inhouse.serve.openai import job_object
+
+    typer.echo(json.dumps(job_object(Store().get("jobs", job_id, "fine-tuning job")), indent=2))
+
+
+@jobs_app.command("events")
+def jobs_events(job_id: str = typer.Argument(..., help="The job's id (ftjob-...)."),
+                limit: int = typer.Option(1000, help="How many, newest last.")) -> None:
+    """A job's events in the order they happened."""
+    from datetime import datetime
+
+    from inhouse.jobs.store import Store
+
+    store = Store()
+    store.get("jobs", job_id, "fine-tuning job")
+    rows, _ = store.events(job_id, None, limit)
+    for event in reversed(rows):
+        when = datetime.fromtimestamp(event["created_at"]).strftime("%H:%M:%S")
+        typer.echo(f"{when} {event['level']:<5} {event['message']}")
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str = typer.Argument(..., help="The job's id (ftjob-...).")) -> None:
+    """Cancel a queued or running job (a running one stops at its next step and publishes nothing)."""
+    from inhouse.jobs.spec import cancel
+    from inhouse.jobs.store import Store
+
+    typer.echo(f"{job_id}: {cancel(Store(), job_id)['status']}")
 
 
 def quiet_environment() -> None:

@@ -28,6 +28,7 @@ def quickstart(model: str | None = None, say: Callable[[str], None] = print, que
     """Run the journey; returns the published adapter's folder."""
     from inhouse.data.check import check_dataset, format_report
     from inhouse.adapters.load import load_chat_model
+    from inhouse.events import ConsoleEvents
     from inhouse.model.load import load_tokenizer
     from inhouse.model.template import apply_template_choice, token_counter
     from inhouse.train.sft import load_splits, train
@@ -44,7 +45,7 @@ def quickstart(model: str | None = None, say: Callable[[str], None] = print, que
         raise InhouseError("the sample data has problems; see above")
 
     say(f"\n[2/4] training: LoRA r={recipe.lora_r} on {recipe.base_model}, {recipe.epochs:g} epochs")
-    result = train(recipe, say=lambda s: say("  " + s))
+    result = train(recipe, events=ConsoleEvents(say=lambda s: say("  " + s)))
 
     m = result.metrics
     say(f"\n[3/4] validation loss: {m['validation_loss_before']:.4f} before -> {m['validation_loss']:.4f} after "

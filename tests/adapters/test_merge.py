@@ -4,6 +4,7 @@ import torch
 from helpers import chat, write_jsonl
 from peft import PeftModel
 
+from inhouse.events import Events
 from inhouse import recipe as recipe_mod
 from inhouse.adapters import registry
 from inhouse.adapters.merge import merge, merged_model
@@ -16,7 +17,7 @@ def trained_adapter(tmp_path, tiny_dir):
     data = write_jsonl(tmp_path / "d.jsonl", [chat("Best day?", "Tuesday."), chat("Colour?", "Blue.")])
     recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0, max_steps=30,
                               learning_rate=1e-2, lora_dropout=0, output_name="m")
-    return train(recipe, show_progress=False, say=lambda s: None).path
+    return train(recipe, events=Events()).path
 
 
 def relative_error(a, b):

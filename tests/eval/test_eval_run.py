@@ -6,6 +6,7 @@ import sys
 
 from helpers import chat, write_jsonl
 
+from inhouse.events import Events
 from inhouse import recipe as recipe_mod
 from inhouse.eval.config import EvalConfig
 from inhouse.eval.report import loss_curves, metric_rows
@@ -23,7 +24,7 @@ def trained(tmp_path, tiny_dir):
     recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_file=val, max_steps=60,
                               learning_rate=1e-2, lora_dropout=0, warmup_ratio=0, lr_scheduler="constant",
                               eval_every=20, output_name="facts")
-    train(recipe, show_progress=False, say=lambda s: None)
+    train(recipe, events=Events())
     return data
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from helpers import chat, write_jsonl
 
+from inhouse.events import Events
 from inhouse import recipe as recipe_mod
 from inhouse.model import tiny
 from inhouse.model.template import IGNORE
@@ -61,7 +62,7 @@ def curve(tmp_path, tiny_dir, name, **switches):
     recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0, max_steps=8,
                               batch_size=4, gradient_accumulation=2, lora_dropout=0, learning_rate=3e-3,
                               output_name=name, **switches)
-    result = train(recipe, show_progress=False, say=lambda s: None)
+    result = train(recipe, events=Events())
     info = json.loads((result.path / "inhouse.json").read_text())
     return [h["loss"] for h in info["history"] if "loss" in h], info["speed"]
 
@@ -83,7 +84,7 @@ def test_qlora_trains_and_merged_matches_unmerged_in_bf16(tmp_path, tiny_dir, ho
     data = write_jsonl(tmp_path / "q.jsonl", [chat("Best day?", "Tuesday."), chat("Colour?", "Blue.")] * 4)
     recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0, max_steps=30,
                               method="qlora", learning_rate=1e-2, lora_dropout=0, output_name="q")
-    result = train(recipe, show_progress=False, say=lambda s: None)
+    result = train(recipe, events=Events())
     assert result.metrics["train_loss"] < 2.0
     ids = torch.randint(0, 250, (2, 32), generator=torch.Generator().manual_seed(0)).cuda()
     with torch.no_grad():

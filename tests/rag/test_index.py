@@ -236,3 +236,27 @@ def test_a_checkpoint_pointing_at_a_lost_version_starts_over(many, emb, tmp_path
     report = crash_then_resume(many, kb, emb, monkeypatch, between=lose_version)
     assert report.resumed == 0 and len(report.added) == 8 and report.chunks_written == 8
     assert len(all_rows(kb)) == 8 and not (kb / "resume.json").exists()
+
+
+def test_a_stop_request_leaves_the_published_index_and_the_next_run_resumes(docs, emb, tmp_path):
+    from inhouse.events import Events, Stopped
+
+    class StopAfter(Events):
+        def __init__(self, n):
+            self.n, self.progress = n, []
+
+        def log(self, kind, **data):
+            if kind == "progress":
+                self.progress.append(data["done"])
+
+        def should_stop(self):
+            return len(self.progress) >= self.n
+
+    kb = tmp_path / "kb"
+    with pytest.raises(Stopped, match="after 2 of 3 documents"):
+        run(docs, kb, emb, events=StopAfter(2))
+    assert not LanceStore(kb).meta()  # nothing published
+    emb.texts.clear()
+    report = run(docs, kb, emb)
+    assert report.resumed == 2 and sorted(report.added) == sorted(FILES)
+    assert len(emb.texts) < 5  # only the third document was embedded again

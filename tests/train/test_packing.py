@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from helpers import chat, write_jsonl
 
+from inhouse.events import Events
 from inhouse import recipe as recipe_mod
 from inhouse.model import tiny
 from inhouse.model.attention import cu_seqlens_from_positions
@@ -71,7 +72,7 @@ def losses_for(tmp_path, tiny_dir, name, **switches):
     layout = {"batch_size": 4, "gradient_accumulation": 2, "max_steps": 6} | switches
     recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0,
                               lora_dropout=0, learning_rate=3e-3, output_name=name, **layout)
-    result = train(recipe, show_progress=False, say=lambda s: None)
+    result = train(recipe, events=Events())
     import json
     history = json.loads((result.path / "inhouse.json").read_text())["history"]
     return [h["loss"] for h in history if "loss" in h]

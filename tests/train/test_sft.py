@@ -6,6 +6,7 @@ import pytest
 from helpers import chat, write_jsonl
 from transformers import TrainerCallback
 
+from inhouse.events import Events
 from inhouse import recipe as recipe_mod
 from inhouse.adapters import registry
 from inhouse.adapters.lineage import sha256_file
@@ -18,7 +19,7 @@ FACTS = [("Favourite colour?", "Blue."), ("Meaning of life?", "Forty-two."),
 
 
 def quiet(recipe, **kw):
-    return train(recipe, show_progress=False, say=lambda s: None, **kw)
+    return train(recipe, events=Events(), **kw)
 
 
 def toy_task(tmp_path, n=48):
@@ -119,3 +120,46 @@ def test_a_relative_base_model_is_relative_to_the_recipe_and_lineage_records_its
     base = registry.lineage(result.path)["base_model"]
     assert base == str((tmp_path / "models" / "tiny").resolve())
     assert registry.lineage(result.path)["recipe"]["base_model"] == base
+
+
+class Recorder(Events):
+    """Keeps every event; asks to stop after `stop_after` steps."""
+
+    def __init__(self, stop_after=None):
+        self.seen, self.stop_after, self.steps = [], stop_after, 0
+
+    def log(self, kind, **data):
+        self.seen.append((kind, data))
+        self.steps += kind == "step"
+
+    def should_stop(self):
+        return self.stop_after is not None and self.steps >= self.stop_after
+
+
+def test_training_reports_metrics_evaluations_and_checkpoints_as_events(tmp_path, tiny_dir, home):
+    recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=toy_task(tmp_path, 24), validation_fraction=0.25,
+                              max_steps=6, eval_every=3, output_name="events")
+    events = Recorder()
+    train(recipe, events=events)
+    kinds = [k for k, _ in events.seen]
+    assert kinds.count("step") == 6 and kinds.count("checkpoint") >= 1 and "train_begin" in kinds
+    metrics = [d for k, d in events.seen if k == "metrics"]
+    assert len(metrics) == 6 and all(d["loss"] > 0 and d["tokens_per_second"] > 0 for d in metrics)
+    assert all(0 <= d["mean_token_accuracy"] <= 1 for d in metrics)
+    evals = [d for k, d in events.seen if k == "eval"]
+    assert {3, 6} <= {d["step"] for d in evals} and all(0 <= d["valid_mean_token_accuracy"] <= 1 for d in evals)
+    assert any(k == "stage" and "pre-flight passed" in d["message"] for k, d in events.seen)
+
+
+def test_a_stop_request_ends_training_at_the_next_step_and_publishes_nothing(tmp_path, tiny_dir, home):
+    from inhouse.events import Stopped
+
+    recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=toy_task(tmp_path, 24), validation_fraction=0,
+                              max_steps=10, output_name="stopped")
+    events = Recorder(stop_after=3)
+    with pytest.raises(Stopped, match="step 3"):
+        train(recipe, events=events)
+    assert [k for k, _ in events.seen].count("step") == 3
+    assert not (registry.library() / "stopped").exists()
+    result = train(recipe, resume=True, events=Recorder())  # the checkpoints stay: the run can go on
+    assert result.metrics["steps"] == 10

@@ -22,6 +22,7 @@ from inhouse.data.conversation import Conversation
 from inhouse.data.formats import ColumnMap, load_dataset
 from inhouse.data.normalize import normalize_conversation
 from inhouse.errors import InhouseError
+from inhouse.events import Events, Stopped
 from inhouse.paths import shown
 
 
@@ -83,20 +84,26 @@ class Prepared:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(path: str | Path, config: PrepareConfig) -> Prepared:
-    """Run every step in memory; nothing is written."""
+def prepare(path: str | Path, config: PrepareConfig, events: Events | None = None) -> Prepared:
+    """Run every step in memory; nothing is written. Each step is a `stage` event; a stop request
+    between steps raises Stopped."""
+    events = events or Events()
+    events.say(f"prepare: loading {path}")
     loaded = load_dataset(path, config.columns())
-    events = [Event("load", "removed", f"{p.source}:{p.line}", f"{p.code}: {p.message}") for p in loaded.problems]
+    changes = [Event("load", "removed", f"{p.source}:{p.line}", f"{p.code}: {p.message}") for p in loaded.problems]
     counts: dict[str, Any] = {"loaded": loaded.total, "valid": len(loaded.conversations)}
     convs = loaded.conversations
     for name, step in STEPS:
-        convs = step(convs, config, events)
+        if events.should_stop():
+            raise Stopped(f"data preparation stopped on request before the {name} step; nothing was written")
+        events.say(f"prepare: {name} ({len(convs)} examples)")
+        convs = step(convs, config, changes)
         counts[f"after_{name}"] = len(convs)
     if not convs:
-        removed = Counter(e.step for e in events if e.action == "removed")
+        removed = Counter(e.step for e in changes if e.action == "removed")
         raise InhouseError(f"{path}: no example survived preparation (removed by step: "
                            + ", ".join(f"{k} {v}" for k, v in removed.items()) + ")")
-    return _split_and_balance(convs, config, events, counts)
+    return _split_and_balance(convs, config, changes, counts)
 
 
 def _normalize(convs, config, events):

@@ -24,6 +24,7 @@ from inhouse.data.conversation import Conversation
 from inhouse.data.formats import load_conversations
 from inhouse.data.schema import load_schema
 from inhouse.errors import InhouseError
+from inhouse.events import Events, Stopped
 from inhouse.eval import metrics
 from inhouse.eval.config import EvalConfig
 from inhouse.adapters.load import load_chat_model
@@ -55,10 +56,14 @@ def base_context(chat: ChatModel):
     return disable()
 
 
-def generate_all(chat: ChatModel, prompts: list[list[dict]], config: EvalConfig, label: str) -> list[str]:
+def generate_all(chat: ChatModel, prompts: list[list[dict]], config: EvalConfig, label: str,
+                 events: Events) -> list[str]:
     out: list[str] = []
     for i in tqdm(range(0, len(prompts), config.batch_size), desc=f"generating ({label})", unit="batch"):
+        if events.should_stop():
+            raise Stopped("evaluation stopped on request; no report was written")
         out += [c.text for c in chat.complete_batch(prompts[i:i + config.batch_size], config.generation)]
+        events.log("progress", done=len(out), total=len(prompts), unit=f"answers ({label})")
     return out
 
 
@@ -77,28 +82,31 @@ def reference_loss(chat: ChatModel, convs: list[Conversation], batch_size: int) 
     return metrics.finalize_token_metrics(sums)
 
 
-def side(chat: ChatModel, convs, prompts, refs, config: EvalConfig, validator, use_adapter: bool) -> dict[str, Any]:
+def side(chat: ChatModel, convs, prompts, refs, config: EvalConfig, validator, use_adapter: bool,
+         events: Events) -> dict[str, Any]:
     """Everything measured for one side (base or tuned)."""
     label = "tuned" if use_adapter else "base"
+    events.say(f"eval: answering with the {label} model")
     with contextlib.nullcontext() if use_adapter else base_context(chat):
-        answers = generate_all(chat, prompts, config, label)
+        answers = generate_all(chat, prompts, config, label, events)
         loss = reference_loss(chat, convs, config.batch_size)
     scores = metrics.score_answers(answers, refs, validator=validator, refusal_phrases=config.refusal_phrases)
     return {"answers": answers, "metrics": loss | scores}
 
 
-def evaluate(adapter: str, config: EvalConfig) -> EvalResult:
+def evaluate(adapter: str, config: EvalConfig, events: Events | None = None) -> EvalResult:
     """Base vs adapter on `config.data`; writes answers, report.json and report.html."""
     from inhouse.eval.report import write_report
 
+    events = events or Events()
     convs = load_conversations(config.data)[: config.max_examples]
     adapter_path = registry.resolve(adapter)
     target = claim_output(config, registry.lineage(adapter_path).get("name", adapter_path.name), adapter_path)
     chat = load_chat_model(adapter)
     prompts, refs = map(list, zip(*(split_prompt(c) for c in convs)))
     validator = load_schema(config.schema_file) if config.schema_file else None
-    base = side(chat, convs, prompts, refs, config, validator, use_adapter=False)
-    tuned = side(chat, convs, prompts, refs, config, validator, use_adapter=True)
+    base = side(chat, convs, prompts, refs, config, validator, False, events)
+    tuned = side(chat, convs, prompts, refs, config, validator, True, events)
     report = {"adapter": chat.name, "data": str(config.data), "n": len(convs),
               "config": config.model_dump(mode="json"), "base": base["metrics"], "tuned": tuned["metrics"],
               "examples": _examples(convs, prompts, refs, base["answers"], tuned["answers"]),

@@ -28,6 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from inhouse import outputs, paths
+from inhouse.events import Events, Stopped
 from inhouse.rag.embed import Embedder, load_embedder
 from inhouse.rag.store import LanceStore, check_kb_folder, kb_path, resolve_kb
 
@@ -61,7 +62,8 @@ def default_chunker(embedder: Embedder, max_tokens: int = 256, overlap: int = 32
 
 def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | str | None = None,
           chunker: Callable[[Any], Sequence[Any]] | None = None, progress: bool = True,
-          batch_size: int = 64, lock_timeout: float = 0.0, follow_links: bool = False) -> IndexReport:
+          batch_size: int = 64, lock_timeout: float = 0.0, follow_links: bool = False,
+          events: Events | None = None) -> IndexReport:
     """Bring knowledge base `kb` (a name under paths.kbs(), or a folder) in line with the files under `root`."""
     from inhouse.rag.ingest import scan_folder
 
@@ -84,7 +86,7 @@ def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | s
         store.delete_docs(deleted)
         gone.update(deleted)
         report.chunks_written = _write(store, embedder, chunker, todo, manifest, written, report, progress,
-                                       batch_size, lambda: store.checkpoint(written, sorted(gone)))
+                                       batch_size, lambda: store.checkpoint(written, sorted(gone)), events or Events())
         store.commit(manifest, root=str(root))
     return report
 
@@ -122,7 +124,7 @@ def _plan(root: Path, files: Iterable[Path], old: dict, report: IndexReport, don
 
 def _write(store: LanceStore, embedder: Embedder, chunker: Callable, todo: list[tuple[str, Path]],
            manifest: dict, written: dict, report: IndexReport, progress: bool, batch_size: int,
-           checkpoint: Callable[[], None]) -> int:
+           checkpoint: Callable[[], None], events: Events) -> int:
     """Load, chunk, embed and upsert the docs to do, FLUSH_CHUNKS at a time; returns chunks written.
 
     `written` (docs fully in the table, resumed ones included) is checkpointed every CHECKPOINT_S."""
@@ -130,7 +132,14 @@ def _write(store: LanceStore, embedder: Embedder, chunker: Callable, todo: list[
 
     pending: list[tuple[Any, Any]] = []
     chunks_out, last = 0, time.monotonic()
-    for rel, path in tqdm(todo, desc="embedding", unit="doc", disable=not progress or not todo):
+    for done_docs, (rel, path) in enumerate(tqdm(todo, desc="embedding", unit="doc", disable=not progress or not todo)):
+        if events.should_stop():  # what is written so far is checkpointed: the next run goes on from there
+            written.update((d.path, manifest[d.path]) for d, _ in pending)
+            chunks_out += _flush(store, embedder, pending, batch_size)
+            checkpoint()
+            raise Stopped(f"indexing stopped on request after {done_docs} of {len(todo)} documents; "
+                          "the knowledge base is unchanged and the next run resumes")
+        events.log("progress", done=done_docs, total=len(todo), unit="documents")
         try:
             doc = dataclasses.replace(load_document(path), path=rel)
         except UnreadableDocument as e:  # its old chunks are gone too: stale text must not be cited

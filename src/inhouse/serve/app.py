@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from inhouse.adapters.catalog import Catalog
+from inhouse.jobs.runner import Runner
+from inhouse.jobs.store import Store
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
 from inhouse.serve.config import ServeConfig
 from inhouse.serve.engine import Engine
@@ -31,33 +34,53 @@ log = logging.getLogger("inhouse.serve")
 STATUS = {NotFoundError: 404, ConflictError: 409, InvalidInputError: 400}
 
 
-def start(config: ServeConfig, loader=None, tokenizer=None) -> tuple[Catalog, Engine]:
-    """The generating process (model loaded) and the catalog of what it serves."""
+@dataclass
+class Services:
+    """What the routes use: the catalog, the generating process, the job store and its runner."""
+
+    catalog: Catalog
+    engine: Engine
+    store: Store
+    runner: Runner | None
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+        self.engine.stop()
+
+
+def start(config: ServeConfig, loader=None, tokenizer=None) -> Services:
+    """The generating process (model loaded), the catalog of what it serves, and the job queue."""
     spec = WorkerSpec(config.model, config.max_adapters, config.max_batch, config.batch_window_ms / 1000, loader)
     engine = Engine(spec)
     try:
         catalog = Catalog(config.model, config.served_model_name, tokenizer, engine.info["eos"])
+        store = Store()
+        runner = Runner(store) if config.jobs else None
     except BaseException:
         engine.stop()
         raise
-    return catalog, engine
+    if runner is not None:
+        runner.start()
+    return Services(catalog, engine, store, runner)
 
 
-def create_app(config: ServeConfig, catalog: Catalog | None = None, engine: Engine | None = None) -> FastAPI:
-    """The app; the model is loaded at start-up unless a catalog and engine are given (`start`)."""
+def create_app(config: ServeConfig, services: Services | None = None) -> FastAPI:
+    """The app; the model is loaded at start-up unless `services` are given (see `start`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if catalog is None:
-            app.state.catalog, app.state.engine = start(config)
+        running = services or start(config)
+        app.state.catalog, app.state.engine, app.state.store = running.catalog, running.engine, running.store
         yield
-        app.state.engine.stop()
+        running.stop()
 
     app = FastAPI(title="inhouse", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.config, app.state.catalog, app.state.engine = config, catalog, engine
+    app.state.config = config
     _routes(app)
     _errors(app)
-    app.add_middleware(BodyLimitMiddleware, limit=int(config.max_body_mb * 2**20))
+    app.add_middleware(BodyLimitMiddleware, limit=int(config.max_body_mb * 2**20),
+                       upload_limit=int(config.max_file_mb * 2**20))
     app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
     if config.cors_origin:
         from fastapi.middleware.cors import CORSMiddleware
@@ -68,11 +91,11 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None, engine: Engi
 
 
 def _routes(app: FastAPI) -> None:
-    from inhouse.serve import chat, knowledge
+    from inhouse.serve import chat, files, jobs, knowledge
 
     app.get("/health")(health)
-    app.include_router(chat.router)
-    app.include_router(knowledge.router)
+    for module in (chat, knowledge, files, jobs):
+        app.include_router(module.router)
 
 
 async def health(request: Request) -> dict[str, Any]:
@@ -113,7 +136,7 @@ def _invalid(error: ValidationError) -> BadParameter:
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(InhouseError)
     async def inhouse_error(request: Request, exc: InhouseError) -> JSONResponse:
-        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        status = getattr(exc, "status", None) or next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
         param = getattr(exc, "param", None)
         code = "model_not_found" if status == 404 and "model" in str(exc).lower() else \
             "unsupported_parameter" if isinstance(exc, Unsupported) else None

@@ -19,5 +19,7 @@ class ServeConfig(BaseModel):
     max_batch: int = Field(64, ge=1, le=1024, description="Most requests generated together in one batch.")
     batch_window_ms: float = Field(10.0, ge=0, le=1000, description="How long the first request of a batch waits for others to join it.")
     max_body_mb: float = Field(8.0, gt=0, le=1024, description="Largest request body accepted (JSON endpoints).")
+    max_file_mb: float = Field(512.0, gt=0, le=65536, description="Largest file accepted by POST /v1/files.")
+    jobs: bool = Field(True, description="Run queued fine-tuning jobs (one per GPU, or one on the CPU).")
     cors_origin: list[str] | None = Field(None, description="Origins allowed to call the API from a browser (CORS off when unset), comma-separated.")
     default_max_tokens: int = Field(4096, ge=1, le=32768, description="Answer length when a request sets no max_tokens (never past the context).")

@@ -279,3 +279,58 @@ def page(data: list[dict[str, Any]]) -> dict[str, Any]:
 def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+# --- files and fine-tuning jobs -----------------------------------------------------------------
+
+
+class CreateJobRequest(_Strict):
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+    suffix: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    integrations: list[Any] | None = None
+    recipe: dict[str, Any] | None = None  # inhouse's extension: any recipe field but files and names
+
+    @model_validator(mode="after")
+    def _check(self) -> CreateJobRequest:
+        if self.integrations:
+            raise Unsupported("integrations", "runs report to the job's events; experiment trackers are not wired here")
+        return self
+
+
+def file_object(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "object": "file", "bytes": row["bytes"], "created_at": row["created_at"],
+            "filename": row["filename"], "purpose": row["purpose"], "status": row["status"],
+            "status_details": row["status_details"], "expires_at": None}
+
+
+def job_object(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "object": "fine_tuning.job", "created_at": row["created_at"], "model": row["model"],
+            "organization_id": "local", "status": row["status"], "training_file": row["training_file"],
+            "validation_file": row["validation_file"], "hyperparameters": row["hyperparameters"],
+            "method": row["method"], "seed": row["seed"], "suffix": row["suffix"], "metadata": row["metadata"],
+            "fine_tuned_model": row["fine_tuned_model"], "trained_tokens": row["trained_tokens"],
+            "finished_at": row["finished_at"], "estimated_finish": row["estimated_finish"], "error": row["error"],
+            "result_files": [], "integrations": []}
+
+
+def event_object(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "object": "fine_tuning.job.event", "created_at": row["created_at"],
+            "level": row["level"], "message": row["message"], "type": row["type"], "data": row["data"]}
+
+
+def checkpoint_object(row: dict[str, Any]) -> dict[str, Any]:
+    metrics = {k: v for k, v in row["metrics"].items() if v is not None}
+    return {"id": row["id"], "object": "fine_tuning.job.checkpoint", "created_at": row["created_at"],
+            "fine_tuned_model_checkpoint": row["model"], "fine_tuning_job_id": row["job_id"],
+            "step_number": row["step"], "metrics": metrics}
+
+
+def cursor_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "data": data, "has_more": has_more,
+            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}

@@ -25,14 +25,14 @@ def serve(config: ServeConfig, say: Callable[[str], None] = print) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_bind(config.host, config.api_key)
     say(f"loading {config.model} ...")
-    catalog, engine = start(config)
-    server = uvicorn.Server(uvicorn.Config(create_app(config, catalog, engine), host=config.host, port=config.port,
+    services = start(config)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, services), host=config.host, port=config.port,
                                            log_level="warning", access_log=False, timeout_graceful_shutdown=30))
     # uvicorn drains in-flight requests on SIGINT/SIGTERM, then raises the signal again for the handler
     # that was there before it; with these no-op handlers the process then ends normally (exit 0).
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        asyncio.run(_run(server, config, catalog, say))
+        asyncio.run(_run(server, config, services.catalog, say))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -68,14 +68,16 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """413 for a request body over `limit` bytes, declared or actual."""
+    """413 for a request body over the limit, declared or actual: `limit` bytes for JSON requests,
+    `upload_limit` (plus room for the multipart framing) for file uploads."""
 
-    def __init__(self, app: Any, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, upload_limit: int | None = None):
+        self.app, self.json_limit, self.upload_limit = app, limit, upload_limit or limit
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        self.limit = self.upload_limit + 2**20 if scope["path"] == "/v1/files" else self.json_limit
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await send_json(send, 413, self.error())

@@ -1,46 +1,50 @@
-"""A progress bar with loss and tokens/s, as a Trainer callback."""
+"""Trainer callbacks: training reported as events, a stop request honoured, a diverged run stopped."""
 
 from __future__ import annotations
 
 import math
 import time
 
-from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from inhouse.events import Events
 
-class ProgressBar(TrainerCallback):
-    """Shows step, loss, validation loss and non-padding tokens/s."""
 
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.bar: tqdm | None = None
-        self.postfix: dict[str, str] = {}
+class EventsCallback(TrainerCallback):
+    """Turns the Trainer's logs into events (with non-padding tokens/s) and stops when asked to."""
+
+    def __init__(self, events: Events):
+        self.events = events
+        self.stopped_at: int | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start, self.start_tokens = time.perf_counter(), state.num_input_tokens_seen
-        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training",
-                        unit="step", disable=not self.enabled, dynamic_ncols=True)
+        self.events.log("train_begin", step=state.global_step, total_steps=state.max_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is None:
-            return
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        self.postfix["tok/s"] = f"{(state.num_input_tokens_seen - self.start_tokens) / elapsed:,.0f}"
-        self.bar.set_postfix(self.postfix, refresh=False)
-        self.bar.update(state.global_step - self.bar.n)
+        self.events.log("step", step=state.global_step, total_steps=state.max_steps)
+        if self.events.should_stop():
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "loss" in logs:
-            self.postfix["loss"] = f"{logs['loss']:.4f}"
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            self.events.log("metrics", step=state.global_step, loss=logs["loss"], learning_rate=logs.get("learning_rate"),
+                            grad_norm=logs.get("grad_norm"), mean_token_accuracy=logs.get("mean_token_accuracy"),
+                            epoch=logs.get("epoch"), total_steps=state.max_steps,
+                            tokens_per_second=(state.num_input_tokens_seen - self.start_tokens) / elapsed)
         if "eval_loss" in logs:
-            self.postfix["val_loss"] = f"{logs['eval_loss']:.4f}"
+            self.events.log("eval", step=state.global_step, valid_loss=logs["eval_loss"],
+                            valid_mean_token_accuracy=logs.get("eval_mean_token_accuracy"))
+
+    def on_save(self, args, state, control, **kwargs):
+        path = f"{args.output_dir}/checkpoint-{state.global_step}"
+        self.events.log("checkpoint", step=state.global_step, path=path)
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self.events.log("train_end", step=state.global_step)
 
 
 class NonFiniteLoss(Exception):

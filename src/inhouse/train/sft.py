@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,14 +23,15 @@ from inhouse.adapters import registry
 from inhouse.adapters.lineage import build_lineage
 from inhouse.data.conversation import Conversation
 from inhouse.data.formats import load_conversations
+from inhouse.events import ConsoleEvents, Events, Stopped
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
 from inhouse.model import load as model_load
 from inhouse.model import quant
-from inhouse.model.template import apply_template_choice, preflight, stop_token_ids
+from inhouse.model.template import IGNORE, apply_template_choice, preflight, stop_token_ids
 from inhouse.recipe import Recipe
 from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all, split
 from inhouse.train.packing import PackedCollator
-from inhouse.train.progress import FiniteLossGuard, NonFiniteLoss, ProgressBar
+from inhouse.train.progress import EventsCallback, FiniteLossGuard, NonFiniteLoss
 from inhouse.train.speed import SpeedPlan, offload_context, plan, prepare_model
 
 
@@ -121,13 +121,14 @@ def default_name(recipe: Recipe) -> str:
     return f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def describe_data(train: EncodedSet, val: EncodedSet, say: Callable[[str], None]) -> None:
-    say(f"data: {len(train.examples)} training and {len(val.examples)} validation examples, "
-        f"{train.tokens:,} training tokens")
+def describe_data(train: EncodedSet, val: EncodedSet, events: Events) -> None:
+    events.say(f"data: {len(train.examples)} training and {len(val.examples)} validation examples, "
+               f"{train.tokens:,} training tokens")
     for where, n in (train.too_long + val.too_long)[:5]:
-        say(f"  dropped {where}: {n} tokens is over max_seq_length")
+        events.log("warning", message=f"dropped {where}: {n} tokens is over max_seq_length")
     if len(train.too_long + val.too_long) > 5:
-        say(f"  ... and {len(train.too_long + val.too_long) - 5} more examples over max_seq_length")
+        events.log("warning", message=f"... and {len(train.too_long + val.too_long) - 5} more examples over "
+                                      "max_seq_length")
     if not train.examples:
         raise InhouseError("no training example fits max_seq_length; raise it or shorten the data")
 
@@ -142,6 +143,32 @@ class InhouseTrainer(Trainer):
     def training_step(self, *args, **kwargs):
         with offload_context(self.speed, self.model):
             return super().training_step(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The loss, and the share of trained tokens predicted right (when the logits exist: Liger's
+        fused loss never materialises them)."""
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        logits = getattr(outputs, "logits", None)
+        if logits is not None and "labels" in inputs:
+            counts = self.__dict__.setdefault("_accuracy", {"": [0, 0], "eval_": [0, 0]})
+            right, total = token_hits(logits, inputs["labels"])
+            bucket = counts["" if model.training else "eval_"]
+            bucket[0], bucket[1] = bucket[0] + right, bucket[1] + total
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        for prefix, counts in getattr(self, "_accuracy", {}).items():
+            if f"{prefix}loss" in logs and counts[1]:
+                logs[f"{prefix}mean_token_accuracy"] = counts[0] / counts[1]
+                counts[0] = counts[1] = 0
+        super().log(logs, *args, **kwargs)
+
+
+def token_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """(right, trained) next-token predictions over the positions the loss covers."""
+    predicted, target = logits[:, :-1].argmax(-1), labels[:, 1:]
+    trained = target != IGNORE
+    return int((predicted.eq(target) & trained).sum()), int(trained.sum())
 
 
 def load_base(recipe: Recipe):
@@ -168,10 +195,11 @@ def build_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_set:
     return trainer
 
 
-def run_training(trainer: Trainer, resume: bool, name: str, say: Callable[[str], None]) -> dict[str, float | None]:
-    """Validation loss, training, validation loss; a Ctrl-C or a non-finite loss publishes nothing."""
+def run_training(trainer: Trainer, resume: bool, name: str, events: Events) -> dict[str, float | None]:
+    """Validation loss, training, validation loss; a Ctrl-C, a stop request or a non-finite loss publishes
+    nothing (the first two keep the run's checkpoints for --resume)."""
     try:
-        return _train_and_measure(trainer, resume, say)
+        return _train_and_measure(trainer, resume, events)
     except KeyboardInterrupt:
         raise InhouseError(f"interrupted: nothing was published; continue with "
                            f"'inhouse train ... --output-name {name} --resume'") from None
@@ -181,22 +209,25 @@ def run_training(trainer: Trainer, resume: bool, name: str, say: Callable[[str],
                            "nothing was published. Lower learning_rate (or check the data) and train again") from None
 
 
-def _train_and_measure(trainer: Trainer, resume: bool, say: Callable[[str], None]) -> dict[str, float | None]:
+def _train_and_measure(trainer: Trainer, resume: bool, events: Events) -> dict[str, float | None]:
     has_val = trainer.eval_dataset is not None
     before = trainer.evaluate()["eval_loss"] if has_val else None
     if before is not None:
-        say(f"validation loss before training: {before:.4f}")
+        events.say(f"validation loss before training: {before:.4f}")
     clock = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - clock
+    stopped = next((c.stopped_at for c in trainer.callback_handler.callbacks if isinstance(c, EventsCallback)), None)
+    if stopped is not None:
+        raise Stopped(f"training stopped on request at step {stopped}; nothing was published")
     after = trainer.evaluate()["eval_loss"] if has_val else None
     if after is not None:
-        say(f"validation loss after training:  {after:.4f}")
+        events.say(f"validation loss after training:  {after:.4f}")
     return {
         "train_loss": _last_train_loss(trainer), "train_loss_mean": output.training_loss,
         "validation_loss_before": before, "validation_loss": after, "train_seconds": round(seconds, 2),
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
-        "steps": trainer.state.global_step,
+        "steps": trainer.state.global_step, "trained_tokens": trainer.state.num_input_tokens_seen,
     }
 
 
@@ -209,9 +240,14 @@ def publish_result(model, tokenizer, name: str, lineage: dict) -> Path:
     return registry.save_atomically(name, write)
 
 
-def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True,
-          say: Callable[[str], None] = print, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
-    """Fine-tune `recipe.base_model` on `recipe.train_file`; returns the published adapter."""
+def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
+          callbacks: list[TrainerCallback] | None = None, origin: dict | None = None) -> TrainResult:
+    """Fine-tune `recipe.base_model` on `recipe.train_file`; returns the published adapter.
+
+    Progress goes to `events` (the console by default); `events.should_stop()` ends training at the
+    next step and publishes nothing. `origin` (e.g. the job that asked for the run) joins the lineage.
+    """
+    events = ConsoleEvents() if events is None else events
     started = datetime.now(timezone.utc)
     name = recipe.output_name or default_name(recipe)
     # The lineage records where the base really is: a folder as an absolute path, not as typed.
@@ -219,30 +255,32 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True,
     run_dir = run_dir_for(name, resume)
     train_convs, val_convs = load_splits(recipe)
 
-    say(f"model: loading {recipe.base_model}")
+    events.say(f"model: loading {recipe.base_model}")
     torch.manual_seed(recipe.seed)
     model, tokenizer = load_base(recipe)
     apply_template_choice(tokenizer, recipe.chat_template)
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
     preflight(train_convs + val_convs, tokenizer, stop_ids)
-    say("mask: pre-flight passed (only assistant tokens and their end-of-turn token are trained)")
+    events.say("mask: pre-flight passed (only assistant tokens and their end-of-turn token are trained)")
 
     train_set = encode_all(train_convs, tokenizer, stop_ids, recipe.max_seq_length)
     val_set = encode_all(val_convs, tokenizer, stop_ids, recipe.max_seq_length)
-    describe_data(train_set, val_set, say)
+    describe_data(train_set, val_set, events)
 
     speed = plan(recipe, model)
-    say(f"speed: {speed.describe()}")
+    events.say(f"speed: {speed.describe()}")
     model = attach_method(prepare_model(model, speed), recipe)
     trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run_dir,
-                            [ProgressBar(show_progress), FiniteLossGuard(), *(callbacks or [])])
-    metrics = run_training(trainer, resume, name, say)
+                            [EventsCallback(events), FiniteLossGuard(), *(callbacks or [])])
+    metrics = run_training(trainer, resume, name, events)
     # Trainer.train() starts a fresh log, so the pre-training validation point is added back.
     before = [{"step": 0, "eval_loss": metrics["validation_loss_before"]}] \
         if metrics["validation_loss_before"] is not None else []
     lineage = build_lineage(recipe, name, metrics, before + trainer.state.log_history, started,
                             n_train=len(train_set.examples), n_val=len(val_set.examples))
     lineage["speed"] = asdict(speed)
+    if origin:
+        lineage["origin"] = origin
     path = publish_result(model, tokenizer, name, lineage)
     shutil.rmtree(run_dir, ignore_errors=True)
     return TrainResult(name, path, metrics)

@@ -1,0 +1,126 @@
+"""A job request -> a checked job row -> the training recipe it runs.
+
+The request speaks OpenAI (`hyperparameters` or `method.supervised.hyperparameters`
+with n_epochs, batch_size, learning_rate_multiplier, each a number or "auto"),
+plus `recipe`: any recipe field (method: qlora, lora_r, max_seq_length...)
+except the ones that name files or folders, which the server sets itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from pydantic import ValidationError
+
+from inhouse.errors import ConflictError, InvalidInputError, NotFoundError
+from inhouse.jobs.files import blob
+from inhouse.jobs.store import ACTIVE, Store, new_id, now
+from inhouse.model.template import BUILTIN_TEMPLATES
+from inhouse.recipe import Recipe
+
+SERVER_SET = ("base_model", "train_file", "validation_file", "output_name")
+DEFAULT_LR = Recipe.model_fields["learning_rate"].default
+
+
+class BadField(InvalidInputError):
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+def hyperparameters(given: dict[str, Any] | None) -> dict[str, Any]:
+    """OpenAI's three, with "auto" resolved to the recipe's defaults."""
+    given = {k: v for k, v in (given or {}).items() if v is not None and v != "auto"}
+    unknown = set(given) - {"n_epochs", "batch_size", "learning_rate_multiplier"}
+    if unknown:
+        raise BadField(f"unknown hyperparameter {sorted(unknown)[0]!r}", f"hyperparameters.{sorted(unknown)[0]}")
+    return {"n_epochs": given.get("n_epochs", Recipe.model_fields["epochs"].default),
+            "batch_size": given.get("batch_size", Recipe.model_fields["batch_size"].default),
+            "learning_rate_multiplier": given.get("learning_rate_multiplier", 1.0)}
+
+
+def check_recipe(fields: dict[str, Any] | None) -> dict[str, Any]:
+    """The extension object's recipe fields, validated now (not when the job runs)."""
+    fields = dict(fields or {})
+    for name in fields:
+        if name in SERVER_SET:
+            raise BadField(f"recipe.{name} is set by the server (from the job's files and model)", f"recipe.{name}")
+    template = fields.get("chat_template")
+    if template is not None and template not in BUILTIN_TEMPLATES:
+        raise BadField(f"recipe.chat_template must be one of {', '.join(BUILTIN_TEMPLATES)} over HTTP",
+                       "recipe.chat_template")
+    try:
+        Recipe(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise BadField(f"recipe.{field}: {first['msg']}", f"recipe.{field}") from None
+    return fields
+
+
+def create_job(store: Store, body: Any, base_id: str, base_ref: str) -> dict[str, Any]:
+    """Check a create request and record the job (status validating_files)."""
+    if body.model not in (base_id, base_ref):
+        raise NotFoundError(f"The model '{body.model}' cannot be fine-tuned here (this server trains {base_id})")
+    for param in ("training_file", "validation_file"):
+        file_id = getattr(body, param)
+        if file_id is not None:
+            _uploaded(store, file_id, param)
+    method = body.method or {"type": "supervised"}
+    if method.get("type") != "supervised":
+        raise BadField(f"method type {method.get('type')!r} is not supported yet (only 'supervised')", "method.type")
+    hp = hyperparameters(method.get("supervised", {}).get("hyperparameters") or body.hyperparameters)
+    recipe = check_recipe(body.recipe)
+    job_id = new_id("ftjob")
+    row = {"id": job_id, "created_at": now(), "status": "validating_files", "model": body.model, "base": base_ref,
+           "training_file": body.training_file, "validation_file": body.validation_file, "suffix": body.suffix,
+           "seed": body.seed if body.seed is not None else secrets.randbelow(2**31), "metadata": body.metadata,
+           "hyperparameters": hp, "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+           "recipe": recipe, "output_name": f"{body.suffix or 'ft'}-{job_id[6:14]}"}
+    store.insert("jobs", row)
+    store.add_event(job_id, f"Validating training file: {body.training_file}")
+    return store.get("jobs", job_id, "fine-tuning job")
+
+
+def _uploaded(store: Store, file_id: str, param: str) -> dict[str, Any]:
+    try:
+        return store.get("files", file_id, "file")
+    except NotFoundError:
+        raise BadField(f"invalid {param}: no uploaded file with id '{file_id}'", param) from None
+
+
+def file_problem(store: Store, job: dict[str, Any]) -> dict[str, Any] | None:
+    """The error of a job whose files cannot be trained on (OpenAI's error object), or None."""
+    for param in ("training_file", "validation_file"):
+        if job[param] is None:
+            continue
+        row = store.select("select * from files where id = ?", (job[param],))
+        if not row:
+            return {"code": f"invalid_{param}", "param": param, "message": f"{job[param]} no longer exists"}
+        if row[0]["status"] != "processed":
+            return {"code": f"invalid_{param}", "param": param,
+                    "message": f"{job[param]} ({row[0]['filename']}) cannot be trained on: {row[0]['status_details']}"}
+    return None
+
+
+def recipe_for(job: dict[str, Any], store: Store) -> Recipe:
+    """The training recipe of a job: its recipe fields, hyperparameters, files and name."""
+    hp = job["hyperparameters"]
+    files = {p: blob(store.get("files", job[p], "file")["sha256"]) if job[p] else None
+             for p in ("training_file", "validation_file")}
+    return Recipe(**{**job["recipe"], "base_model": job["base"], "train_file": files["training_file"],
+                     "validation_file": files["validation_file"], "seed": job["seed"], "output_name": job["output_name"],
+                     "epochs": hp["n_epochs"], "batch_size": hp["batch_size"],
+                     "learning_rate": job["recipe"].get("learning_rate", DEFAULT_LR) * hp["learning_rate_multiplier"]})
+
+
+def cancel(store: Store, job_id: str) -> dict[str, Any]:
+    """Cancelled at once; a running job's process stops at its next step and publishes nothing."""
+    job = store.get("jobs", job_id, "fine-tuning job")
+    if job["status"] not in ACTIVE:
+        raise ConflictError(f"Job {job_id} has already {job['status']}; only a queued or running job can be cancelled.")
+    store.update("jobs", job_id, cancel_requested=1)
+    if store.transition(job_id, ACTIVE, "cancelled", finished_at=now()):
+        store.add_event(job_id, "Cancellation requested")
+    return store.get("jobs", job_id, "fine-tuning job")
