@@ -25,6 +25,7 @@ from inhouse.jobs import spec
 from inhouse.jobs.store import Store, new_id, now
 
 CANCEL_POLL_S = 1.0
+KEEP_CHECKPOINTS = 3
 
 
 class JobEvents(Events):
@@ -76,6 +77,15 @@ class JobEvents(Events):
         self.store.insert("checkpoints", {"id": new_id("ftckpt"), "job_id": self.job["id"], "step": step,
                                           "created_at": now(), "metrics": {**self.latest, "step": step}, "model": name})
         self.store.add_event(self.job["id"], f"Checkpoint created at step {step}: {name}")
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the last KEEP_CHECKPOINTS checkpoints of a job (as OpenAI does); older ones leave the library."""
+        rows = self.store.select("select * from checkpoints where job_id = ? order by step desc", (self.job["id"],))
+        for row in rows[KEEP_CHECKPOINTS:]:
+            shutil.rmtree(registry.library() / row["model"], ignore_errors=True)
+            with self.store.connect() as db:
+                db.execute("delete from checkpoints where id = ?", [row["id"]])
 
     def should_stop(self) -> bool:
         if self.interrupted or os.getppid() != self.parent:

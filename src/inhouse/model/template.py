@@ -189,3 +189,22 @@ def preflight(convs: list[Conversation], tokenizer: PreTrainedTokenizerBase, sto
     ranked = sorted(convs, key=lambda c: (-len(c.messages), -sum(1 for m in c.messages if not m.weight)))
     for conv in ranked[:sample] + convs[:2]:
         check_mask(conv, encode(conv, tokenizer, stop_ids), tokenizer, stop_ids)
+
+
+def mask_segments(conv: Conversation, tokenizer: PreTrainedTokenizerBase, stop_ids: set[int]) -> list[tuple[str, bool]]:
+    """The rendered conversation as (text, trained) runs: the loss mask made visible."""
+    full, _ = assistant_spans(conv, tokenizer)
+    offsets = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    labels = encode(conv, tokenizer, stop_ids).labels
+    runs: list[tuple[str, bool]] = []
+    cursor = 0
+    for (_, end), label in zip(offsets, labels):
+        piece, trained = full[cursor:end], label != IGNORE
+        cursor = max(cursor, end)
+        if runs and runs[-1][1] == trained:
+            runs[-1] = (runs[-1][0] + piece, trained)
+        elif piece:
+            runs.append((piece, trained))
+    if cursor < len(full):
+        runs.append((full[cursor:], False))
+    return runs

@@ -27,7 +27,7 @@ from inhouse.serve.config import ServeConfig
 from inhouse.serve.engine import Engine
 from inhouse.serve.worker import WorkerSpec
 from inhouse.serve.openai import Unsupported, error_body
-from inhouse.serve.security import ApiKeyMiddleware, BodyLimitMiddleware
+from inhouse.serve.security import Access, AccessMiddleware, BodyLimitMiddleware
 
 T = TypeVar("T", bound=BaseModel)
 log = logging.getLogger("inhouse.serve")
@@ -81,7 +81,8 @@ def create_app(config: ServeConfig, services: Services | None = None) -> FastAPI
     _errors(app)
     app.add_middleware(BodyLimitMiddleware, limit=int(config.max_body_mb * 2**20),
                        upload_limit=int(config.max_file_mb * 2**20))
-    app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+    app.state.access = Access(config.api_key)
+    app.add_middleware(AccessMiddleware, access=app.state.access)
     if config.cors_origin:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -91,11 +92,15 @@ def create_app(config: ServeConfig, services: Services | None = None) -> FastAPI
 
 
 def _routes(app: FastAPI) -> None:
-    from inhouse.serve import chat, files, jobs, knowledge
+    from fastapi.staticfiles import StaticFiles
+
+    from inhouse.serve import chat, files, jobs, knowledge, library
+    from inhouse.serve.ui import pages
 
     app.get("/health")(health)
-    for module in (chat, knowledge, files, jobs):
+    for module in (chat, knowledge, files, jobs, library, pages):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
 
 
 async def health(request: Request) -> dict[str, Any]:

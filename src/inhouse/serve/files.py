@@ -56,3 +56,28 @@ async def file_content(file_id: str, request: Request) -> FileResponse:
 async def delete_file(file_id: str, request: Request) -> dict[str, Any]:
     await run_in_threadpool(files.delete, request.app.state.store, file_id)
     return {"id": file_id, "object": "file", "deleted": True}
+
+
+@router.get("/v1/files/{file_id}/check")
+async def check_file(file_id: str, request: Request, model: str | None = None) -> dict[str, Any]:
+    """inhouse's extension: `inhouse data check` of an uploaded file, with the loss mask of a few examples
+    rendered with `model`'s chat template (default: the server's base model)."""
+    from inhouse.serve.inspect import inspect_file
+
+    row = request.app.state.store.get("files", file_id, "file")
+    catalog = request.app.state.catalog
+    chat = await run_in_threadpool(catalog.chat_model, model or catalog.base_id)
+    return await run_in_threadpool(inspect_file, files.blob(row["sha256"]), row["filename"], chat.tokenizer,
+                                   chat.stop_ids)
+
+
+@router.post("/v1/files/{file_id}/prepare")
+async def prepare_file(file_id: str, request: Request) -> dict[str, Any]:
+    """inhouse's extension: `inhouse data prepare` (normalise, dedup, PII, schema rules, split) of an uploaded
+    file; the splits become new files, the report comes back."""
+    from inhouse.serve.app import parse
+    from inhouse.serve.preparing import PrepareRequest, prepare_upload
+
+    body = await parse(request, PrepareRequest)
+    return await run_in_threadpool(prepare_upload, request.app.state.store, file_id, body,
+                                   request.app.state.catalog.base_ref)

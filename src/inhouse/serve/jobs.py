@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncio
+import json
+
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from inhouse.jobs import spec
+from inhouse.jobs.store import ACTIVE
 from inhouse.serve import openai
 from inhouse.serve.app import parse
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs")
+POLL_S = 0.5
 
 
 @router.post("")
@@ -52,3 +58,30 @@ async def checkpoints(job_id: str, request: Request, after: str | None = None, l
     store.get("jobs", job_id, "fine-tuning job")
     rows, more = store.page("checkpoints", after, max(1, min(limit, 100)), "job_id = ?", (job_id,))
     return openai.cursor_page([openai.checkpoint_object(r) for r in rows], more)
+
+
+@router.get("/{job_id}/events/stream")
+async def stream_events(job_id: str, request: Request, after_seq: int = 0) -> StreamingResponse:
+    """inhouse's extension: a job's events as server-sent events, oldest first, from `after_seq` on; then the
+    job object whenever its status changes; the stream ends when the job does. A page that reloads
+    reads the events it has missed from the store and follows on: nothing is lost."""
+    store = request.app.state.store
+    store.get("jobs", job_id, "fine-tuning job")
+
+    async def follow():
+        seq, status = after_seq, None
+        while not await request.is_disconnected():
+            rows = await run_in_threadpool(store.select, "select * from events where job_id = ? and seq > ? "
+                                           "order by seq limit 500", (job_id, seq))
+            for row in rows:
+                seq = row["seq"]
+                yield f"event: job_event\ndata: {json.dumps({**openai.event_object(row), 'seq': seq})}\n\n"
+            job = await run_in_threadpool(store.get, "jobs", job_id, "fine-tuning job")
+            if job["status"] != status or rows:
+                status = job["status"]
+                yield f"event: job\ndata: {json.dumps(openai.job_object(job))}\n\n"
+            if status not in ACTIVE and not rows:
+                return
+            await asyncio.sleep(POLL_S)
+
+    return StreamingResponse(follow(), media_type="text/event-stream", headers={"cache-control": "no-cache"})

@@ -110,3 +110,69 @@ def _result(hit: Any) -> dict[str, Any]:
     return {"file_id": hit.doc_path, "filename": Path(hit.doc_path).name, "score": hit.score,
             "attributes": {k: v for k, v in attributes.items() if v is not None},
             "content": [{"type": "text", "text": hit.text}]}
+
+
+@router.get("/v1/vector_stores/{store_id}/documents")
+async def list_documents(store_id: str) -> dict[str, Any]:
+    """inhouse's extension: the documents of a knowledge base (path, chunks, when indexed)."""
+    store = await run_in_threadpool(_kb, store_id)
+    manifest = await run_in_threadpool(store.manifest)
+    return {"object": "list", "data": [{"path": p, **{k: v for k, v in e.items() if k != "sha256"}}
+                                       for p, e in sorted(manifest.items())], "root": store.meta().get("root")}
+
+
+@router.get("/v1/vector_stores/{store_id}/documents/content")
+async def document_text(store_id: str, path: str) -> dict[str, Any]:
+    """inhouse's extension: a document's text as indexed (what citation offsets point into). Only paths
+    the knowledge base's manifest lists are read."""
+    from inhouse.rag.ingest import load_document
+
+    store = await run_in_threadpool(_kb, store_id)
+    if path not in await run_in_threadpool(store.manifest):
+        raise NotFoundError(f"No document '{path}' in vector store '{store_id}'.")
+    doc = await run_in_threadpool(load_document, Path(store.meta()["root"]) / path)
+    return {"path": path, "title": doc.title, "text": doc.text}
+
+
+@router.post("/v1/vector_stores/{store_id}/documents")
+async def add_documents(store_id: str, request: Request) -> dict[str, Any]:
+    """inhouse's extension: upload documents into a knowledge base the server owns (created on first use)
+    and index them; a knowledge base indexed from a folder of yours is re-indexed from that folder."""
+    from starlette.datastructures import UploadFile
+
+    form = await request.form(max_files=64, max_fields=8)
+    try:
+        uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
+        if not uploads:
+            raise InvalidInputError("Missing required parameter: 'file' (one or more documents).")
+        report = await run_in_threadpool(_index_uploads, store_id, uploads)
+    finally:
+        await form.close()
+    return report
+
+
+def _index_uploads(store_id: str, uploads: list) -> dict[str, Any]:
+    import shutil
+
+    from inhouse.errors import ConflictError
+    from inhouse.rag.index import index
+    from inhouse.rag.store import LanceStore, kb_path
+
+    target, root = kb_path(store_id), paths.home() / "kb-sources" / store_id
+    existing = LanceStore(target).meta().get("root")
+    if existing and Path(existing) != root:
+        raise ConflictError(f"vector store '{store_id}' indexes {existing}; add documents there and run "
+                            f"'inhouse rag index' again")
+    root.mkdir(parents=True, exist_ok=True)
+    for upload in uploads:
+        name = Path(upload.filename or "document.txt").name
+        if not name or name.startswith("."):
+            raise InvalidInputError(f"document name {upload.filename!r} is not a plain file name")
+        partial = root / f".{name}.upload"
+        with open(partial, "wb") as out:
+            shutil.copyfileobj(upload.file, out)
+        partial.replace(root / name)  # a document appears whole or not at all
+    report = index(root, store_id, progress=False)
+    return {"added": report.added, "changed": report.changed, "skipped": [{"path": p, "reason": r}
+                                                                          for p, r in report.skipped_files],
+            "chunks_written": report.chunks_written, "vector_store": _vector_store(LanceStore(target))}

@@ -1,0 +1,1 @@
+"""The web UI: pages, templates and the static files they use."""
