@@ -218,3 +218,20 @@ def test_sign_in_with_the_api_key_and_csrf(tiny_dir, browser, tmp_path):
         assert status == 403  # the session cookie alone does not let another page change anything
     finally:
         server.stop()
+
+
+def test_upload_documents_into_a_knowledge_base_from_the_playground(ui, browser, tmp_path):
+    view = Page(browser, tmp_path / "screenshots")
+    page = view.page
+    page.goto(ui.url + "/ui/playground")
+    doc = tmp_path / "warranty.md"
+    doc.write_text("# Warranty\n\nEvery lamp has a two-year warranty on its wiring.\n", encoding="utf-8")
+    page.fill("#kb-upload input[name=kb]", "notes")
+    page.set_input_files("#kb-upload input[name=file]", str(doc))
+    page.click("#kb-upload button[type=submit]")
+    expect(page.locator("#kb-result")).to_contain_text("1 added")
+    page.goto(ui.url + "/ui/kb/notes")
+    expect(page.locator("#kb-docs")).to_contain_text("warranty.md")
+    page.locator("#kb-docs a", has_text="warranty.md").click()
+    expect(page.locator("#kb-doc-text")).to_contain_text("two-year warranty")
+    assert view.errors == [], view.errors
