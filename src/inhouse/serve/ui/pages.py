@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from inhouse.errors import NotFoundError
 from inhouse.recipe import Recipe
 
 HERE = Path(__file__).parent
@@ -65,10 +66,13 @@ async def data_page(request: Request) -> HTMLResponse:
     return page(request, "data.html")
 
 
-@router.get("/fragments/files")
-async def files_fragment(request: Request) -> HTMLResponse:
-    rows, _ = request.app.state.store.page("files", None, 200)
-    return templates.TemplateResponse(request, "_files.html", {"files": rows})
+@router.get("/fragments/{table}")
+async def fragment(table: str, request: Request) -> HTMLResponse:
+    """The newest files or jobs as a table, for htmx to swap in (the same rows the API lists)."""
+    if table not in ("files", "jobs"):
+        raise NotFoundError(f"No list named '{table}'.")
+    rows, _ = request.app.state.store.page(table, None, 200)
+    return templates.TemplateResponse(request, f"_{table}.html", {table: rows})
 
 
 @router.get("/data/{file_id}")
@@ -111,12 +115,6 @@ def _gpus() -> int:
 @router.get("/jobs")
 async def jobs_page(request: Request) -> HTMLResponse:
     return page(request, "jobs.html")
-
-
-@router.get("/fragments/jobs")
-async def jobs_fragment(request: Request) -> HTMLResponse:
-    rows, _ = request.app.state.store.page("jobs", None, 200)
-    return templates.TemplateResponse(request, "_jobs.html", {"jobs": rows})
 
 
 @router.get("/jobs/{job_id}")
