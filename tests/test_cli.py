@@ -10,7 +10,8 @@ from helpers import EXAMPLES, chat, hashes, write_jsonl
 from inhouse.recipe import Recipe
 
 
-def inhouse(*args, env=None, home=None, timeout=600):
+def inhouse(*args, env=None, home=None, timeout=None):
+    """No time limit by default: a loaded machine must never turn slowness into a failure."""
     full_env = {**os.environ, **(env or {})}
     if home:
         full_env["INHOUSE_HOME"] = str(home)

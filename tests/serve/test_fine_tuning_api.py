@@ -219,3 +219,21 @@ def test_the_cli_reads_and_cancels_the_same_queue(server):
     assert "Cancellation requested" in out
     code, out, err = run_cli("jobs", "show", "ftjob-nope", env=env)
     assert code == 1 and "No fine-tuning job found" in err
+
+
+def test_a_job_may_train_the_builtin_model_or_a_folder_under_the_home_models(server, tiny_dir):
+    import shutil
+
+    client = server.client()
+    shutil.copytree(tiny_dir, server.home / "models" / "mini", dirs_exist_ok=True)
+    file = upload(client, jsonl(FACTS))
+    for model in ("builtin:tiny", "models/mini"):
+        job = client.fine_tuning.jobs.create(model=model, training_file=file.id,
+                                             extra_body={"recipe": {**FAST, "max_steps": 2}})
+        done = wait(client, job.id)
+        assert done.status == "succeeded", done.error
+        base = json.loads((server.home / "adapters" / done.fine_tuned_model / "inhouse.json").read_text())["base_model"]
+        assert base == ("builtin:tiny" if model == "builtin:tiny" else str((server.home / "models" / "mini").resolve()))
+    for bad in ("../models/mini", "/etc", "models/../mini"):
+        with pytest.raises(openai.NotFoundError, match="cannot be fine-tuned here"):
+            client.fine_tuning.jobs.create(model=bad, training_file=file.id)

@@ -13,10 +13,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from inhouse import paths
 from inhouse.errors import ConflictError, InvalidInputError, NotFoundError
 from inhouse.jobs.files import blob
 from inhouse.jobs.store import ACTIVE, Store, new_id, now
 from inhouse.model.template import BUILTIN_TEMPLATES
+from inhouse.model.tiny import NAME as BUILTIN
 from inhouse.recipe import Recipe
 
 SERVER_SET = ("base_model", "train_file", "validation_file", "output_name")
@@ -59,10 +61,24 @@ def check_recipe(fields: dict[str, Any] | None) -> dict[str, Any]:
     return fields
 
 
+def trainable(base_id: str, base_ref: str) -> dict[str, str]:
+    """The bases a client may name (id -> reference): the served base, builtin:tiny, and every model
+    folder under INHOUSE_HOME/models (by its name: a client never names a path)."""
+    found = {base_id: base_ref, BUILTIN: BUILTIN}
+    root = paths.home() / "models"
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if (folder / "config.json").is_file() and not folder.name.startswith("."):
+            found.setdefault(f"models/{folder.name}", str(folder.resolve()))
+    return found
+
+
 def create_job(store: Store, body: Any, base_id: str, base_ref: str) -> dict[str, Any]:
     """Check a create request and record the job (status validating_files)."""
-    if body.model not in (base_id, base_ref):
-        raise NotFoundError(f"The model '{body.model}' cannot be fine-tuned here (this server trains {base_id})")
+    bases = trainable(base_id, base_ref)
+    base = bases.get(body.model) or (base_ref if body.model == base_ref else None)
+    if base is None:
+        raise NotFoundError(f"The model '{body.model}' cannot be fine-tuned here; choose one of "
+                            f"{', '.join(bases)} (model folders go under {paths.home() / 'models'})")
     for param in ("training_file", "validation_file"):
         file_id = getattr(body, param)
         if file_id is not None:
@@ -73,7 +89,7 @@ def create_job(store: Store, body: Any, base_id: str, base_ref: str) -> dict[str
     hp = hyperparameters(method.get("supervised", {}).get("hyperparameters") or body.hyperparameters)
     recipe = check_recipe(body.recipe)
     job_id = new_id("ftjob")
-    row = {"id": job_id, "created_at": now(), "status": "validating_files", "model": body.model, "base": base_ref,
+    row = {"id": job_id, "created_at": now(), "status": "validating_files", "model": body.model, "base": base,
            "training_file": body.training_file, "validation_file": body.validation_file, "suffix": body.suffix,
            "seed": body.seed if body.seed is not None else secrets.randbelow(2**31), "metadata": body.metadata,
            "hyperparameters": hp, "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},

@@ -86,7 +86,11 @@ async def new_page(request: Request, file: str | None = None) -> HTMLResponse:
     rows, _ = request.app.state.store.page("files", None, 200, "status = 'processed'")
     schema = Recipe.model_json_schema()["properties"]
     fields = [_field(name, schema[name]) for name in Recipe.model_fields if name not in HIDDEN_FIELDS]
-    return page(request, "new.html", files=rows, chosen=file, base=request.app.state.catalog.base_id,
+    from inhouse.jobs.spec import trainable
+
+    catalog = request.app.state.catalog
+    return page(request, "new.html", files=rows, chosen=file, base=catalog.base_id,
+                bases=list(trainable(catalog.base_id, catalog.base_ref)),
                 main=[f for f in fields if f["name"] in MAIN_FIELDS],
                 advanced=[f for f in fields if f["name"] not in MAIN_FIELDS], gpus=_gpus())
 
