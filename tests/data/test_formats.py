@@ -154,8 +154,9 @@ def test_file_level_errors_propagate(tmp_path):
         ({"instruction": "i", "output": "o"}, "missing_messages_list", "messages"),
         (chat({"content": "x"}, bot()), "message_missing_key", "messages[0]"),
         (chat(user(), {"role": "assistant"}), "message_missing_key", "messages[1]"),
-        (chat(user(), bot(tool_calls=[])), "message_unrecognized_key", "messages[1].tool_calls"),
-        (chat({"role": "tool", "content": "x"}, bot()), "unrecognized_role", "messages[0].role"),
+        (chat(user(), bot(tool_calls=[])), "wrong_type", "messages[1].tool_calls"),
+        (chat({"role": "tool", "content": "x"}, bot()), "message_missing_key", "messages[0].tool_call_id"),
+        (chat({"role": "robot", "content": "x"}, bot()), "unrecognized_role", "messages[0].role"),
         (chat(user(), bot("   ")), "missing_content", "messages[1].content"),
         (chat(user(), bot(None)), "missing_content", "messages[1].content"),
         (chat(user(), bot("")), "missing_content", "messages[1].content"),
@@ -180,7 +181,8 @@ def test_chat_problem_codes(tmp_path, row, code, field):
 @pytest.mark.parametrize(
     ("row", "code", "field"),
     [
-        ({"instruction": "i", "input": "x", "output": "o", "extra": 1}, None, None),
+        ({"instruction": "i", "input": "x", "output": "o", "extra": 1}, "unrecognized_key", "extra"),
+        ({"instruction": "i", "input": "x", "output": "o", "id": 1}, None, None),
         ({"instruction": "i", "input": None, "output": "o"}, None, None),
         ({"instruction": ["i"], "output": "o"}, "wrong_type", "instruction"),
         ({"instruction": "i", "output": {"text": "o"}}, "wrong_type", "output"),

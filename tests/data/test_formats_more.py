@@ -70,7 +70,8 @@ def test_sharegpt_json_array_and_extra_turn_keys(tmp_path):
 @pytest.mark.parametrize(
     ("row", "code", "field"),
     [
-        (sharegpt(("human", "Hi"), ("function_call", "x")), "unrecognized_role", "conversations[1].from"),
+        (sharegpt(("human", "Hi"), ("narrator", "x")), "unrecognized_role", "conversations[1].from"),
+        (sharegpt(("human", "Hi"), ("function_call", "x")), "invalid_tool_call_arguments", "conversations[1].value"),
         (sharegpt(("human", "Hi"), (None, "x")), "unrecognized_role", "conversations[1].from"),
         (sharegpt(("human", "Hi"), ("gpt", "")), "missing_content", "conversations[1].value"),
         (sharegpt(("human", "  \n"), ("gpt", "x")), "missing_content", "conversations[0].value"),
@@ -108,9 +109,9 @@ def test_chat_roles_are_compared_without_case_or_blanks(tmp_path):
 
 
 def test_chat_unknown_role_still_named_as_written(tmp_path):
-    row = {"messages": [{"role": " Tool ", "content": "u"}, {"role": "assistant", "content": "a"}]}
+    row = {"messages": [{"role": " Robot ", "content": "u"}, {"role": "assistant", "content": "a"}]}
     (problem,) = load_dataset(jsonl(tmp_path, [row])).problems
-    assert problem.code == "unrecognized_role" and "' Tool '" in problem.message
+    assert problem.code == "unrecognized_role" and "' Robot '" in problem.message
 
 
 # --- category passthrough -----------------------------------------------------------------

@@ -48,6 +48,9 @@ class DatasetReport:
     weight0_turns: int = 0
     # Valid examples with more than one assistant turn.
     multi_turn: int = 0
+    tool_calls: int = 0
+    # Valid examples without any user turn (allowed, but rarely meant): where each is.
+    no_user: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -98,12 +101,19 @@ def _count_turns(report: DatasetReport, convs: list[Conversation]) -> None:
         report.trained_turns += sum(m.weight == 1 for m in assistant)
         report.weight0_turns += sum(m.weight == 0 for m in assistant)
         report.multi_turn += len(assistant) > 1
-    report.role_counts = {role: roles[role] for role in ROLES}
+        report.tool_calls += sum(len(m.tool_calls) for m in assistant)
+        if not any(m.role == "user" for m in conv.messages):
+            report.no_user.append(conv.where)
+    report.role_counts = {role: roles[role] for role in ROLES if roles[role] or role != "tool"}
 
 
 def format_report(report: DatasetReport) -> str:
     """Plain text for a terminal or a CI log (no colour codes)."""
     lines = [_headline(report), _messages_line(report)]
+    if report.no_user:
+        more = f" (and {len(report.no_user) - 3} more)" if len(report.no_user) > 3 else ""
+        lines.append(f"Warning: {_n(len(report.no_user), 'example')} without a user turn: "
+                     f"{', '.join(report.no_user[:3])}{more}")
     lines += _token_lines(report)
     if report.problems:
         lines.append(f"Problems ({_problem_counts(report.problems)}):")
@@ -119,9 +129,10 @@ def _headline(r: DatasetReport) -> str:
 
 def _messages_line(r: DatasetReport) -> str:
     per_role = ", ".join(f"{n} {role}" for role, n in r.role_counts.items())
+    calls = f"; tool calls: {r.tool_calls}" if r.tool_calls else ""
     return (
         f"Messages: {per_role}; assistant turns trained: {r.trained_turns}, "
-        f"weight 0: {r.weight0_turns}; multi-turn examples: {r.multi_turn}"
+        f"weight 0: {r.weight0_turns}; multi-turn examples: {r.multi_turn}{calls}"
     )
 
 

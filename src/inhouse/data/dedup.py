@@ -86,8 +86,12 @@ class DedupResult:
 
 
 def canonical_text(conv: Conversation) -> str:
-    """Roles and normalised contents, in order: what "the same example" means."""
-    return "\x1e".join(f"{m.role}\x1f{normalize_text(m.content)}" for m in conv.messages)
+    """Roles, normalised contents and tool calls, in order: what "the same example" means."""
+    return "\x1e".join(f"{m.role}\x1f{normalize_text(m.content)}{_calls(m)}" for m in conv.messages)
+
+
+def _calls(message) -> str:
+    return "".join(f"\x1f{c.name}({c.arguments})" for c in message.tool_calls)
 
 
 def _fold(text: str) -> str:

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inhouse.data.conversation import ROLES, Conversation, Message, Problem
+from inhouse.data import tools as tool_rules
+from inhouse.data.conversation import ROLES, Conversation, Message, Problem, ToolCall
+from inhouse.data.keys import PREFERENCE as PREFERENCE_KEYS
+from inhouse.data.keys import KeyProblem, check_example, check_part
+from inhouse.data.tools import ToolProblem, tools_of
 from inhouse.data.read import Record, read_records, read_table, table_kind
 from inhouse.errors import InhouseError, InvalidInputError
 from inhouse.paths import shown
@@ -24,13 +28,14 @@ CHAT = "chat"
 SHAREGPT = "sharegpt"
 ALPACA = "alpaca"
 PROMPT_COMPLETION = "prompt_completion"
+PREFERENCE = "preference"  # recognised so it can be refused by name (preference tuning is not built yet)
 FORMATS: dict[str, str] = {
     CHAT: '{"messages": [{"role": ..., "content": ...}, ...]}',
     SHAREGPT: '{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}, ...]}',
     ALPACA: '{"instruction": ..., "input": ..., "output": ...}',
     PROMPT_COMPLETION: '{"prompt": ..., "completion": ...}',
 }
-MESSAGE_KEYS = ("role", "content", "name", "weight")
+MESSAGE_KEYS = ("role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call")
 # ShareGPT speaker names seen in the wild, compared case-insensitively.
 SHAREGPT_ROLES: dict[str, str] = {
     "system": "system",
@@ -95,6 +100,8 @@ def detect_format(value: Any) -> str | None:
     """The format a record's keys announce, or None if it announces none."""
     if not isinstance(value, dict):
         return None
+    if any(k in value for k in PREFERENCE_KEYS):
+        return PREFERENCE
     if "messages" in value:
         return CHAT
     if isinstance(value.get("conversations"), list):
@@ -141,11 +148,24 @@ def _unrecognised(path: str, seen: list[Record]) -> InhouseError:
 # --- conversion ----------------------------------------------------------------
 
 
-def _chat(value: Any) -> list[Message]:
-    messages = _require_object(value).get("messages")
+CHAT_USED = frozenset({"messages", "tools", "functions", "parallel_tool_calls", "category"})
+SHAREGPT_USED = frozenset({"conversations", "tools", "system", "category"})
+ALPACA_USED = frozenset({"instruction", "input", "output", "system", "history", "category"})
+PROMPT_COMPLETION_USED = frozenset({"prompt", "completion", "category"})
+Parsed = tuple[list[Message], tuple[Any, ...]]
+
+
+def _chat(value: Any) -> Parsed:
+    obj = _require_object(value)
+    messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _Bad("missing_messages_list", "messages", "'messages' must be a non-empty list of messages")
-    return _require_assistant([_message(m, f"messages[{i}]") for i, m in enumerate(messages)], "messages")
+    check_example(obj, CHAT_USED)
+    tools, parsed, serial = tools_of(obj), [], [0]
+    for i, m in enumerate(messages):
+        parsed.append(_message(m, f"messages[{i}]", parsed, serial))
+    tool_rules.check(parsed, tools, "messages")
+    return _require_assistant(parsed, "messages"), tools
 
 
 def _require_assistant(messages: list[Message], where: str) -> list[Message]:
@@ -175,34 +195,84 @@ def _require_keys(obj: Any, keys: tuple[str, ...], where: str, noun: str) -> dic
     return obj
 
 
-def _message(m: Any, where: str) -> Message:
-    _require_keys(m, ("role", "content"), where, "message")
+def _message(m: Any, where: str, before: list[Message], serial: list[int]) -> Message:
+    """One OpenAI chat message; `name` (a speaker's name) is metadata chat templates do not use."""
+    _require_keys(m, ("role",), where, "message")
     for key in m:
         if key not in MESSAGE_KEYS:
             allowed = ", ".join(MESSAGE_KEYS)
             raise _Bad("message_unrecognized_key", f"{where}.{key}", f"unknown key {key!r}; allowed: {allowed}")
-    if (role := _role_key(m["role"])) not in ROLES:
+    role = _role_key(m["role"])
+    if role == "function":  # the older form of a tool result
+        return Message("tool", _plain(m.get("content"), f"{where}.content", True), 1,
+                       tool_call_id=tool_rules.answer_legacy(before, m.get("name")))
+    if role not in ROLES:
         raise _Bad("unrecognized_role", f"{where}.role", f"role {m['role']!r} is not one of {', '.join(ROLES)}")
-    content = _text(m["content"], f"{where}.content")
     if "name" in m and not isinstance(m["name"], str):
         raise _Bad("wrong_type", f"{where}.name", f"'name' must be a string, got a JSON {_json_type(m['name'])}")
-    return Message(role, content, _weight(m.get("weight", 1), f"{where}.weight"))  # type: ignore[arg-type]
+    calls = _calls(m, where, role, serial)
+    if "content" not in m and not calls:
+        raise _Bad("message_missing_key", where, "message has no 'content' key")
+    content = _plain(m.get("content"), f"{where}.content", bool(calls) or role == "tool")
+    tool_call_id = m.get("tool_call_id") if role == "tool" else None
+    if role == "tool" and not isinstance(tool_call_id, str):
+        raise _Bad("message_missing_key", f"{where}.tool_call_id", "a tool message needs the 'tool_call_id' it answers")
+    return Message(role, content, _weight(m.get("weight", 1), f"{where}.weight"), calls, tool_call_id)  # type: ignore[arg-type]
 
 
-def _sharegpt(value: Any) -> list[Message]:
-    turns = _require_object(value).get("conversations")
+def _calls(m: dict, where: str, role: str, serial: list[int]) -> tuple[ToolCall, ...]:
+    if "tool_calls" not in m and "function_call" not in m:
+        return ()
+    if role != "assistant":
+        raise _Bad("wrong_type", f"{where}.tool_calls", "only assistant messages make tool calls")
+    if "tool_calls" in m:
+        return tool_rules.parse_calls(m["tool_calls"], f"{where}.tool_calls", serial)
+    return (tool_rules.function_call(m["function_call"], f"{where}.function_call",
+                                     f"call_{tool_rules.next_id(serial)}"),)
+
+
+def _plain(value: Any, where: str, may_be_empty: bool) -> str:
+    """Message content: a string, or a list of text parts (media parts are refused by name)."""
+    if isinstance(value, list):
+        value = "".join(check_part(part, f"{where}[{j}]") for j, part in enumerate(value))
+    if may_be_empty and (value is None or value == ""):
+        return ""
+    return _text(value, where)
+
+
+def _sharegpt(value: Any) -> Parsed:
+    obj = _require_object(value)
+    turns = obj.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise _Bad("missing_messages_list", "conversations", "'conversations' must be a non-empty list of turns")
-    return _require_assistant([_turn(t, f"conversations[{i}]") for i, t in enumerate(turns)], "conversations")
+    check_example(obj, SHAREGPT_USED)
+    tools, parsed, serial = tools_of(obj), [], [0]
+    system = _optional_text(obj, "system")
+    if system.strip():
+        parsed.append(Message("system", system))
+    for i, t in enumerate(turns):
+        parsed.append(_turn(t, f"conversations[{i}]", parsed, serial))
+    tool_rules.check(parsed, tools, "conversations")
+    return _require_assistant(parsed, "conversations"), tools
 
 
-def _turn(t: Any, where: str) -> Message:
-    """One ShareGPT turn; keys other than from/value (e.g. 'markdown') are ignored."""
+def _turn(t: Any, where: str, before: list[Message], serial: list[int]) -> Message:
+    """One ShareGPT turn. 'markdown' (the same text as HTML, in exports of the ShareGPT site) is not used."""
     _require_keys(t, ("from", "value"), where, "turn")
-    if (role := SHAREGPT_ROLES.get(_role_key(t["from"]))) is None:
-        known = ", ".join(SHAREGPT_ROLES)
+    for key in t:
+        if key not in ("from", "value", "markdown", "weight"):
+            raise _Bad("message_unrecognized_key", f"{where}.{key}", f"unknown key {key!r}; allowed: from, value")
+    speaker = _role_key(t["from"])
+    if speaker == "function_call":
+        return Message("assistant", "", _weight(t.get("weight", 1), f"{where}.weight"),
+                       tool_rules.sharegpt_calls(t["value"], f"{where}.value", serial))
+    if speaker in ("observation", "tool", "function"):
+        return Message("tool", _plain(t["value"], f"{where}.value", True), 1,
+                       tool_call_id=tool_rules.answer_legacy(before, None))
+    if (role := SHAREGPT_ROLES.get(speaker)) is None:
+        known = ", ".join([*SHAREGPT_ROLES, "function_call", "observation"])
         raise _Bad("unrecognized_role", f"{where}.from", f"'from' {t['from']!r} is not one of {known}")
-    return Message(role, _text(t["value"], f"{where}.value"))  # type: ignore[arg-type]
+    return Message(role, _text(t["value"], f"{where}.value"), _weight(t.get("weight", 1), f"{where}.weight"))  # type: ignore[arg-type]
 
 
 def _weight(w: Any, where: str) -> int:
@@ -214,11 +284,29 @@ def _weight(w: Any, where: str) -> int:
     return int(w)
 
 
-def _alpaca(value: Any) -> list[Message]:
+def _alpaca(value: Any) -> Parsed:
     obj = _require_object(value)
+    check_example(obj, ALPACA_USED)
     instruction = _text(_require(obj, "instruction"), "instruction")
     output = _text(_require(obj, "output"), "output")
-    return _instruction(instruction, output, _optional_text(obj, "input"), _optional_text(obj, "system"))
+    history = _history(obj.get("history"))
+    messages = _instruction(instruction, output, _optional_text(obj, "input"), _optional_text(obj, "system"))
+    return [*messages[:-2], *history, *messages[-2:]], ()
+
+
+def _history(raw: Any) -> list[Message]:
+    """Alpaca's (LLaMA-Factory's) earlier turns: [[question, answer], ...], kept as context and trained."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _Bad("wrong_type", "history", "'history' must be a list of [question, answer] pairs")
+    turns = []
+    for i, pair in enumerate(raw):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise _Bad("wrong_type", f"history[{i}]", "each history item must be a [question, answer] pair")
+        turns += [Message("user", _text(pair[0], f"history[{i}][0]")),
+                  Message("assistant", _text(pair[1], f"history[{i}][1]"))]
+    return turns
 
 
 def _instruction(prompt: str, response: str, extra: str, system: str) -> list[Message]:
@@ -228,14 +316,21 @@ def _instruction(prompt: str, response: str, extra: str, system: str) -> list[Me
     return [*head, Message("user", user), Message("assistant", response)]
 
 
-def _prompt_completion(value: Any) -> list[Message]:
+def _prompt_completion(value: Any) -> Parsed:
     obj = _require_object(value)
+    check_example(obj, PROMPT_COMPLETION_USED)
     prompt = _text(_require(obj, "prompt"), "prompt")
     completion = _text(_require(obj, "completion"), "completion")
-    return [Message("user", prompt), Message("assistant", completion)]
+    return [Message("user", prompt), Message("assistant", completion)], ()
 
 
-_CONVERTERS: dict[str, Callable[[Any], list[Message]]] = {
+def _preference(value: Any) -> Parsed:
+    check_example(_require_object(value), frozenset())
+    raise AssertionError("unreachable: preference keys always raise")
+
+
+_CONVERTERS: dict[str, Callable[[Any], Parsed]] = {
+    PREFERENCE: _preference,
     CHAT: _chat,
     SHAREGPT: _sharegpt,
     ALPACA: _alpaca,
@@ -288,15 +383,15 @@ def convert(record: Record, fmt: str, source: str) -> Conversation | Problem:
 
 
 def _convert(
-    record: Record, source: str, to_messages: Callable[[Any], list[Message]], to_meta: Callable[[Any], dict]
+    record: Record, source: str, to_messages: Callable[[Any], Parsed], to_meta: Callable[[Any], dict]
 ) -> Conversation | Problem:
     if record.problem is not None:
         return record.problem
     try:
-        messages = to_messages(record.value)
-    except _Bad as bad:
+        messages, tools = to_messages(record.value)
+    except (_Bad, ToolProblem, KeyProblem) as bad:
         return Problem(bad.code, source, record.line, bad.message, bad.field)
-    return Conversation(tuple(messages), source=source, line=record.line, meta=to_meta(record.value))
+    return Conversation(tuple(messages), source=source, line=record.line, meta=to_meta(record.value), tools=tools)
 
 
 def _json_meta(value: Any) -> dict:
@@ -379,10 +474,10 @@ def _names(columns: Iterable[str]) -> str:
     return ", ".join(repr(c) for c in columns) or "(none)"
 
 
-def _row_messages(row: dict, cols: ColumnMap) -> list[Message]:
+def _row_messages(row: dict, cols: ColumnMap) -> Parsed:
     prompt = _text(row[cols.prompt], cols.prompt)
     response = _text(row[cols.response], cols.response)
-    return _instruction(prompt, response, _optional_text(row, cols.input), _optional_text(row, cols.system))
+    return _instruction(prompt, response, _optional_text(row, cols.input), _optional_text(row, cols.system)), ()
 
 
 def _row_meta(row: dict, cols: ColumnMap) -> dict:

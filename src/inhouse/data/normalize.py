@@ -47,6 +47,9 @@ def normalize_conversation(conv: Conversation) -> tuple[Conversation, list[str]]
     report can show each altered example with its reasons."""
     messages, reasons = [], set()
     for m in conv.messages:
+        if not m.content:  # a tool call's empty text stays as it is, and is no reason to report
+            messages.append(m)
+            continue
         content, why = _normalize(m.content)
         reasons.update(why)
         messages.append(m if content == m.content else dataclasses.replace(m, content=content))

@@ -21,7 +21,8 @@ from inhouse.data import schema as structured
 from inhouse.data.conversation import Conversation
 from inhouse.data.formats import ColumnMap, load_dataset
 from inhouse.data.normalize import normalize_conversation
-from inhouse.errors import InhouseError
+from inhouse.data.keys import UNSUPPORTED
+from inhouse.errors import InhouseError, InvalidInputError
 from inhouse.events import Events, Stopped
 from inhouse.paths import shown
 
@@ -90,6 +91,7 @@ def prepare(path: str | Path, config: PrepareConfig, events: Events | None = Non
     events = events or Events()
     events.say(f"prepare: loading {path}")
     loaded = load_dataset(path, config.columns())
+    refuse_unsupported(loaded.problems)
     changes = [Event("load", "removed", f"{p.source}:{p.line}", f"{p.code}: {p.message}") for p in loaded.problems]
     counts: dict[str, Any] = {"loaded": loaded.total, "valid": len(loaded.conversations)}
     convs = loaded.conversations
@@ -104,6 +106,15 @@ def prepare(path: str | Path, config: PrepareConfig, events: Events | None = Non
         raise InhouseError(f"{path}: no example survived preparation (removed by step: "
                            + ", ".join(f"{k} {v}" for k, v in removed.items()) + ")")
     return _split_and_balance(convs, config, changes, counts)
+
+
+def refuse_unsupported(problems: list) -> None:
+    """Data the loader cannot represent (preference pairs, media, unknown fields) stops preparation:
+    writing splits without it would silently change what the file means."""
+    first = next((p for p in problems if p.code in UNSUPPORTED), None)
+    if first is not None:
+        count = sum(p.code in UNSUPPORTED for p in problems)
+        raise InvalidInputError(f"{first} ({count} example{'s' * (count != 1)} like this; nothing was written)")
 
 
 def _normalize(convs, config, events):
@@ -218,11 +229,16 @@ def _split_and_balance(convs, config: PrepareConfig, events, counts) -> Prepared
 
 
 def to_record(conv: Conversation) -> dict[str, Any]:
-    """Chat JSONL (OpenAI fine-tuning format), weights and category preserved."""
-    messages = [{"role": m.role, "content": m.content} | ({"weight": 0} if m.role == "assistant" and not m.weight
-                                                          else {}) for m in conv.messages]
+    """Chat JSONL (OpenAI fine-tuning format): weights, tool calls (arguments as JSON text), tool results,
+    tool definitions and category preserved."""
+    messages = []
+    for m in conv.messages:
+        record = m.as_dict() | ({"weight": 0} if m.role == "assistant" and not m.weight else {})
+        for call, raw in zip(record.get("tool_calls", []), m.tool_calls):
+            call["function"]["arguments"] = raw.arguments
+        messages.append(record)
     extra = {k: v for k, v in conv.meta.items() if k == "category"}
-    return {"messages": messages} | extra
+    return {"messages": messages} | ({"tools": list(conv.tools)} if conv.tools else {}) | extra
 
 
 OUTPUT_KIND = "prepared data"

@@ -31,7 +31,8 @@ IGNORE = -100
 KNOWN_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>",
                      "</s>", "<|endoftext|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>")
 
-BUILTIN_TEMPLATES = {"chatml": tiny.CHATML_TEMPLATE, "llama3": tiny.LLAMA3_TEMPLATE}
+BUILTIN_TEMPLATES = {"chatml": tiny.CHATML_TEMPLATE, "llama3": tiny.LLAMA3_TEMPLATE,
+                     "chatml-tools": tiny.CHATML_TOOLS_TEMPLATE}
 
 
 class TemplateError(InhouseError):
@@ -87,28 +88,31 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase, extra: int | list[int] | 
     return ids
 
 
-def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_prompt: bool = False) -> str:
+def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_prompt: bool = False,
+           tools: tuple | list | None = None) -> str:
+    extra = {"tools": list(tools)} if tools else {}
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt, **extra)
     except jinja2.TemplateError as exc:
         raise TemplateError(f"the chat template failed on this conversation: {exc}") from exc
 
 
 def token_counter(tokenizer: PreTrainedTokenizerBase) -> Callable[[Conversation], int]:
     """Length of a conversation in tokens, exactly as training will see it."""
-    return lambda conv: len(tokenizer(render(tokenizer, conv.as_chat()), add_special_tokens=False)["input_ids"])
+    return lambda conv: len(tokenizer(render(tokenizer, conv.as_chat(), tools=conv.tools),
+                                      add_special_tokens=False)["input_ids"])
 
 
 def assistant_spans(conv: Conversation, tokenizer: PreTrainedTokenizerBase) -> tuple[str, list[TurnSpan]]:
     """The rendered text and the character span of every assistant turn in it."""
     chat = conv.as_chat()
-    full = render(tokenizer, chat)
+    full = render(tokenizer, chat, tools=conv.tools)
     spans = []
     for i, msg in enumerate(conv.messages):
         if msg.role != "assistant":
             continue
-        before = render(tokenizer, chat[:i], generation_prompt=True)
-        upto = render(tokenizer, chat[: i + 1])
+        before = render(tokenizer, chat[:i], generation_prompt=True, tools=conv.tools)
+        upto = render(tokenizer, chat[: i + 1], tools=conv.tools)
         if not (full.startswith(before) and full.startswith(upto) and len(upto) > len(before)):
             raise TemplateError(
                 f"{conv.where}: the chat template renders turn {i} differently once later turns follow, "
@@ -171,6 +175,10 @@ def check_mask(conv: Conversation, enc: Encoded, tokenizer: PreTrainedTokenizerB
         if msg.content.strip() not in text:
             raise TemplateError(f"{conv.where}: the trained tokens do not reproduce the assistant text "
                                 f"({msg.content[:40]!r}...); the template rewrites content")
+        for call in msg.tool_calls:
+            if call.name not in text:
+                raise TemplateError(f"{conv.where}: the call of {call.name!r} is not in the trained tokens; "
+                                    "the chat template does not render tool calls" + TOOL_HINT)
     trained_text = "".join(tokenizer.decode(r, skip_special_tokens=False) for r in runs)
     for msg in conv.messages:
         foreign = msg.role != "assistant" or not msg.weight
@@ -187,8 +195,29 @@ def preflight(convs: list[Conversation], tokenizer: PreTrainedTokenizerBase, sto
     they are where templates go wrong.
     """
     ranked = sorted(convs, key=lambda c: (-len(c.messages), -sum(1 for m in c.messages if not m.weight)))
-    for conv in ranked[:sample] + convs[:2]:
+    with_tools = [c for c in convs if c.tools or any(m.tool_calls for m in c.messages)][:sample]
+    for conv in ranked[:sample] + convs[:2] + with_tools:
+        check_tools(conv, tokenizer)
         check_mask(conv, encode(conv, tokenizer, stop_ids), tokenizer, stop_ids)
+
+
+TOOL_HINT = ("; use a model whose template renders tools (Qwen2.5, Llama 3.1 and later) or "
+             "chat_template: chatml-tools")
+
+
+def check_tools(conv: Conversation, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A template that ignores tools would train the model on answers to calls it never sees."""
+    if not conv.tools and not any(m.tool_calls or m.role == "tool" for m in conv.messages):
+        return
+    full = render(tokenizer, conv.as_chat(), tools=conv.tools)
+    for tool in conv.tools:
+        name = ((tool.get("function") or tool) if isinstance(tool, dict) else {}).get("name")
+        if name and name not in full:
+            raise TemplateError(f"{conv.where}: the chat template does not render the tool definitions "
+                                f"({name!r} is missing)" + TOOL_HINT)
+    for msg in conv.messages:
+        if msg.role == "tool" and msg.content.strip() and msg.content.strip() not in full:
+            raise TemplateError(f"{conv.where}: the chat template does not render tool results" + TOOL_HINT)
 
 
 def mask_segments(conv: Conversation, tokenizer: PreTrainedTokenizerBase, stop_ids: set[int]) -> list[tuple[str, bool]]:

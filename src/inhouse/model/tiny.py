@@ -30,6 +30,36 @@ LLAMA3_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
 
+# ChatML with tools in the Hermes / Qwen2.5 layout: tool definitions in the system turn, calls as
+# <tool_call> JSON in the assistant turn, results as <tool_response> in a user turn.
+CHATML_TOOLS_TEMPLATE = (
+    "{%- set system = messages[0].content if messages and messages[0].role == 'system' else none -%}"
+    "{%- if tools -%}"
+    "{{ '<|im_start|>system\n' }}{% if system %}{{ system + '\n\n' }}{% endif %}"
+    "{{ '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n'"
+    " + 'You are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}"
+    "{%- for tool in tools %}{{ '\n' + (tool | tojson) }}{% endfor %}"
+    "{{ '\n</tools>\n\nFor each function call, return a json object with function name and arguments '"
+    " + 'within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, '"
+    " + '\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n' }}"
+    "{%- elif system -%}{{ '<|im_start|>system\n' + system + '<|im_end|>\n' }}{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{%- if message.role == 'system' and loop.first -%}"
+    "{%- elif message.role == 'tool' -%}"
+    "{{ '<|im_start|>user\n<tool_response>\n' + message.content + '\n</tool_response><|im_end|>\n' }}"
+    "{%- else -%}"
+    "{{ '<|im_start|>' + message.role + '\n' }}{% if message.content %}{{ message.content }}{% endif %}"
+    "{%- for call in message.tool_calls or [] -%}"
+    "{% if message.content or not loop.first %}{{ '\n' }}{% endif %}"
+    "{{ '<tool_call>\n{\"name\": \"' + call.function.name + '\", \"arguments\": '"
+    " + (call.function.arguments | tojson) + '}\n</tool_call>' }}"
+    "{%- endfor -%}"
+    "{{ '<|im_end|>\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif -%}"
+)
+
 SPECIAL_TOKENS = [
     "<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>",
     "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
