@@ -86,9 +86,8 @@ def data_prepare(
     target = claim_output(out, file, config, overwrite, recipe_file)
     prepared = prepare(file, config)
     folder = write_prepared(prepared, file, config, target)
-    removed = sum(e.action == "removed" for e in prepared.events)
-    changed = sum(e.action != "removed" for e in prepared.events)
-    typer.echo(f"{prepared.counts['loaded']} examples read; {removed} removed, {changed} changes; train "
+    removed, changed = prepared.counts["examples_removed"], prepared.counts["examples_changed"]
+    typer.echo(f"{prepared.counts['loaded']} examples read; {removed} removed, {changed} changed; train "
                f"{len(prepared.train)}, validation {len(prepared.validation)}, test {len(prepared.test)}")
     typer.echo(f"written to {folder} (report: {folder / 'report.md'})")
 

@@ -144,3 +144,47 @@ def test_prepare_cli_with_recipe_rules_and_scan(tmp_path):
     scan = run("data", "scan", raw)
     assert scan.returncode == 0 and "PHONE" in scan.stdout and "7946 0958" not in scan.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "o", "prep.yaml"]
+
+
+def test_counts_are_examples_and_every_report_agrees(tmp_path):
+    """Two examples with two schema errors each: 2 removed (not 4) in the summary, report.md and report.json."""
+    import json as json_mod
+
+    from helpers import run_cli
+
+    schema = tmp_path / "s.json"
+    schema.write_text(json_mod.dumps({"type": "object", "required": ["city"]}), encoding="utf-8")
+
+    def turn(q, a):
+        return [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+
+    rows = [{"messages": turn("a", '{"city": "Paris"}')},
+            {"messages": turn("b", '{"x": 1}') + turn("c", '{"y": 2}')},
+            {"messages": turn("d", "not json") + turn("e", "nor this")},
+            {"messages": turn("f", '{"city": "Rome"}')}]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    code, out, err = run_cli("data", "prepare", data, "--out", tmp_path / "out", "--schema", schema,
+                             "--validation", "0")
+    assert code == 0, err
+    assert "4 examples read; 2 removed, 0 changed" in out
+    report = json_mod.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["counts"]["examples_removed"] == 2 and report["counts"]["by_step"]["schema"]["removed"] == 2
+    assert sum(e["action"] == "removed" for e in report["events"]) == 4  # every error is still listed
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| schema | 2 | 0 | 0 |" in md and "2 removed, 0 changed" in md
+
+
+@pytest.mark.parametrize(("mode", "kept"), [("keep", [1, 2, 3, 4, 5]), ("first", [1, 3, 5]), ("drop", [3, 5])])
+def test_conflicting_answers_are_reported_with_both_lines(tmp_path, mode, kept):
+    rows = [chat("When do you open on Sundays?", "We open at ten."),
+            chat("when do you open on sundays?", "Sundays we are closed."),   # same prompt, other answer
+            chat("What time do you open on Sundays, please?", "We open at ten."),  # near, same answer: no conflict
+            chat("When do you open on Sunday?", "At noon."),                   # near prompt, other answer
+            chat("How much is shipping?", "Free over 50 euros.")]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    prepared = prepare(path, PrepareConfig(conflicts=mode, dedup=False, validation=0, near_duplicate_threshold=0.7))
+    events = [e for e in prepared.events if e.step == "conflicts"]
+    assert any(e.where.endswith(":2") and f"{path}:1" in e.reason and "same prompt" in e.reason for e in events)
+    assert any(e.where.endswith(":4") and "near-identical prompt" in e.reason for e in events)
+    assert not any(e.where.endswith(":3") for e in events)
+    assert sorted(c.line for c in prepared.train) == kept

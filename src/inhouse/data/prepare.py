@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inhouse import atomic, outputs
 from inhouse.data import dedup, split
+from inhouse.data.conflicts import find_conflicts
 from inhouse.data import pii as pii_detect
 from inhouse.data import schema as structured
 from inhouse.data.conversation import Conversation
@@ -40,6 +41,7 @@ class PrepareConfig(BaseModel):
     normalize: bool = Field(True, description="Unicode NFC, control characters, whitespace and line endings.")
     dedup: bool = Field(True, description="Remove exact and near duplicates, keeping the first occurrence.")
     near_duplicate_threshold: float = Field(0.85, gt=0, le=1, description="Jaccard similarity (character 5-grams) above which examples are near duplicates.")
+    conflicts: Literal["keep", "first", "drop"] = Field("keep", description="Examples asking the same (or a near-identical) question with different answers: keep them all and report them, keep the first, or drop them all.")
     pii: Literal["redact", "drop", "off"] = Field("redact", description="Replace PII with typed placeholders, drop examples with PII, or leave it.")
     pii_kinds: list[str] = Field(list(pii_detect.KINDS), description="PII kinds to act on.")
     max_seq_length: int | None = Field(None, ge=8, description="Longest example in tokens of --model's tokenizer (off when unset).")
@@ -71,7 +73,7 @@ class Event:
     """One example removed or changed by one step."""
 
     step: str
-    action: Literal["removed", "changed", "kept_invalid"]
+    action: Literal["removed", "changed", "kept_invalid", "flagged"]
     where: str
     reason: str
 
@@ -141,6 +143,23 @@ def _dedup(convs, config, events):
     return [convs[i] for i in result.kept]
 
 
+def _conflicts(convs, config, events):
+    """Report every conflict with both lines; with `first` or `drop`, remove what the option says."""
+    found = find_conflicts(convs, config.near_duplicate_threshold)
+    gone: set[int] = set()
+    for c in found:
+        what = "the same prompt" if c.similarity == 1.0 else f"a near-identical prompt (Jaccard >= {c.similarity:.2f})"
+        reason = f"{what} as {convs[c.first].where} with a different answer"
+        if config.conflicts == "keep":
+            events.append(Event("conflicts", "flagged", convs[c.other].where, reason))
+            continue
+        gone |= {c.other} | ({c.first} if config.conflicts == "drop" else set())
+        events.append(Event("conflicts", "removed", convs[c.other].where, reason))
+    for i in sorted(i for i in gone if i not in {c.other for c in found}):
+        events.append(Event("conflicts", "removed", convs[i].where, "its prompt is answered differently elsewhere"))
+    return [conv for i, conv in enumerate(convs) if i not in gone]
+
+
 def _pii(convs, config, events):
     if config.pii == "off":
         return convs
@@ -208,8 +227,8 @@ def _fit(conv: Conversation, count, config: PrepareConfig) -> Conversation | Non
     return None
 
 
-STEPS = (("normalize", _normalize), ("dedup", _dedup), ("pii", _pii), ("structured", _structured),
-         ("length", _length))
+STEPS = (("normalize", _normalize), ("dedup", _dedup), ("conflicts", _conflicts), ("pii", _pii),
+         ("structured", _structured), ("length", _length))
 
 
 def _split_and_balance(convs, config: PrepareConfig, events, counts) -> Prepared:
@@ -222,7 +241,23 @@ def _split_and_balance(convs, config: PrepareConfig, events, counts) -> Prepared
         by = config.stratify or "category"
         train, before, after = split.balance(train, by, config.cap_per_category, config.upsample_to, config.seed)
         counts["balance"] = {"by": by, "before": before, "after": after}
+    counts |= example_counts(events)
     return Prepared(train, parts.validation, parts.test, events, counts)
+
+
+def example_counts(events: list[Event]) -> dict[str, Any]:
+    """How many *examples* each step removed or changed (an example with three schema errors is one
+    example removed, not three): the numbers the summary, report.md and report.json all show."""
+    removed = {e.where for e in events if e.action == "removed"}
+    changed = {e.where for e in events if e.action in ("changed", "kept_invalid")} - removed
+    by_step: dict[str, dict[str, int]] = {}
+    for step in dict.fromkeys(e.step for e in events):
+        mine = [e for e in events if e.step == step]
+        gone = {e.where for e in mine if e.action == "removed"}
+        by_step[step] = {"removed": len(gone), "changed": len({e.where for e in mine if e.action in ("changed",
+                                                                                                "kept_invalid")} - gone),
+                         "flagged": len({e.where for e in mine if e.action == "flagged"})}
+    return {"examples_removed": len(removed), "examples_changed": len(changed), "by_step": by_step}
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-STEP_ORDER = ("load", "normalize", "dedup", "pii", "schema", "length")
+STEP_ORDER = ("load", "normalize", "dedup", "conflicts", "pii", "schema", "length")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     counts, events = report["counts"], report["events"]
     lines = [f"# Data preparation report: {report['source']}", "", "## Summary", "",
-             "| step | removed | changed | examples after |", "|---|---:|---:|---:|"]
-    tally = Counter((e["step"], e["action"]) for e in events)
+             "| step | removed | changed | flagged | examples after |", "|---|---:|---:|---:|---:|"]
+    by_step = counts.get("by_step", {})
     after = {"load": counts["valid"], "normalize": counts.get("after_normalize"), "dedup": counts.get("after_dedup"),
-             "pii": counts.get("after_pii"), "schema": counts.get("after_structured"),
+             "conflicts": counts.get("after_conflicts"), "pii": counts.get("after_pii"), "schema": counts.get("after_structured"),
              "length": counts.get("after_length")}
     for step in STEP_ORDER:
-        changed = tally[(step, "changed")] + tally[(step, "kept_invalid")]
-        lines.append(f"| {step} | {tally[(step, 'removed')]} | {changed} | {after[step]} |")
+        mine = by_step.get(step, {})
+        lines.append(f"| {step} | {mine.get('removed', 0)} | {mine.get('changed', 0)} | {mine.get('flagged', 0)} "
+                     f"| {after[step]} |")
     split = counts["split"]
-    lines += ["", f"Loaded {counts['loaded']} examples; split: train {split['train']}, validation "
-              f"{split['validation']}, test {split['test']}.", ""]
+    lines += ["", f"Loaded {counts['loaded']} examples; {counts.get('examples_removed', 0)} removed, "
+              f"{counts.get('examples_changed', 0)} changed; split: train {split['train']}, validation "
+              f"{split['validation']}, test {split['test']}. Counts are examples (one example with several "
+              "problems counts once).", ""]
     lines += _balance(counts) + _strata(counts)
     for step in STEP_ORDER:
         mine = [e for e in events if e["step"] == step]

@@ -39,9 +39,9 @@ def prepare_upload(store: Store, file_id: str, body: PrepareRequest, base_ref: s
             data = "".join(atomic.dumps(to_record(c)) + "\n" for c in convs).encode()
             saved = files.save_upload(store, io.BytesIO(data), f"{stem}.{split}.jsonl", "fine-tune", len(data))
             out[split] = openai.file_object(saved)
-    removed = sum(e.action == "removed" for e in prepared.events)
+    removed = prepared.counts["examples_removed"]
     changes = [{"step": e.step, "action": e.action, "where": e.where.replace(str(files.blob(row["sha256"])),
                                                                             row["filename"]), "reason": e.reason}
                for e in prepared.events]
-    return {"counts": prepared.counts, "removed": removed, "changed": len(prepared.events) - removed,
+    return {"counts": prepared.counts, "removed": removed, "changed": prepared.counts["examples_changed"],
             "changes": changes[:500], "files": out}
