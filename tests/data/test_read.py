@@ -168,3 +168,28 @@ def test_line_just_over_the_limit(tmp_path, monkeypatch):
     assert recs[0] == Record(1, problem=recs[0].problem)
     assert recs[0].problem.code == "line_too_long"
     assert recs[1] == Record(2, value={"b": 1})
+
+
+def test_a_json_file_holding_one_example_or_a_wrapped_list(tmp_path):
+    import json as json_mod
+
+    from inhouse.data.formats import load_dataset
+
+    example = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    one = tmp_path / "one.json"
+    one.write_text(json_mod.dumps(example, indent=2), encoding="utf-8")
+    result = load_dataset(one)
+    assert result.problems == [] and len(result.conversations) == 1 and result.conversations[0].line == 1
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json_mod.dumps({"version": 2, "data": [example, example, {"messages": []}]}, indent=2),
+                       encoding="utf-8")
+    result = load_dataset(wrapped)
+    assert len(result.conversations) == 2 and [p.code for p in result.problems] == ["missing_messages_list"]
+    text = wrapped.read_text().splitlines()
+    assert text[result.conversations[1].line - 1].strip() == "{"  # lines point into the file
+    assert '"messages": []' in "\n".join(text[result.problems[0].line - 1:result.problems[0].line + 1])
+    pretty_jsonl = tmp_path / "pretty.jsonl"
+    pretty_jsonl.write_text(json_mod.dumps(example, indent=2) + "\n" + json_mod.dumps(example, indent=2),
+                            encoding="utf-8")
+    problems = load_dataset(pretty_jsonl).problems
+    assert problems and "one whole example per line" in problems[0].message

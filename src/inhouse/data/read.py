@@ -72,8 +72,44 @@ def read_records(path: str | Path) -> Iterator[Record]:
             raise InhouseError(f"{p}: the file is empty (or only whitespace); add one JSON example per line")
         if first == b"[":
             yield from _read_array(p, f.read())
+        elif Path(path).suffix.lower() == ".json" and (whole := _one_object(f)) is not None:
+            yield from _read_object(p, *whole)
         else:
+            f.seek(0)
             yield from _read_jsonl(p, f)
+
+
+WRAPPERS = ("data", "examples", "train", "rows", "records", "items", "conversations_list", "dataset")
+MAX_WHOLE_JSON = 256 * 1024 * 1024  # a .json object file is read at once: bounded
+
+
+def _one_object(f: BinaryIO) -> tuple[str, dict] | None:
+    """A .json file that is one JSON object (pretty-printed or not): its text and value; else None
+    (several objects, one per line, are JSONL under another name)."""
+    data = f.read(MAX_WHOLE_JSON + 1)
+    if len(data) > MAX_WHOLE_JSON or b"\x00" in data:
+        return None
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+        value = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return (text, value) if isinstance(value, dict) else None
+
+
+def _read_object(p: str, text: str, value: dict) -> Iterator[Record]:
+    """One example, or an object wrapping the list of examples ({"data": [...]}), read like a list."""
+    key = next((k for k in WRAPPERS if isinstance(value.get(k), list)), None)
+    if key is None and len(value) == 1 and isinstance(next(iter(value.values())), list) \
+            and all(isinstance(v, dict) for v in next(iter(value.values()))):
+        key = next(iter(value))
+    if key is None:
+        yield Record(1 + text.count("\n", 0, len(text) - len(text.lstrip())), value=value)
+        return
+    found = re.search(r'"' + re.escape(key) + r'"\s*:\s*\[', text)
+    start = found.end() - 1 if found else text.index("[")
+    blanked = re.sub(r"[^\n]", " ", text[:start])  # line numbers stay those of the file
+    yield from _read_array(p, (blanked + text[start:]).encode(), wrapped=True)
 
 
 def _check_is_file(p: Path) -> None:
@@ -184,7 +220,7 @@ def _parse_line(p: str, lineno: int, text: str) -> Record:
         return Record(lineno, problem=Problem("invalid_json", p, lineno, msg), raw=text)
 
 
-def _read_array(p: str, data: bytes) -> Iterator[Record]:
+def _read_array(p: str, data: bytes, wrapped: bool = False) -> Iterator[Record]:
     """Yield each element of a top-level JSON array with the line it starts on.
 
     After a syntax error there is no reliable way to find the next element,
@@ -197,7 +233,7 @@ def _read_array(p: str, data: bytes) -> Iterator[Record]:
     pos = _skip_ws(text, text.index("[") + 1)
     line = 1 + text.count("\n", 0, pos)
     if text.startswith("]", pos):
-        yield from _check_trailing(p, text, pos + 1)
+        yield from () if wrapped else _check_trailing(p, text, pos + 1)
         return
     while True:
         try:
@@ -211,7 +247,7 @@ def _read_array(p: str, data: bytes) -> Iterator[Record]:
         yield Record(line, value=value)
         after = _skip_ws(text, end)
         if text.startswith("]", after):
-            yield from _check_trailing(p, text, after + 1)
+            yield from () if wrapped else _check_trailing(p, text, after + 1)
             return
         if not text.startswith(",", after):
             eof = "the file ends before the array is closed: " if after == len(text) else ""
