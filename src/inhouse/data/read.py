@@ -80,6 +80,7 @@ def read_records(path: str | Path) -> Iterator[Record]:
 
 
 WRAPPERS = ("data", "examples", "train", "rows", "records", "items", "conversations_list", "dataset")
+EXAMPLE_KEYS = ("messages", "conversations")  # a one-key object with these is an example, not a wrapper
 MAX_WHOLE_JSON = 256 * 1024 * 1024  # a .json object file is read at once: bounded
 
 
@@ -100,9 +101,10 @@ def _one_object(f: BinaryIO) -> tuple[str, dict] | None:
 def _read_object(p: str, text: str, value: dict) -> Iterator[Record]:
     """One example, or an object wrapping the list of examples ({"data": [...]}), read like a list."""
     key = next((k for k in WRAPPERS if isinstance(value.get(k), list)), None)
-    if key is None and len(value) == 1 and isinstance(next(iter(value.values())), list) \
-            and all(isinstance(v, dict) for v in next(iter(value.values()))):
-        key = next(iter(value))
+    only = next(iter(value), None)
+    if key is None and len(value) == 1 and only not in EXAMPLE_KEYS and isinstance(value[only], list) \
+            and all(isinstance(v, dict) for v in value[only]):
+        key = only
     if key is None:
         yield Record(1 + text.count("\n", 0, len(text) - len(text.lstrip())), value=value)
         return
