@@ -191,5 +191,5 @@ def test_a_json_file_holding_one_example_or_a_wrapped_list(tmp_path):
     pretty_jsonl = tmp_path / "pretty.jsonl"
     pretty_jsonl.write_text(json_mod.dumps(example, indent=2) + "\n" + json_mod.dumps(example, indent=2),
                             encoding="utf-8")
-    problems = load_dataset(pretty_jsonl).problems
-    assert problems and "one whole example per line" in problems[0].message
+    with pytest.raises(InhouseError, match="one whole example per line"):
+        load_dataset(pretty_jsonl)
