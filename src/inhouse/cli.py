@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -186,9 +187,13 @@ def rag_index(
 
     if not folder.is_dir():
         raise InhouseError(f"{folder}: no such folder")
+    clock = time.perf_counter()
     report = index(folder, kb, embedder=embedder, follow_links=follow_links)
+    seconds = max(time.perf_counter() - clock, 1e-9)
+    done = len(report.added) + len(report.changed)
     typer.echo(f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
-               f"{report.unchanged} unchanged; {report.chunks_written} chunks written"
+               f"{report.unchanged} unchanged; {report.chunks_written} chunks written in {seconds:.1f} s "
+               f"({done / seconds:.1f} documents/s, {report.chunks_written / seconds:.1f} chunks/s)"
                + (f" ({report.resumed} documents were already written by an interrupted run)" if report.resumed else ""))
     for path, reason in report.skipped_files:
         typer.echo(f"skipped {path}: {reason}")
@@ -222,7 +227,12 @@ def rag_eval(
 
     config = build_config(SearchConfig, None, **(overrides or {}))
     search_kw = {k: v for k, v in config.search_kwargs().items() if k != "k"}
-    typer.echo(format_metrics(evaluate_kb(config.kb, read_queries(queries), read_qrels(qrels), **search_kw)))
+    clock = time.perf_counter()
+    result = evaluate_kb(config.kb, read_queries(queries), read_qrels(qrels), **search_kw)
+    seconds = max(time.perf_counter() - clock, 1e-9)
+    typer.echo(format_metrics(result))
+    searched = result["queries"] + result["skipped"]
+    typer.echo(f"time       {seconds:.1f} s ({searched / seconds:.1f} queries/s)")
 
 
 @app.command("ask")

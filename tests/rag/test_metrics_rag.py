@@ -111,3 +111,39 @@ def test_evaluate_kb_collapses_chunks_to_documents():
     assert out["recall@2"] == pytest.approx(0.5) and out["mrr"] == pytest.approx(0.25)
     assert [c[1] for c in calls] == ["first", "second"]  # unjudged query 9 never searched
     assert calls[0][2] == 3 * 2 and calls[0][3] == {"mode": "bm25"}  # depth x k chunks asked for
+
+
+def test_ids_that_never_match_are_an_error_not_a_table_of_zeros():
+    from types import SimpleNamespace
+
+    from inhouse.errors import InhouseError
+    from inhouse.rag.metrics import evaluate_kb
+
+    def retrieve(kb, text, k=10, **kw):
+        return [SimpleNamespace(doc_path="docs/unrelated-7.txt")]
+
+    with pytest.raises(InhouseError, match=r"no query id .*queries: q1, q2.*qrels: 1, 2"):
+        evaluate_kb("kb", {"q1": "a", "q2": "b"}, {"1": {"d1": 1}, "2": {"d2": 1}}, retrieve=retrieve)
+    with pytest.raises(InhouseError, match=r"no retrieved document matches.*judged: d1.*retrieved: unrelated-7"):
+        evaluate_kb("kb", {"1": "a"}, {"1": {"d1": 1}}, retrieve=retrieve)
+
+
+def test_rag_eval_cli_prints_time_and_exits_1_on_mismatch(tmp_path):
+    from helpers import run_cli
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "d1.txt").write_text("Refunds take five working days.", encoding="utf-8")
+    (docs / "d2.txt").write_text("Orders ship from Leeds.", encoding="utf-8")
+    env = {"INHOUSE_HOME": str(tmp_path / "home")}
+    code, out, err = run_cli("rag", "index", docs, "--kb", "k", env=env)
+    assert code == 0 and "documents/s" in out and "chunks/s" in out, out + err
+    (tmp_path / "q.tsv").write_text("1\thow long do refunds take\n", encoding="utf-8")
+    (tmp_path / "good.qrels").write_text("1 0 d1 1\n", encoding="utf-8")
+    (tmp_path / "bad.qrels").write_text("9 0 d1 1\n", encoding="utf-8")
+    code, out, err = run_cli("rag", "eval", "--kb", "k", "--queries", tmp_path / "q.tsv", "--qrels",
+                             tmp_path / "good.qrels", env=env)
+    assert code == 0 and "queries/s" in out and "ndcg@10" in out, out + err
+    code, out, err = run_cli("rag", "eval", "--kb", "k", "--queries", tmp_path / "q.tsv", "--qrels",
+                             tmp_path / "bad.qrels", env=env)
+    assert code == 1 and "no query id" in err and "Traceback" not in err

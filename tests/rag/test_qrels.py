@@ -191,3 +191,19 @@ def test_real_cranfield(tmp_path):
     paths = write_cranfield_folder(CRANFIELD, tmp_path / "cran")
     assert len(paths) == 1398  # 471 and 995 are empty records
     assert (tmp_path / "cran" / "1.txt").read_text().startswith("experimental investigation of the aerodynamics")
+
+
+def test_classic_judgement_layouts_are_told_apart(tmp_path):
+    # CISI / CACM list relevant pairs with constant trailing columns; others give a score after the relevance
+    pairs = write(tmp_path, "cisi.rel", "    1     28 0 0.000000\n    1     35 0 0.000000\n    2     29 0 0.000000\n")
+    assert read_qrels(pairs) == {"1": {"28": 1, "35": 1}, "2": {"29": 1}}
+    scored = write(tmp_path, "s.qrels", "1 a 2 0.9\n1 b 0 0.1\n2 c 1 0.5\n")
+    assert read_qrels(scored) == {"1": {"a": 2, "b": 0}, "2": {"c": 1}}
+    beir = write(tmp_path, "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\nq2\td3\t2\n")
+    assert read_qrels(beir) == {"q1": {"d1": 1, "d2": 0}, "q2": {"d3": 2}}
+
+
+def test_queries_with_several_text_fields_use_them_all(tmp_path):
+    path = write(tmp_path, "q.jsonl", '{"_id": "1", "title": "Lamp returns", "text": "How long do refunds take?"}\n'
+                                      '{"id": "2", "text": "Shipping from Leeds"}\n')
+    assert read_queries(path) == {"1": "Lamp returns. How long do refunds take?", "2": "Shipping from Leeds"}

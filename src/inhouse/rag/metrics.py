@@ -14,6 +14,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from inhouse.errors import InvalidInputError
+
 
 def _unique(ranked: Iterable[str]) -> list[str]:
     """First occurrence of each doc, so duplicates can neither add gain nor push others down twice."""
@@ -139,10 +141,23 @@ def evaluate_kb(kb: str, queries: Mapping[str, str], qrels: Mapping[str, Mapping
     """
     judged = {d for j in qrels.values() for d in j}
     wanted = {q: t for q, t in queries.items() if q in qrels}
+    if not wanted:
+        raise InvalidInputError(f"no query id of the query file is judged in the qrels (queries: {_sample(queries)}; "
+                                f"qrels: {_sample(qrels)}); are they files of the same collection?")
     run = run_queries(kb, wanted, max(ks), judged, retrieve, **search_kw)
+    retrieved = {d for ranked in run.values() for d in ranked}
+    if retrieved and not retrieved & judged:
+        raise InvalidInputError(f"no retrieved document matches a judged document id (judged: {_sample(judged)}; "
+                                f"retrieved: {_sample(retrieved)}); documents are matched by path, file name or "
+                                "stem, so name the files after the ids the qrels use")
     result = evaluate_run(run, {q: qrels[q] for q in wanted}, ks)
     result["missing_queries"] = sorted(set(qrels) - set(queries))
     return result
+
+
+def _sample(ids: Any, n: int = 5) -> str:
+    listed = sorted(map(str, ids))
+    return ", ".join(listed[:n]) + (f", ... ({len(listed)} in all)" if len(listed) > n else "")
 
 
 def format_metrics(result: Mapping[str, Any]) -> str:

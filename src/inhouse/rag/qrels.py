@@ -1,11 +1,12 @@
 """Read relevance judgements and queries for `inhouse rag eval`, whatever format they come in.
 
-Qrels: TREC (``qid 0 docid rel``) or Cranfield (``qid docid code``, codes
-1-4 relevant with 1 the best, -1 not relevant). Both become
-``{qid: {docid: gain}}`` where a gain above 0 means relevant, so the
-metrics never need to know where the file came from.
+Qrels: TREC (``qid 0 docid rel``), ``qid docid rel [score]``, lists of relevant
+pairs, or Cranfield (``qid docid code``, codes 1-4 relevant with 1 the best, -1
+not relevant); see `read_qrels`. All become ``{qid: {docid: gain}}`` where a
+gain above 0 means relevant, so the metrics never need to know where the file
+came from.
 
-Queries: ``qid<TAB>text`` lines, JSONL/JSON with ``id``/``text``, TREC
+Queries: ``qid<TAB>text`` lines, JSONL/JSON with ``id``/``text`` (and ``title``), TREC
 ``<top>`` topics, or SMART (``cran.qry``). SMART query numbers are not
 consecutive (001, 002, 004, ...) while ``cranqrel`` numbers the queries
 1..225 in file order, so SMART queries are renumbered by position.
@@ -80,34 +81,72 @@ def cranfield_gain(code: int) -> int:
     return 5 - code if 1 <= code <= 4 else 0
 
 
-def read_qrels(path: str | Path, fmt: str | None = None) -> Qrels:
-    """``{qid: {docid: gain}}`` from TREC (4 columns) or Cranfield (3 columns) judgements.
+QREL_FORMATS = ("trec", "cranfield", "plain", "pairs", "scored")
 
-    The format is taken from the first judgement's column count unless
-    ``fmt`` ("trec" or "cranfield") says; every line must then match it.
-    Judged non-relevant docs stay in the dict with gain 0.
-    """
+
+def read_qrels(path: str | Path, fmt: str | None = None) -> Qrels:
+    """``{qid: {docid: gain}}`` from whichever judgement layout the file has:
+
+    - ``trec``: ``qid iter docid rel`` (the iteration column is the same on every line);
+    - ``scored``: ``qid docid rel score`` (as CISI and similar collections ship them);
+    - ``pairs``: ``qid docid 0 0`` and the like: every listed pair is relevant (CACM, CISI .REL);
+    - ``cranfield``: ``qid docid code`` with Cleverdon's codes (1 best .. 4, -1 not relevant);
+    - ``plain``: ``qid docid rel`` with the relevance as is (BEIR's TSV, header line allowed).
+
+    The layout is decided from all the lines (``fmt`` overrides); judged non-relevant docs stay with
+    gain 0."""
+    rows = [(n, line, line.split()) for n, line in _lines(_read(path))]
+    if rows and len(rows[0][2]) >= 3 and not any(_is_number(c) for c in rows[0][2]):
+        rows = rows[1:]  # a header such as "query-id corpus-id score"
+    fmt = fmt or _qrels_layout(rows)
     qrels: Qrels = {}
-    for n, line in _lines(_read(path)):
-        cols = line.split()
-        fmt = fmt or {4: "trec", 3: "cranfield"}.get(len(cols))
+    for n, line, cols in rows:
         qid, doc, grade = _qrel_fields(path, n, line, cols, fmt)
         qrels.setdefault(qid, {})[doc] = grade
     return qrels
 
 
+def _is_int(text: str) -> bool:
+    return re.fullmatch(r"-?\d+", text) is not None
+
+
+def _is_number(text: str) -> bool:
+    return re.fullmatch(r"-?\d+(\.\d*)?", text) is not None
+
+
+def _qrels_layout(rows: list[tuple[int, str, list[str]]]) -> str | None:
+    """Decided by the first line's width, over the lines of that width (others then fail by line)."""
+    if not rows:
+        return None
+    same = [cols for _, _, cols in rows if len(cols) == len(rows[0][2])]
+    column = lambda i: {c[i] for c in same}  # noqa: E731
+    if len(rows[0][2]) == 3:
+        codes = column(2)
+        return "plain" if "0" in codes or not codes <= {"-1", "1", "2", "3", "4", "5"} else "cranfield"
+    if len(rows[0][2]) == 4:
+        if column(1) <= {"0", "Q0", "q0"} or len(column(1)) == 1:
+            return "trec"
+        return "pairs" if len(column(2)) == 1 and len(column(3)) == 1 else "scored"
+    return None
+
+
 def _qrel_fields(path: str | Path, n: int, line: str, cols: list[str], fmt: str | None) -> tuple[str, str, int]:
-    want = {"trec": 4, "cranfield": 3}
-    if fmt not in want or len(cols) != want[fmt]:
-        shape = {"trec": "'qid 0 docid rel' (TREC qrels)", "cranfield": "'qid docid code' (Cranfield qrels)"}
-        raise _fail(path, n, f"expected {shape.get(fmt, shape['trec'] + ' or ' + shape['cranfield'])}", line)
-    try:
-        grade = int(cols[-1])
-    except ValueError:
-        raise _fail(path, n, "relevance must be a whole number", line) from None
+    shapes = {"trec": "'qid 0 docid rel' (TREC qrels)", "cranfield": "'qid docid code' (Cranfield qrels)",
+              "plain": "'qid docid rel'", "pairs": "'qid docid 0 0' (relevant pairs)", "scored": "'qid docid rel score'"}
+    if fmt not in shapes or len(cols) != (3 if fmt in ("cranfield", "plain") else 4):
+        expected = shapes.get(fmt, f"{shapes['trec']} or {shapes['cranfield']} or 'qid docid rel [score]'")
+        raise _fail(path, n, f"expected {expected}", line)
+    if fmt == "pairs":
+        return cols[0], cols[1], 1
+    rel = cols[2] if fmt == "scored" else cols[-1]
+    if not _is_int(rel):
+        raise _fail(path, n, "relevance must be a whole number", line)
+    grade = int(rel)
     if fmt == "trec":
         return cols[0], cols[2], max(grade, 0)
-    return cols[0], cols[1], cranfield_gain(grade)
+    if fmt == "cranfield":
+        return cols[0], cols[1], cranfield_gain(grade)
+    return cols[0], cols[1], max(grade, 0)
 
 
 # --- queries ----------------------------------------------------------------------------------
@@ -148,11 +187,13 @@ def _tsv_queries(text: str, path: str | Path) -> dict[str, str]:
 
 
 def _query_obj(obj: object, path: str | Path, n: int | str, line: str) -> tuple[str, str]:
-    """id/_id/qid and text/query: the spellings query files actually use."""
+    """id/_id/qid and text/query: the spellings query files actually use; a record with several text
+    fields (title and text, title and description) is searched with all of them, title first."""
     if not isinstance(obj, dict):
         raise _fail(path, n, 'expected an object like {"id": ..., "text": ...}', line)
-    qid = next((obj[k] for k in ("id", "_id", "qid", "query_id") if k in obj), "")
-    return str(qid), str(next((obj[k] for k in ("text", "query") if k in obj), ""))
+    qid = next((obj[k] for k in ("id", "_id", "qid", "query_id", "num", "number") if k in obj), "")
+    parts = [obj[k] for k in ("title", "text", "query", "description", "desc", "question") if obj.get(k)]
+    return str(qid), ". ".join(str(p).strip().rstrip(".") for p in parts)
 
 
 def _jsonl_queries(text: str, path: str | Path) -> dict[str, str]:
