@@ -107,3 +107,16 @@ def test_format_report_summarises_many_problems(tmp_path):
 def test_file_level_errors_raise(tmp_path):
     with pytest.raises(InhouseError, match="no such file"):
         check_dataset(tmp_path / "missing.jsonl", chars, 10)
+
+
+def test_an_example_without_a_user_turn_gets_a_warning(tmp_path):
+    from inhouse.data.check import check_dataset, format_report
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]})
+                    + "\n" + json.dumps({"messages": [{"role": "user", "content": "u"}, {"role": "assistant",
+                                                                                         "content": "a"}]}) + "\n",
+                    encoding="utf-8")
+    report = check_dataset(path, None, 100)
+    assert report.ok and report.no_user == [f"{path}:1"]
+    assert f"Warning: 1 example without a user turn: {path}:1" in format_report(report)
