@@ -26,3 +26,25 @@ def test_importing_and_loading_set_no_environment_variables(tmp_path):
                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "INHOUSE_HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
+HELP = """
+import sys
+sys.argv = ["inhouse", *{args!r}]
+from inhouse import cli
+try:
+    cli.main()
+except SystemExit:
+    pass
+heavy = [m for m in ("torch", "transformers", "lancedb", "sentence_transformers", "peft") if m in sys.modules]
+print("HEAVY", heavy)
+"""
+
+
+def test_help_imports_no_deep_learning_library(tmp_path):
+    """--help must answer at once: it may not wait for torch or transformers to load."""
+    for args in (["--help"], ["train", "--help"], ["data", "prepare", "--help"], ["serve", "--help"]):
+        proc = subprocess.run([sys.executable, "-c", HELP.format(args=args)], capture_output=True, text=True,
+                              cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "120"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip().splitlines()[-1] == "HEAVY []", (args, proc.stdout[-300:])

@@ -12,7 +12,7 @@ import click
 import typer
 
 from inhouse.cli_options import model_options
-from inhouse.data.prepare import PrepareConfig
+from inhouse.data.prepare_config import PrepareConfig
 from inhouse.eval.config import EvalConfig
 from inhouse.errors import InhouseError
 from inhouse.generation import GenerationConfig
@@ -362,7 +362,8 @@ def main() -> None:
     """Entry point: one-line errors and exit code 1; tracebacks only with --debug."""
     debug = "--debug" in sys.argv or os.environ.get("INHOUSE_DEBUG") == "1"
     quiet_environment()
-    if not debug:
+    asks_for_help = len(sys.argv) < 2 or any(a in ("--help", "-h") for a in sys.argv[1:])
+    if not debug and not asks_for_help:  # help needs no library: do not import transformers for it
         quiet_libraries()
     try:
         code = app(standalone_mode=False)

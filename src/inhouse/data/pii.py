@@ -32,6 +32,7 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
 from inhouse.data.conversation import Conversation, Message, Problem
+from inhouse.data.prepare_config import PII_KINDS
 from inhouse.data.formats import ColumnMap, UnrecognisedFormat, each_record, summarise
 from inhouse.data.read import Record, read_records
 from inhouse.errors import InhouseError
@@ -39,7 +40,7 @@ from inhouse.paths import shown
 
 # Most specific first: when two detectors claim overlapping text, the earlier
 # kind wins (a password inside a URL is a URL_CREDENTIALS, not an EMAIL).
-KINDS: tuple[str, ...] = ("URL_CREDENTIALS", "SECRET", "EMAIL", "CARD", "IBAN", "SSN", "IP", "PHONE")
+KINDS: tuple[str, ...] = PII_KINDS
 
 # Countries whose *national* phone formats (no +/00 prefix) are recognised.
 # Everyone else is found only in international format.
