@@ -47,9 +47,17 @@ def test_data_check_reports_problems_with_lines_and_exit_1(tmp_path):
 
 def test_data_check_ok_prints_token_stats(tmp_path):
     good = write_jsonl(tmp_path / "good.jsonl", [chat("hi", "hello"), chat("a", "b" * 50)])
-    proc = inhouse("data", "check", good, "--max-seq-length", "40")
+    proc = inhouse("data", "check", good, "--max-seq-length", "40", "--model", "builtin:tiny")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "median" in proc.stdout and "p95" in proc.stdout and f"{good}:2" in proc.stdout
+
+
+def test_data_check_without_a_model_checks_structure_only(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", [chat("hi", "hello"), chat("a", "b" * 50)])
+    proc = inhouse("data", "check", good)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 valid" in proc.stdout and "give --model to measure" in proc.stdout and "median" not in proc.stdout
+    assert_one_line_error(inhouse("data", "check", good, "--chat-template", "chatml"), "--chat-template needs --model")
 
 
 @pytest.mark.parametrize("content,needle", [
@@ -83,7 +91,7 @@ def test_hub_model_offline_names_hf_hub_offline(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", [chat("hi", "hello")] * 3)
     proc = inhouse("train", "--train-file", data, "--base-model", "someorg/some-model-xyz", home=tmp_path,
                    env={"HF_HUB_OFFLINE": "1"})
-    assert_one_line_error(proc, "HF_HUB_OFFLINE", "local path")
+    assert_one_line_error(proc, "HF_HUB_OFFLINE", "local model folder")
 
 
 def test_missing_local_model_folder(tmp_path):

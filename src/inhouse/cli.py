@@ -12,7 +12,7 @@ import click
 import typer
 
 from inhouse.cli_options import model_options
-from inhouse.data.prepare_config import PrepareConfig
+from inhouse.data.prepare_config import ColumnConfig, PrepareConfig
 from inhouse.eval.config import EvalConfig
 from inhouse.errors import InhouseError
 from inhouse.generation import GenerationConfig
@@ -35,37 +35,52 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 @data_app.command("check")
+@model_options(ColumnConfig)
 def data_check(
-    file: Path = typer.Argument(..., help="Data file: chat JSONL, Alpaca JSON/JSONL or prompt/completion JSONL."),
-    model: str = typer.Option(Recipe.model_fields["base_model"].default, "--model", "-m",
-                              help="Model whose tokenizer and chat template measure the lengths."),
+    file: Path = typer.Argument(..., help="Data file: chat/Alpaca/prompt-completion/ShareGPT JSON(L), CSV or Parquet."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model whose tokenizer and chat template "
+                                        "measure the lengths (without it: structure only, nothing to load)."),
     max_seq_length: int = typer.Option(Recipe.model_fields["max_seq_length"].default,
-                                       help="Report examples longer than this many tokens."),
+                                       help="Report examples longer than this many tokens (with --model)."),
     chat_template: Optional[str] = typer.Option(None, help=Recipe.model_fields["chat_template"].description),
+    overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Validate a data file and show token-length statistics; exit 1 on any problem."""
+    """Validate a data file (and, with --model, its token lengths); exit 1 on any problem."""
     from inhouse.data.check import check_dataset, format_report
+
+    columns = build_config(ColumnConfig, None, **(overrides or {})).columns()
+    report = check_dataset(file, _token_counter(model, chat_template), max_seq_length, columns)
+    typer.echo(format_report(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _token_counter(model: str | None, chat_template: str | None):
+    """The model's token counter, or None: a check without --model loads no deep-learning library."""
+    if model is None:
+        if chat_template:
+            raise InhouseError("--chat-template needs --model (the tokenizer it renders for)")
+        return None
     from inhouse.model.load import load_tokenizer
     from inhouse.model.template import apply_template_choice, token_counter
 
     tokenizer = load_tokenizer(model)
     apply_template_choice(tokenizer, chat_template)
-    report = check_dataset(file, token_counter(tokenizer), max_seq_length)
-    typer.echo(format_report(report))
-    raise typer.Exit(0 if report.ok else 1)
+    return token_counter(tokenizer)
 
 
 @data_app.command("scan")
+@model_options(ColumnConfig)
 def data_scan(
     file: Path = typer.Argument(..., help="Data file to scan for PII (nothing is written)."),
     kinds: Optional[str] = typer.Option(None, help="Comma-separated kinds (default: all): EMAIL,PHONE,CARD,..."),
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """List PII findings (type, file:line, masked value) without changing anything; exit 1 when some
     records are not valid examples (they are scanned all the same)."""
     from inhouse.data.pii import format_scan, scan_file
 
     wanted = {k.strip() for k in kinds.split(",") if k.strip()} if kinds else None
-    report = scan_file(file, wanted)
+    report = scan_file(file, wanted, build_config(ColumnConfig, None, **(overrides or {})).columns())
     typer.echo(format_scan(report))
     raise typer.Exit(1 if report.unusable else 0)
 
@@ -104,10 +119,13 @@ def train_cmd(
 ) -> None:
     """Fine-tune a base model on your data; the result lands in the adapter library."""
     from inhouse import recipe as recipe_mod
+    from inhouse.model.refs import resolve_model
+
+    recipe = recipe_mod.build(recipe_file, **(overrides or {}))
+    resolve_model(recipe.base_model)  # a wrong name is answered before the deep-learning libraries load
     from inhouse.events import ConsoleEvents
     from inhouse.train.sft import train
 
-    recipe = recipe_mod.build(recipe_file, **(overrides or {}))
     result = train(recipe, resume=resume, events=ConsoleEvents(progress=not quiet))
     typer.echo(f"adapter {result.name!r} saved to {result.path}")
 
@@ -119,9 +137,13 @@ def eval_cmd(
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Base vs tuned on held-out data: metrics, optional judge, forgetting check, HTML report."""
+    from inhouse.adapters.registry import resolve
+
+    config = build_config(EvalConfig, None, **(overrides or {}))
+    resolve(adapter)  # a wrong name is answered before the deep-learning libraries load
     from inhouse.eval.run import evaluate
 
-    result = evaluate(adapter, build_config(EvalConfig, None, **(overrides or {})))
+    result = evaluate(adapter, config)
     base, tuned = result.report["base"], result.report["tuned"]
     for key in ("loss", "exact_match", "f1", "rouge_l"):
         if key in base:
@@ -262,12 +284,15 @@ def merge_cmd(
     overwrite: bool = typer.Option(False, help="Replace --out when it holds an earlier inhouse merged model."),
 ) -> None:
     """Merge an adapter into its base model (reloaded in 16/32-bit, never 4-bit) for export."""
+    from inhouse.adapters.registry import resolve
+
+    if dtype not in ("bfloat16", "float16", "float32"):
+        raise InhouseError(f"--dtype {dtype}: use bfloat16, float16 or float32")
+    resolve(adapter)  # a wrong name is answered before the deep-learning libraries load
     import torch
 
     from inhouse.adapters.merge import merge
 
-    if dtype not in ("bfloat16", "float16", "float32"):
-        raise InhouseError(f"--dtype {dtype}: use bfloat16, float16 or float32")
     typer.echo(f"merged model saved to {merge(adapter, name, getattr(torch, dtype), out, overwrite)}")
 
 
@@ -292,15 +317,15 @@ def quickstart_cmd(
 
 
 def quiet_libraries() -> None:
-    """Upstream deprecation chatter is for us, not for users."""
+    """Upstream deprecation chatter is for us, not for users. Set through the environment and warning
+    filters, so a command that never needs transformers never imports it (`data check` starts at once)."""
     import warnings
-
-    from transformers.utils import logging as hf_logging
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="peft|transformers|torch")
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # "Loading weights" bars; ours show the work that matters
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # transformers' "Loading weights" bars read this at import; ours show the work that matters
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @jobs_app.command("list")

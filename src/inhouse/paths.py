@@ -6,6 +6,7 @@ evals/     evaluation reports
 kb/        knowledge bases
 files/     files uploaded to the server (by content hash)
 jobs/      the fine-tuning job store
+models/    model folders the server's clients may name (models/NAME)
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def files() -> Path:
 
 def jobs() -> Path:
     return home() / "jobs"
+
+
+def models() -> Path:
+    """Model folders a user placed for the server's clients to name as `models/NAME`."""
+    return home() / "models"
 
 
 def shown(path: str | os.PathLike) -> str:

@@ -68,18 +68,45 @@ class Recipe(BaseModel):
         return value
 
 
-def describe_errors(exc: ValidationError, where: str) -> str:
-    """Pydantic's errors as one line: where: field: problem; field: problem."""
-    parts = []
+def describe_errors(exc: ValidationError, where: str | None, given: set[str] = frozenset(),
+                    model: type[BaseModel] | None = None) -> str:
+    """Pydantic's errors as one line. A value given as a flag (or keyword) is named as its flag,
+    `--lora-r`; a value from a YAML file as `recipe.yaml: lora_r`."""
+    from_file, from_flags = [], []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "recipe"
+        loc = [str(p) for p in err["loc"]]
         msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{field}: {msg}")
-    return f"{where}: " + "; ".join(parts)
+        if where and (not loc or loc[0] not in given):
+            from_file.append(f"{'.'.join(loc) or 'recipe'}: {msg}")
+        else:
+            from_flags.append(f"{flag_name(model, loc)}: {msg}")
+    parts = ([f"{where}: " + "; ".join(from_file)] if from_file else []) + from_flags
+    return "; ".join(parts)
 
 
-def load_yaml(path: Path, model: type[BaseModel] = Recipe) -> dict[str, Any]:
+def flag_name(model: type[BaseModel] | None, loc: list[str]) -> str:
+    """The command-line flag of a field path (`--lora-r`); a nested config's fields are flags of their own."""
+    if not loc:
+        return "options"
+    info = _field_at(model, loc)
+    extra = info.json_schema_extra if info is not None and isinstance(info.json_schema_extra, dict) else {}
+    return "--" + str(extra.get("flag") or loc[-1]).replace("_", "-")
+
+
+def _field_at(model: type[BaseModel] | None, loc: list[str]) -> Any:
+    info = None
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return None
+        info = model.model_fields[part]
+        sub = [a for a in (info.annotation, *getattr(info.annotation, "__args__", ())) if isinstance(a, type)]
+        model = next((a for a in sub if issubclass(a, BaseModel)), None)
+    return info
+
+
+def load_yaml(path: str | Path, model: type[BaseModel] = Recipe) -> dict[str, Any]:
     """Read a recipe file into a dict, with file:line for syntax errors."""
+    path = Path(path)
     if not path.is_file():
         raise InhouseError(f"{path}: no such recipe file")
     try:
@@ -110,13 +137,14 @@ def _resolve_paths(data: dict[str, Any], base: Path, model: type[BaseModel]) -> 
     return data
 
 
-def build_config(config_cls: type[ConfigT], file: Path | None = None, /, **overrides: Any) -> ConfigT:
+def build_config(config_cls: type[ConfigT], file: str | Path | None = None, /, **overrides: Any) -> ConfigT:
     """Defaults < YAML file < explicit overrides (flags); None means 'not given'."""
-    values = merge(load_yaml(file, config_cls) if file else {}, {k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values = merge(load_yaml(Path(file), config_cls) if file else {}, given)
     try:
         return config_cls(**values)
     except ValidationError as exc:
-        raise InhouseError(describe_errors(exc, str(file) if file else "recipe")) from None
+        raise InhouseError(describe_errors(exc, str(file) if file else None, set(given), config_cls)) from None
 
 
 def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +155,6 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build(file: Path | None = None, **overrides: Any) -> Recipe:
+def build(file: str | Path | None = None, **overrides: Any) -> Recipe:
     """The fine-tuning recipe from defaults, a YAML file and flags."""
     return build_config(Recipe, file, **overrides)

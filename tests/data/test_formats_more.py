@@ -210,7 +210,7 @@ def test_csv_missing_column_names_the_columns_there(tmp_path):
 
 def test_csv_without_usual_columns_asks_for_a_mapping(tmp_path):
     msg = one_line_error(write(tmp_path, "a,b\n1,2\n", "data.csv"))
-    assert "'a', 'b'" in msg and "instruction/output" in msg and "column mapping" in msg
+    assert "'a', 'b'" in msg and "instruction/output" in msg and "--prompt-column" in msg
 
 
 def test_csv_empty_cells_and_ragged_rows_are_problems(tmp_path):

@@ -112,7 +112,7 @@ def test_training_on_tool_calls_through_the_cli(tmp_path, tiny_dir):
                              "--chat-template", "chatml-tools", "--output-name", "weather", "-q",
                              env={"INHOUSE_HOME": str(tmp_path / "home")})
     assert code == 0, err
-    code, out, err = run_cli("data", "check", data, "--chat-template", "chatml-tools")
+    code, out, err = run_cli("data", "check", data, "--model", "builtin:tiny", "--chat-template", "chatml-tools")
     assert code == 0 and "tool calls: 6" in out and "OK: ready to train" in out
 
 

@@ -7,31 +7,40 @@ knows how to load and run a model, not where the adapter library is.
 from __future__ import annotations
 
 from pathlib import Path
-
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from typing import TYPE_CHECKING
 
 from inhouse.adapters import registry
-from inhouse.errors import InhouseError
-from inhouse.model import load as model_load
-from inhouse.model.generate import ChatModel, ready
-from inhouse.model.template import apply_template_choice
+from inhouse.errors import NotFoundError
+from inhouse.model import refs
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from inhouse.model.generate import ChatModel
 
 
-def _is_adapter(ref: str) -> bool:
+def locate(ref: str) -> Path | str:
+    """An adapter folder, or a model reference that can be loaded; a name that is neither fails here,
+    at once and with a suggestion, before torch is imported."""
     try:
-        registry.resolve(ref)
-        return True
-    except InhouseError:
-        return False
+        return registry.resolve(ref)
+    except NotFoundError:
+        return refs.resolve_model(ref, known=registry.names())
 
 
 def load_chat_model(ref: str, chat_template: str | None = None) -> ChatModel:
     """An adapter (library name or folder) on its base model, or a plain base model."""
-    if not _is_adapter(ref):
-        model, tokenizer = model_load.load(ref)
+    path = locate(ref)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from inhouse.model import load as model_load
+    from inhouse.model.generate import ready
+    from inhouse.model.template import apply_template_choice
+
+    if not isinstance(path, Path):
+        model, tokenizer = model_load.load(path)
         apply_template_choice(tokenizer, chat_template)
         return ready(model, tokenizer, ref)
-    path = registry.resolve(ref)
     info = registry.lineage(path)
     tokenizer = AutoTokenizer.from_pretrained(path)  # saved at training: same chat template
     if not (path / "adapter_config.json").is_file():  # full fine-tune or merged model
@@ -43,6 +52,8 @@ def load_chat_model(ref: str, chat_template: str | None = None) -> ChatModel:
 
 def _with_adapter(path: Path, info: dict) -> PreTrainedModel:
     from peft import PeftModel
+
+    from inhouse.model import load as model_load
 
     return PeftModel.from_pretrained(model_load.load_model(base_of(path, info)), path)
 

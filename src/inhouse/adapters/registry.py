@@ -8,6 +8,7 @@ so a crash or Ctrl-C never leaves a half-written adapter under a real name.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -36,8 +37,21 @@ def resolve(ref: str) -> Path:
     for candidate in (Path(ref).expanduser(), library() / ref):
         if (candidate / LINEAGE).is_file() or (candidate / "adapter_config.json").is_file():
             return candidate
-    names = ", ".join(a["name"] for a in list_adapters()[:10]) or "none yet"
-    raise NotFoundError(f"no adapter {ref!r} (not a folder, not in {library()}; available: {names})")
+    raise NotFoundError(f"no adapter {ref!r}{did_you_mean(ref, names())} (not a folder, not in {library()}; "
+                        f"available: {', '.join(names()[:10]) or 'none yet'})")
+
+
+def names() -> list[str]:
+    """Library names, newest first, without reading any lineage (fast, for hints)."""
+    if not library().is_dir():
+        return []
+    found = [p for p in library().iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def did_you_mean(ref: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(ref, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class BrokenLineage(InhouseError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inhouse.data.conversation import ROLES, Conversation, Problem
-from inhouse.data.formats import load_dataset, summarise
+from inhouse.data.formats import ColumnMap, load_dataset, summarise
 
 # How many over-long examples to name before just counting them.
 SHOW_TOO_LONG = 5
@@ -74,9 +74,11 @@ def check_dataset(
     path: str | Path,
     count_tokens: Callable[[Conversation], int] | None,
     max_seq_length: int,
+    columns: ColumnMap | None = None,
 ) -> DatasetReport:
-    """Load and measure a file; raises InhouseError only for file-level faults."""
-    result = load_dataset(path)
+    """Load and measure a file; raises InhouseError only for file-level faults. Without `count_tokens`
+    nothing deep-learning is imported: a quick structural check."""
+    result = load_dataset(path, columns)
     convs = result.conversations
     lengths = [count_tokens(c) for c in convs] if count_tokens else []
     report = DatasetReport(
@@ -139,7 +141,7 @@ def _messages_line(r: DatasetReport) -> str:
 def _token_lines(r: DatasetReport) -> list[str]:
     t = r.tokens
     if t is None:
-        return ["Tokens: not counted (no tokenizer given)"] if r.valid else []
+        return ["Tokens: not counted (give --model to measure lengths with its tokenizer and chat template)"] if r.valid else []
     lines = [f"Tokens per example: min {t.min}, median {t.median}, p95 {t.p95}, max {t.max} (total {t.total})"]
     if r.too_long:
         lines.append(f"Longer than max_seq_length {r.max_seq_length}: {_n(len(r.too_long), 'example')}")

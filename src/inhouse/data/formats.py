@@ -17,6 +17,7 @@ from typing import Any
 
 from inhouse.data import tools as tool_rules
 from inhouse.data.conversation import ROLES, Conversation, Message, Problem, ToolCall
+from inhouse.data.keys import HARMLESS as HARMLESS_KEYS
 from inhouse.data.keys import PREFERENCE as PREFERENCE_KEYS
 from inhouse.data.keys import KeyProblem, check_example, check_part
 from inhouse.data.tools import ToolProblem, tools_of
@@ -395,8 +396,11 @@ def _convert(
 
 
 def _json_meta(value: Any) -> dict:
-    """A top-level 'category' rides along (for stratified splits); it is never a problem."""
-    return {"category": value["category"]} if isinstance(value, dict) and "category" in value else {}
+    """A top-level 'category' and the harmless metadata fields (id, source, topic, ...) ride along:
+    stratified splits can use any of them, and prepared files keep them."""
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if k == "category" or k in HARMLESS_KEYS}
 
 
 def load_dataset(path: str | Path, columns: ColumnMap | None = None) -> LoadResult:
@@ -465,7 +469,7 @@ def _default_columns(path: str, available: tuple[str, ...]) -> ColumnMap:
             return ColumnMap(by_lower[prompt], by_lower[response], **optional)
     usual = "; ".join(f"{p}/{r}" for p, r in DEFAULT_COLUMNS)
     raise InhouseError(
-        f"{path}: columns {_names(available)} match none of the usual pairs ({usual}); pass a column mapping"
+        f"{path}: columns {_names(available)} match none of the usual pairs ({usual}); name them with --prompt-column and --response-column"
     )
 
 

@@ -199,6 +199,7 @@ def _split_and_balance(convs, config: PrepareConfig, events, counts) -> Prepared
         counts["strata"] = parts.strata
     if config.cap_per_category or config.upsample_to:
         by = config.stratify or "category"
+        split.require_field(train, by, "--stratify" if config.stratify else "--cap-per-category/--upsample-to (by category)")
         train, before, after = split.balance(train, by, config.cap_per_category, config.upsample_to, config.seed)
         counts["balance"] = {"by": by, "before": before, "after": after}
     counts |= example_counts(events)
@@ -232,8 +233,7 @@ def to_record(conv: Conversation) -> dict[str, Any]:
         for call, raw in zip(record.get("tool_calls", []), m.tool_calls):
             call["function"]["arguments"] = raw.arguments
         messages.append(record)
-    extra = {k: v for k, v in conv.meta.items() if k == "category"}
-    return {"messages": messages} | ({"tools": list(conv.tools)} if conv.tools else {}) | extra
+    return {"messages": messages} | ({"tools": list(conv.tools)} if conv.tools else {}) | dict(conv.meta)
 
 
 OUTPUT_KIND = "prepared data"

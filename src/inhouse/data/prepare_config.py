@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 PII_KINDS: tuple[str, ...] = ("URL_CREDENTIALS", "SECRET", "EMAIL", "CARD", "IBAN", "SSN", "IP", "PHONE")
 
 
-class PrepareConfig(BaseModel):
-    """Options of the preparation step; each is a YAML key and a `data prepare` flag."""
+class ColumnConfig(BaseModel):
+    """Which columns of a CSV/TSV/Parquet file hold an example's parts: the same flags for `data check`,
+    `data scan` and `data prepare`, so a table with any column names can be checked before it is prepared."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -26,6 +27,21 @@ class PrepareConfig(BaseModel):
     input_column: str | None = Field(None, description="CSV/Parquet: optional extra input appended to the prompt.")
     system_column: str | None = Field(None, description="CSV/Parquet: optional system message column.")
     category_column: str | None = Field(None, description="CSV/Parquet: column copied to each example's category.")
+
+    def columns(self) -> ColumnMap | None:
+        from inhouse.data.formats import ColumnMap
+
+        if not (self.prompt_column or self.response_column):
+            return None
+        if not (self.prompt_column and self.response_column):
+            raise InhouseError("give both --prompt-column and --response-column (or neither)")
+        return ColumnMap(prompt=self.prompt_column, response=self.response_column, input=self.input_column,
+                         system=self.system_column, category=self.category_column)
+
+
+class PrepareConfig(ColumnConfig):
+    """Options of the preparation step; each is a YAML key and a `data prepare` flag."""
+
     normalize: bool = Field(True, description="Unicode NFC, control characters, whitespace and line endings.")
     dedup: bool = Field(True, description="Remove exact and near duplicates, keeping the first occurrence.")
     near_duplicate_threshold: float = Field(0.85, gt=0, le=1, description="Jaccard similarity (character 5-grams) above which examples are near duplicates.")
@@ -46,13 +62,3 @@ class PrepareConfig(BaseModel):
     cap_per_category: int | None = Field(None, ge=1, description="Training split: at most this many examples per category.")
     upsample_to: int | None = Field(None, ge=1, description="Training split: repeat examples of smaller categories up to this count.")
     seed: int = Field(42, description="Seed for the split and balancing.")
-
-    def columns(self) -> ColumnMap | None:
-        from inhouse.data.formats import ColumnMap
-
-        if not (self.prompt_column or self.response_column):
-            return None
-        if not (self.prompt_column and self.response_column):
-            raise InhouseError("give both --prompt-column and --response-column (or neither)")
-        return ColumnMap(prompt=self.prompt_column, response=self.response_column, input=self.input_column,
-                         system=self.system_column, category=self.category_column)

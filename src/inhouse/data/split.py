@@ -49,6 +49,15 @@ def category(conv: Conversation, by: str) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
 
 
+def require_field(convs: Sequence[Conversation], by: str, flag: str) -> None:
+    """Stratifying by a field no example has would silently split at random: say which fields exist."""
+    if not convs or any(category(c, by) != NONE for c in convs):
+        return
+    present = sorted({key for c in convs for key in (c.meta or {})})
+    exists = ", ".join(present) if present else "none (give CSV/Parquet files a --category-column)"
+    raise InhouseError(f"{flag} {by}: no example has a field {by!r}; fields the examples carry: {exists}")
+
+
 def _group(convs: Sequence[Conversation], by: str | None) -> dict[str, list[int]]:
     """Indexes per category, categories sorted so the result never depends on file order."""
     groups: dict[str, list[int]] = {}
@@ -117,6 +126,8 @@ def split_dataset(
         raise InhouseError(
             f"validation ({validation}) and test ({test}) must be fractions in [0, 1) with a sum below 1"
         )
+    if stratify:
+        require_field(convs, stratify, "--stratify")
     groups = _group(convs, stratify)
     _, n_val, n_test = split_totals(len(convs), validation, test)
     alloc = _allocate({k: len(v) for k, v in groups.items()}, n_val, n_test)

@@ -65,7 +65,7 @@ def trainable(base_id: str, base_ref: str) -> dict[str, str]:
     """The bases a client may name (id -> reference): the served base, builtin:tiny, and every model
     folder under INHOUSE_HOME/models (by its name: a client never names a path)."""
     found = {base_id: base_ref, BUILTIN: BUILTIN}
-    root = paths.home() / "models"
+    root = paths.models()
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         if (folder / "config.json").is_file() and not folder.name.startswith("."):
             found.setdefault(f"models/{folder.name}", str(folder.resolve()))

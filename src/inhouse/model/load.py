@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from inhouse.errors import InhouseError, InvalidInputError, NotFoundError
-from inhouse.model import tiny
+from inhouse.errors import InhouseError
+from inhouse.model import refs, tiny
 
 
 def device() -> torch.device:
@@ -24,32 +22,17 @@ def default_dtype() -> torch.dtype:
     return torch.float32
 
 
-def _is_hub_id(name: str) -> bool:
-    """'org/name' or 'name' as the hub spells them; anything else is meant as a path."""
-    return not name.startswith((".", "/", "~")) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None
-
-
 def _hub_error(name: str, exc: Exception) -> InhouseError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
-    why = "HF_HUB_OFFLINE is set" if offline else "it is not in the local cache and the hub could not be reached"
-    return InhouseError(
-        f"model {name!r} is not a local folder and {why} ({type(exc).__name__}); "
-        "pass a local path to a Hugging Face model folder (one with config.json), "
-        "or unset HF_HUB_OFFLINE and connect to download it")
+    """A hub download that failed after the reference was checked (refs.check_hub)."""
+    why = "HF_HUB_OFFLINE is set" if refs.offline() else "the hub did not deliver it"
+    fix = "unset HF_HUB_OFFLINE to download it" if refs.offline() else "check the id and your network"
+    return InhouseError(f"model {name!r} could not be loaded: {why} ({type(exc).__name__}: {exc}); "
+                        f"pass a local model folder (one with config.json), or {fix}")
 
 
 def resolve(name: str) -> str:
-    """Check a model reference before loading anything heavy."""
-    if name == tiny.NAME:
-        return name
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise InvalidInputError(f"{path}: not a Hugging Face model folder (no config.json)")
-        return str(path.resolve())
-    if not _is_hub_id(name):
-        raise NotFoundError(f"{name}: no such model folder")
-    return name
+    """Check a model reference before loading anything heavy (see inhouse.model.refs)."""
+    return refs.resolve_model(name)
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
