@@ -107,3 +107,9 @@ def test_every_flag_reaches_its_field(words, config, exclude, args, capture, tmp
             result = run_cli(*words, *args, flag, *values, *needed, env={"INHOUSE_HOME": str(tmp_path)})
             pytest.fail(f"{words} {flag} {values}: {result}")
         assert field_of(got.value.config, path) == expected, (words, flag)
+
+
+def test_list_flags_take_a_comma_as_backslash_comma(capture, tmp_path):
+    with pytest.raises(Captured) as got:
+        run_cli("data", "prepare", "d.jsonl", "--out", "o", "--pii-allow", r"re:^\d{1\,3} , @acme.com,,")
+    assert got.value.config.pii_allow == [r"re:^\d{1,3}", "@acme.com"]
