@@ -73,7 +73,7 @@ def describe_errors(exc: ValidationError, where: str) -> str:
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "recipe"
-        msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         parts.append(f"{field}: {msg}")
     return f"{where}: " + "; ".join(parts)
 
