@@ -12,6 +12,7 @@ import click
 import typer
 
 from inhouse.cli_options import model_options
+from inhouse.listsyntax import split_list
 from inhouse.data.prepare_config import PrepareConfig
 from inhouse.eval.config import EvalConfig
 from inhouse.errors import InhouseError
@@ -59,13 +60,15 @@ def data_check(
 def data_scan(
     file: Path = typer.Argument(..., help="Data file to scan for PII (nothing is written)."),
     kinds: Optional[str] = typer.Option(None, help="Comma-separated kinds (default: all): EMAIL,PHONE,CARD,..."),
+    pii_allow: Optional[str] = typer.Option(None, help=PrepareConfig.model_fields["pii_allow"].description
+                                            + " Comma-separated; shown as allowed and counted apart."),
 ) -> None:
     """List PII findings (type, file:line, masked value) without changing anything; exit 1 when some
     records are not valid examples (they are scanned all the same)."""
-    from inhouse.data.pii import format_scan, scan_file
+    from inhouse.data.pii import format_scan, parse_allow, scan_file
 
-    wanted = {k.strip() for k in kinds.split(",") if k.strip()} if kinds else None
-    report = scan_file(file, wanted)
+    wanted = set(split_list(kinds)) if kinds else None
+    report = scan_file(file, wanted, allow=parse_allow(split_list(pii_allow or "")))
     typer.echo(format_scan(report))
     raise typer.Exit(1 if report.unusable else 0)
 
