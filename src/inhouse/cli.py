@@ -203,18 +203,26 @@ def rag_index(
 
 
 @rag_app.command("search")
-@model_options(SearchConfig, exclude=("where", "min_similarity"))
+@model_options(SearchConfig)
 def rag_search(
     query: str = typer.Argument(..., help="What to look for."),
     overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Show the best-matching chunks with their source and score."""
+    """Show the best-matching chunks with their source and score; with --min-similarity, also whether
+    `inhouse ask` would answer from them or refuse."""
     from inhouse.rag.search import search
 
     config = build_config(SearchConfig, None, **(overrides or {}))
-    for n, hit in enumerate(search(config.kb, query, **config.search_kwargs()), 1):
+    hits = search(config.kb, query, **config.search_kwargs())
+    for n, hit in enumerate(hits, 1):
         where = f"{hit.doc_path}:{hit.start}-{hit.end}" + (f" ({hit.heading_path})" if hit.heading_path else "")
         typer.echo(f"[{n}] {hit.score:.4f} {where}\n    {' '.join(hit.text.split())[:300]}")
+    if not hits:
+        typer.echo("no chunk matches" + (" --where" if config.where else ""))
+    if "min_similarity" in (overrides or {}):
+        from inhouse.rag.answer import gate_verdict
+
+        typer.echo(gate_verdict(config, query, hits))
 
 
 @rag_app.command("eval")
@@ -239,7 +247,7 @@ def rag_eval(
 
 
 @app.command("ask")
-@model_options(AskConfig, exclude=("where",))
+@model_options(AskConfig)
 def ask_cmd(
     question: str = typer.Argument(..., help="The question."),
     adapter: Optional[str] = typer.Option(None, help="Adapter to answer with (default: --model)."),
