@@ -13,6 +13,7 @@ import typer
 
 from inhouse.cli_options import model_options
 from inhouse.data.prepare_config import ColumnConfig, PrepareConfig
+from inhouse.listsyntax import split_list
 from inhouse.eval.config import EvalConfig
 from inhouse.errors import InhouseError
 from inhouse.generation import GenerationConfig
@@ -73,14 +74,17 @@ def _token_counter(model: str | None, chat_template: str | None):
 def data_scan(
     file: Path = typer.Argument(..., help="Data file to scan for PII (nothing is written)."),
     kinds: Optional[str] = typer.Option(None, help="Comma-separated kinds (default: all): EMAIL,PHONE,CARD,..."),
+    pii_allow: Optional[str] = typer.Option(None, help=PrepareConfig.model_fields["pii_allow"].description
+                                            + " Comma-separated; shown as allowed and counted apart."),
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """List PII findings (type, file:line, masked value) without changing anything; exit 1 when some
     records are not valid examples (they are scanned all the same)."""
-    from inhouse.data.pii import format_scan, scan_file
+    from inhouse.data.pii import format_scan, parse_allow, scan_file
 
-    wanted = {k.strip() for k in kinds.split(",") if k.strip()} if kinds else None
-    report = scan_file(file, wanted, build_config(ColumnConfig, None, **(overrides or {})).columns())
+    wanted = set(split_list(kinds)) if kinds else None
+    columns = build_config(ColumnConfig, None, **(overrides or {})).columns()
+    report = scan_file(file, wanted, columns, allow=parse_allow(split_list(pii_allow or "")))
     typer.echo(format_scan(report))
     raise typer.Exit(1 if report.unusable else 0)
 
@@ -222,18 +226,26 @@ def rag_index(
 
 
 @rag_app.command("search")
-@model_options(SearchConfig, exclude=("where", "min_similarity"))
+@model_options(SearchConfig)
 def rag_search(
     query: str = typer.Argument(..., help="What to look for."),
     overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Show the best-matching chunks with their source and score."""
+    """Show the best-matching chunks with their source and score; with --min-similarity, also whether
+    `inhouse ask` would answer from them or refuse."""
     from inhouse.rag.search import search
 
     config = build_config(SearchConfig, None, **(overrides or {}))
-    for n, hit in enumerate(search(config.kb, query, **config.search_kwargs()), 1):
+    hits = search(config.kb, query, **config.search_kwargs())
+    for n, hit in enumerate(hits, 1):
         where = f"{hit.doc_path}:{hit.start}-{hit.end}" + (f" ({hit.heading_path})" if hit.heading_path else "")
         typer.echo(f"[{n}] {hit.score:.4f} {where}\n    {' '.join(hit.text.split())[:300]}")
+    if not hits:
+        typer.echo("no chunk matches" + (" --where" if config.where else ""))
+    if "min_similarity" in (overrides or {}):
+        from inhouse.rag.answer import gate_verdict
+
+        typer.echo(gate_verdict(config, query, hits))
 
 
 @rag_app.command("eval")
@@ -258,7 +270,7 @@ def rag_eval(
 
 
 @app.command("ask")
-@model_options(AskConfig, exclude=("where",))
+@model_options(AskConfig)
 def ask_cmd(
     question: str = typer.Argument(..., help="The question."),
     adapter: Optional[str] = typer.Option(None, help="Adapter to answer with (default: --model)."),

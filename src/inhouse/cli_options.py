@@ -20,6 +20,8 @@ import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from inhouse.listsyntax import split_list
+
 
 def _cli_type(annotation: Any) -> tuple[type, str]:
     """The flag's Python type and a hint for the help text (choices, list syntax)."""
@@ -29,7 +31,7 @@ def _cli_type(annotation: Any) -> tuple[type, str]:
     if typing.get_origin(annotation) is Literal:
         return str, " One of: " + ", ".join(map(str, typing.get_args(annotation))) + "."
     if typing.get_origin(annotation) is list:
-        return str, " Comma-separated."
+        return str, " Comma-separated (\\, for a comma)."
     if annotation in (int, float, str, bool, Path):
         return annotation, ""
     return str, ""
@@ -74,7 +76,7 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
 def _value(field: FieldInfo, value: Any) -> Any:
     """A list-valued field's flag is comma-separated text: `--pii-kinds EMAIL,PHONE`."""
     if isinstance(value, str) and _is_list(field.annotation):
-        return [v.strip() for v in value.split(",") if v.strip()]
+        return split_list(value)
     return value
 
 

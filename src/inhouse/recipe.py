@@ -75,7 +75,7 @@ def describe_errors(exc: ValidationError, where: str | None, given: set[str] = f
     from_file, from_flags = [], []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown field (typo?)" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         if where and (not loc or loc[0] not in given):
             from_file.append(f"{'.'.join(loc) or 'recipe'}: {msg}")
         else:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from inhouse.data.conversation import Conversation, Message
+from inhouse.data.conversation import Conversation, Message, ToolCall
 from inhouse.data.pii import (
     KINDS,
     Finding,
@@ -21,11 +21,14 @@ from inhouse.data.pii import (
     _resolve,
     find_pii,
     format_scan,
+    parse_allow,
     redact,
     redact_all,
+    redact_arguments,
     redact_conversation,
     scan_conversation,
     scan_file,
+    scan_rows,
 )
 from inhouse.errors import InhouseError
 
@@ -499,3 +502,114 @@ def test_labelled_set_meets_targets():
     overall = result["overall"]
     assert overall["recall"] >= 0.98, result["errors"]
     assert overall["precision"] >= 0.95, result["errors"]
+
+
+# --- allowlist (--pii-allow) -------------------------------------------------------
+
+
+def allowed(text: str, *entries: str) -> list[tuple[str, str, str | None]]:
+    return [(f.kind, f.text, f.allowed_by) for f in find_pii(text, allow=parse_allow(entries))]
+
+
+def test_allowed_email_is_exact_and_case_insensitive_others_still_redacted():
+    text = "Write to HelpDesk@Acme.com, not jane@acme.com or helpdesk@acme.com.evil.io"
+    assert allowed(text, "helpdesk@acme.com") == [
+        ("EMAIL", "HelpDesk@Acme.com", "helpdesk@acme.com"),
+        ("EMAIL", "jane@acme.com", None),
+        ("EMAIL", "helpdesk@acme.com.evil.io", None),
+    ]
+    out, _ = redact(text, allow=parse_allow(["helpdesk@acme.com"]))
+    assert out == "Write to HelpDesk@Acme.com, not <EMAIL> or <EMAIL>"
+
+
+def test_domain_entry_allows_that_domain_only_and_star_allows_subdomains_only():
+    text = "a@acme.com b@support.acme.com c@evil-acme.com d@acme.com.evil.io e@ACME.COM f@notacme.com"
+    assert [by for _, _, by in allowed(text, "@acme.com")] == ["@acme.com", None, None, None, "@acme.com", None]
+    assert [by for _, _, by in allowed(text, "@*.acme.com")] == [None, "@*.acme.com", None, None, None, None]
+    assert [by for _, _, by in allowed("x@eu.support.acme.com", "@*.acme.com")] == ["@*.acme.com"]
+
+
+def test_allowed_phone_matches_however_it_is_written():
+    entries = ("+1 800 555 0100", "+44 20 7946 0958")
+    text = "(800) 555-0100, 1-800-555-0100, +1 (800) 555-0100, 0044 20 7946 0958, 020 7946 0958; not +1 800 555 0199"
+    assert [(t, by is not None) for _, t, by in allowed(text, *entries)] == [
+        ("(800) 555-0100", True), ("1-800-555-0100", True), ("+1 (800) 555-0100", True),
+        ("0044 20 7946 0958", True), ("020 7946 0958", True), ("+1 800 555 0199", False)]
+
+
+def test_regex_entry_is_searched_in_the_value_as_found():
+    text = "Sales +1 800 555 0100, Jane +1 415 555 0132"
+    assert [by for _, _, by in allowed(text, r"re:^\+1 800")] == [r"re:^\+1 800", None]
+    assert redact(text, allow=parse_allow([r"re:^\+1 800"]))[0] == "Sales +1 800 555 0100, Jane <PHONE>"
+
+
+def test_an_allowed_email_does_not_save_the_url_with_a_password_around_it():
+    text = "postgres://helpdesk:pw@acme.com/db"
+    assert [(k, by) for k, _, by in allowed(text, "@acme.com", "helpdesk@acme.com")] == [("URL_CREDENTIALS", None)]
+
+
+@pytest.mark.parametrize("entry,needle", [
+    ("re:(", "not a regular expression"),
+    ("re:", "give a pattern"),
+    ("@acme", "a domain entry is @example.com"),
+    ("@ac me.com", "a domain entry is @example.com"),
+    ("@*acme.com", "a domain entry is @example.com"),
+])
+def test_bad_allow_entries_are_one_line_errors_naming_the_flag(entry, needle):
+    with pytest.raises(InhouseError, match="--pii-allow") as err:
+        parse_allow([entry])
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_allowed_findings_are_scanned_shown_and_counted_apart(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [
+        {"messages": [{"role": "user", "content": "I'm jane@example.com"},
+                      {"role": "assistant", "content": "Mail helpdesk@acme.com"}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "helpdesk@acme.com"}]},
+    ])
+    report = scan_file(path, allow=parse_allow(["@acme.com"]))
+    assert [(r.line, r.allowed_by) for r in report.rows] == [(1, None), (1, "@acme.com"), (2, "@acme.com")]
+    text = format_scan(report)
+    assert "(allowed by @acme.com)" in text and "helpdesk@acme.com" not in text  # masked all the same
+    assert text.splitlines()[-1] == "1 finding in 1 record: EMAIL 1; 2 allowed by --pii-allow: EMAIL 2"
+    only_allowed = ScanReport([r for r in report.rows if r.allowed_by], [])
+    assert format_scan(only_allowed).splitlines()[-1] == "nothing to redact; 2 allowed by --pii-allow: EMAIL 2"
+
+
+def test_redact_all_keeps_an_example_whose_only_findings_are_allowed_even_with_drop():
+    conv = Conversation((Message("user", "contact?"), Message("assistant", "helpdesk@acme.com")))
+    kept, rows = redact_all([conv], drop=True, allow=parse_allow(["helpdesk@acme.com"]))
+    assert kept == [conv] and [r.allowed_by for r in rows] == ["helpdesk@acme.com"]
+
+
+# --- tool-call arguments -----------------------------------------------------------
+
+
+def tool_conv(arguments: str) -> Conversation:
+    call = ToolCall("call_1", "send_mail", arguments)
+    return Conversation((Message("user", "Send it"), Message("assistant", "", tool_calls=(call,)),
+                         Message("tool", "sent", tool_call_id="call_1"), Message("assistant", "Done.")))
+
+
+def test_tool_call_arguments_are_redacted_and_stay_valid_json():
+    args = json.dumps({"to": ["jane@example.com", "helpdesk@acme.com"], "card": 4242424242424242, "n": 3,
+                       "body": {"text": "call +44 20 7946 0958"}, "ok": True})
+    redacted, found = redact_conversation(tool_conv(args), allow=parse_allow(["helpdesk@acme.com"]))
+    new_args = json.loads(redacted.messages[1].tool_calls[0].arguments)
+    assert new_args == {"to": ["<EMAIL>", "helpdesk@acme.com"], "card": "<CARD>", "n": 3,
+                        "body": {"text": "call <PHONE>"}, "ok": True}
+    assert [(i, f.kind, f.allowed) for i, f in found] == [
+        (1, "EMAIL", False), (1, "EMAIL", True), (1, "CARD", False), (1, "PHONE", False)]
+    assert redacted.messages[1].tool_calls[0].id == "call_1" and tool_conv(args).messages[1].tool_calls[0].arguments == args
+
+
+def test_tool_call_arguments_without_findings_keep_their_exact_text():
+    args = '{ "to" :"helpdesk@acme.com" }'
+    conv = tool_conv(args)
+    redacted, found = redact_conversation(conv, allow=parse_allow(["@acme.com"]))
+    assert redacted.messages[1] is conv.messages[1] and [f.allowed for _, f in found] == [True]
+    assert [r.role for r in scan_rows(tool_conv('{"to": "jane@example.com"}'))] == ["assistant"]
+
+
+def test_tool_call_arguments_that_are_not_json_are_redacted_as_text():
+    assert redact_arguments("to=jane@example.com")[0] == "to=<EMAIL>"

@@ -188,3 +188,64 @@ def test_conflicting_answers_are_reported_with_both_lines(tmp_path, mode, kept):
     assert any(e.where.endswith(":4") and "near-identical prompt" in e.reason for e in events)
     assert not any(e.where.endswith(":3") for e in events)
     assert sorted(c.line for c in prepared.train) == kept
+
+
+def allow_rows():
+    return [chat(f"How do I reset password {i}?", f"Step {i}: mail helpdesk@acme.com or call +1 800 555 0100.")
+            for i in range(3)] + [chat("I'm jane@example.com, reset please", "Done, mail helpdesk@acme.com")]
+
+
+def test_allowlist_keeps_public_contacts_and_the_reports_count_them(tmp_path):
+    from helpers import run_cli
+
+    data = write_jsonl(tmp_path / "d.jsonl", allow_rows())
+    code, out, err = run_cli("data", "prepare", data, "--out", tmp_path / "o", "--validation", "0",
+                             "--pii-allow", "@acme.com,+1 800 555 0100")
+    assert code == 0, err
+    assert "1 changed" in out
+    train = (tmp_path / "o" / "train.jsonl").read_text()
+    assert train.count("helpdesk@acme.com") == 4 and train.count("+1 800 555 0100") == 3
+    assert "jane@example.com" not in train and "<EMAIL>" in train
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["config"]["pii_allow"] == ["@acme.com", "+1 800 555 0100"]
+    assert report["counts"]["pii_allowed"] == {"EMAIL helpdesk@acme.com (allowed by @acme.com)": 4,
+                                               "PHONE +1 800 555 0100 (allowed by +1 800 555 0100)": 3}
+    assert report["counts"]["by_step"]["pii"] == {"removed": 0, "changed": 1, "flagged": 0}
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "## PII allowed (--pii-allow)" in md and "| EMAIL helpdesk@acme.com (allowed by @acme.com) | 4 |" in md
+    assert "| pii | 0 | 1 | 0 |" in md
+    assert md.count("allowed by") == 2  # counted once, not one row per occurrence in the pii table
+
+
+def test_without_the_allowlist_the_same_contacts_are_redacted(tmp_path):
+    prepared = prepare(write_jsonl(tmp_path / "d.jsonl", allow_rows()), PrepareConfig(validation=0))
+    assert prepared.counts["examples_changed"] == 4 and prepared.counts["pii_allowed"] == {}
+    assert all("helpdesk@acme.com" not in c.messages[-1].content for c in prepared.train)
+
+
+def test_recipe_form_takes_pii_allow_and_a_bad_entry_stops_before_any_work(tmp_path):
+    from helpers import run_cli
+
+    data = write_jsonl(tmp_path / "d.jsonl", allow_rows())
+    recipe = tmp_path / "p.yaml"
+    recipe.write_text("validation: 0\npii_allow:\n  - 're:^helpdesk@'\n", encoding="utf-8")
+    code, _, err = run_cli("data", "prepare", data, "--out", tmp_path / "o", "--recipe", recipe)
+    assert code == 0, err
+    train = (tmp_path / "o" / "train.jsonl").read_text()
+    assert train.count("helpdesk@acme.com") == 4 and "+1 800 555 0100" not in train
+    recipe.write_text("pii_allow: ['@acme']\n", encoding="utf-8")
+    code, _, err = run_cli("data", "prepare", data, "--out", tmp_path / "o2", "--recipe", recipe)
+    assert code == 1 and err.count("\n") == 1
+    assert "pii_allow: --pii-allow '@acme': a domain entry is @example.com or @*.example.com" in err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_data_scan_takes_pii_allow(tmp_path):
+    from helpers import run_cli
+
+    data = write_jsonl(tmp_path / "d.jsonl", allow_rows())
+    code, out, err = run_cli("data", "scan", data, "--pii-allow", "@acme.com,re:^\\+1 800")
+    assert code == 0, err
+    assert out.splitlines()[-1] == "1 finding in 1 record: EMAIL 1; 7 allowed by --pii-allow: EMAIL 4, PHONE 3"
+    code, _, err = run_cli("data", "scan", data, "--pii-allow", "re:(")
+    assert code == 1 and "--pii-allow 're:(': not a regular expression" in err and err.count("\n") == 1

@@ -126,6 +126,19 @@ def test_prepare_keeps_tools_calls_and_results(tmp_path):
         {'{"city": "Paris"}', '{"city": "Rome"}'}  # exact dedup tells the two calls apart
 
 
+def test_prepare_redacts_inside_tool_call_arguments_and_the_output_loads_back(tmp_path):
+    from inhouse.data.prepare import write_prepared
+
+    path = write(tmp_path, [openai_example(arguments='{"city": "Paris", "notify": "jane@example.com"}')])
+    prepared = prepare(path, PrepareConfig(validation=0))
+    write_prepared(prepared, path, PrepareConfig(validation=0), tmp_path / "o")
+    again = load_dataset(tmp_path / "o" / "train.jsonl")
+    assert again.problems == []
+    args = json.loads(again.conversations[0].messages[2].tool_calls[0].arguments)
+    assert args == {"city": "Paris", "notify": "<EMAIL>"}
+    assert [e.action for e in prepared.events if e.step == "pii"] == ["changed"]
+
+
 PREFERENCE_ROWS = [
     {"input": {"messages": [{"role": "user", "content": "Hi"}]},
      "preferred_output": [{"role": "assistant", "content": "Hello! How can I help?"}],

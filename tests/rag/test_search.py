@@ -2,8 +2,11 @@
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from inhouse.errors import InhouseError
+from inhouse.rag.config import SearchConfig
+from inhouse.recipe import build_config
 from inhouse.rag.embed import load_embedder
 from inhouse.rag.search import Hit, rerank, rrf_fuse, search
 from inhouse.rag.store import LanceStore, Store
@@ -131,3 +134,68 @@ def test_clear_errors(kb, tmp_path):
 def test_hit_is_a_plain_record():
     hit = Hit("c", "d.md", "t", "A > B", "text", 0, 4, 1.0, 1, None)
     assert hit.page is None and hit.heading_path == "A > B"
+
+
+# --- metadata filters and the search flags ----------------------------------------------------
+
+
+def test_wildcard_filters_on_a_real_index(kb):
+    def paths(where, **kw):
+        return sorted(h.doc_path for h in search(kb, "what does it say?", k=4, **kw, where=where))
+
+    assert paths({"doc_path": {"glob": "l*.md"}}) == ["leave.md", "lunch.md"]
+    assert paths({"doc_path": ["gpu.md", {"glob": "i?stall.md"}]}, mode="bm25") == []  # bm25: no word matches
+    assert paths({"doc_path": ["gpu.md", {"glob": "i?stall.md"}]}) == ["gpu.md", "install.md"]
+    assert paths({"doc_path": {"glob": "l_*"}}) == []  # '_' is a literal underscore, not SQL's any-character
+    assert paths(SearchConfig(kb="x", where="title=leave,doc_path=l*").where) == ["leave.md"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("doc_path=handbook/*.md", {"doc_path": {"glob": "handbook/*.md"}}),
+    ("doc_path=a.md, doc_path=b.md ,page=3", {"doc_path": ["a.md", "b.md"], "page": 3}),
+    (r"title=Leave\, holidays", {"title": "Leave, holidays"}),
+    (r"doc_path=notes\*.md", {"doc_path": "notes*.md"}),
+    ("heading_path=HR > Leave", {"heading_path": "HR > Leave"}),
+    ("", {}),
+])
+def test_where_flag_syntax(text, expected):
+    assert SearchConfig(kb="k", where=text).where == expected
+
+
+@pytest.mark.parametrize("where,needle", [
+    ("colour=red", "--where: unknown key 'colour'; keys: chunk_id, doc_path, title"),
+    ("doc_path", "--where 'doc_path': write KEY=VALUE; keys: chunk_id"),
+    ("page=three", "--where page='three': page is a number"),
+    ("page=1*", "a pattern is {glob: TEXT}, on a text key"),
+    ({"sha": "x"}, "--where: unknown key 'sha'"),
+])
+def test_bad_filters_fail_when_the_config_is_built(where, needle):
+    with pytest.raises(InhouseError) as err:
+        build_config(SearchConfig, None, kb="k", where=where)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rag_search_flags_filter_and_report_the_relevance_gate(kb):
+    code, out, err = run_cli("rag", "search", "how do I install it?", "--kb", kb, "--where", "doc_path=l*.md")
+    assert code == 0, err
+    assert "leave.md" in out and "lunch.md" in out and "install.md" not in out and "ask would" not in out
+    code, out, _ = run_cli("rag", "search", "how do I install it?", "--kb", kb, "--min-similarity", "0.2", "-k", "1")
+    assert "install.md" in out and out.splitlines()[-1].startswith("best cosine similarity ")
+    assert out.splitlines()[-1].endswith(">= --min-similarity 0.2: ask would answer")
+    code, out, _ = run_cli("rag", "search", "how do I install it?", "--kb", kb, "--min-similarity", "0.99")
+    assert out.splitlines()[-1].endswith("< --min-similarity 0.99: ask would refuse")
+    code, out, _ = run_cli("rag", "search", "install", "--kb", kb, "--where", "doc_path=none/*")
+    assert code == 0 and out.strip() == "no chunk matches --where"
+
+
+def test_rag_search_and_ask_flag_errors_are_one_line(kb, tmp_path):
+    code, _, err = run_cli("rag", "search", "x", "--kb", kb, "--where", "colour=red")
+    assert code == 1 and err.count("\n") == 1 and "--where: unknown key 'colour'; keys: chunk_id, doc_path" in err
+    code, _, err = run_cli("ask", "x?", "--kb", kb, "--where", "page=three")
+    assert code == 1 and err.count("\n") == 1 and "search.where: --where page='three': page is a number" in err
+    code, _, err = run_cli("rag", "search", "install", "--kb", kb, "--reranker", tmp_path / "no-such-reranker")
+    assert code == 1 and err.count("\n") == 1
+    assert "is not a local model folder (models are never downloaded)" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("rag", "search", "install", "--kb", kb, "--reranker", tmp_path / "empty")
+    assert code == 1 and err.count("\n") == 1 and "could not load reranker from" in err, err

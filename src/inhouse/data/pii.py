@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
+import json
 import re
 import string
 import unicodedata
@@ -32,6 +33,7 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
 from inhouse.data.conversation import Conversation, Message, Problem
+from inhouse.data.pii_allow import Allowlist, parse_allow  # noqa: F401 - parse_allow is part of this API
 from inhouse.data.prepare_config import PII_KINDS
 from inhouse.data.formats import ColumnMap, UnrecognisedFormat, each_record, summarise
 from inhouse.data.read import Record, read_records
@@ -51,12 +53,18 @@ Span = tuple[int, int]
 
 @dataclass(frozen=True)
 class Finding:
-    """One detected value: its kind and where it sits in the scanned text."""
+    """One detected value: its kind, where it sits in the scanned text, and the `--pii-allow` entry
+    that lets it stay (None: it is redacted)."""
 
     kind: str
     start: int
     end: int
     text: str
+    allowed_by: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.allowed_by is not None
 
     @property
     def masked(self) -> str:
@@ -83,11 +91,13 @@ def _mask_middle(text: str) -> str:
 # --- public API ----------------------------------------------------------------
 
 
-def find_pii(text: str, kinds: set[str] | None = None) -> list[Finding]:
-    """Non-overlapping findings in text order.
+def find_pii(text: str, kinds: set[str] | None = None, allow: Allowlist | None = None) -> list[Finding]:
+    """Non-overlapping findings in text order, those `allow` lets stay marked `allowed_by`.
 
     Every detector always runs, so precedence is the same whatever `kinds`
-    asks for; `kinds` only filters what is returned.
+    asks for; `kinds` only filters what is returned. The allowlist is applied
+    after precedence, so an allowed e-mail inside a URL with a password does
+    not save the URL.
     """
     wanted = _check_kinds(kinds)
     folded, unfold = _fold(text)
@@ -96,35 +106,82 @@ def find_pii(text: str, kinds: set[str] | None = None) -> list[Finding]:
     for kind, s, e in _resolve(spans):
         if kind in wanted:
             s, e = unfold(s, e)
-            found.append(Finding(kind, s, e, text[s:e]))
+            found.append(Finding(kind, s, e, text[s:e], allow.allows(kind, text[s:e]) if allow else None))
     return found
 
 
-def redact(text: str, kinds: set[str] | None = None) -> tuple[str, list[Finding]]:
-    """Text with every finding replaced by its `<KIND>` placeholder."""
-    found = find_pii(text, kinds)
+def redact(text: str, kinds: set[str] | None = None, allow: Allowlist | None = None) -> tuple[str, list[Finding]]:
+    """Text with every finding that is not allowed replaced by its `<KIND>` placeholder; all findings,
+    allowed ones included, so a report can say what stayed."""
+    found = find_pii(text, kinds, allow)
     parts, pos = [], 0
     for f in found:
-        parts += [text[pos : f.start], f"<{f.kind}>"]
-        pos = f.end
+        if not f.allowed:
+            parts += [text[pos : f.start], f"<{f.kind}>"]
+            pos = f.end
     parts.append(text[pos:])
     return "".join(parts), found
 
 
-def scan_conversation(conv: Conversation, kinds: set[str] | None = None) -> list[tuple[int, Finding]]:
-    """(message index, finding) for every message of one example."""
-    return [(i, f) for i, m in enumerate(conv.messages) for f in find_pii(m.content, kinds)]
+def redact_arguments(
+    arguments: str, kinds: set[str] | None = None, allow: Allowlist | None = None
+) -> tuple[str, list[Finding]]:
+    """A tool call's JSON arguments with PII replaced inside its strings (and integers: a card number
+    may be one), so the result is still JSON; arguments that are not JSON are redacted as text.
+    Object keys are left alone: renaming one could merge two keys."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return redact(arguments, kinds, allow)
+    found: list[Finding] = []
+    redacted = _redact_json(value, kinds, allow, found)
+    if all(f.allowed for f in found):
+        return arguments, found  # untouched text: no needless reformatting
+    return json.dumps(redacted, ensure_ascii=False), found
+
+
+def _redact_json(value: Any, kinds: set[str] | None, allow: Allowlist | None, found: list[Finding]) -> Any:
+    if isinstance(value, dict):
+        return {k: _redact_json(v, kinds, allow, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_json(v, kinds, allow, found) for v in value]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return value
+    text, hits = redact(str(value), kinds, allow)
+    found += hits
+    return text if any(not f.allowed for f in hits) else value
+
+
+def redact_message(m: Message, kinds: set[str] | None = None,
+                   allow: Allowlist | None = None) -> tuple[Message, list[Finding]]:
+    """Content and tool-call arguments: an assistant that calls send_email(to=...) repeats the
+    address as surely as one that writes it out."""
+    content, found = redact(m.content, kinds, allow)
+    calls = []
+    for call in m.tool_calls:
+        arguments, hits = redact_arguments(call.arguments, kinds, allow)
+        calls.append(replace(call, arguments=arguments) if hits else call)
+        found += hits
+    if all(f.allowed for f in found):
+        return m, found
+    return replace(m, content=content, tool_calls=tuple(calls)), found
+
+
+def scan_conversation(conv: Conversation, kinds: set[str] | None = None,
+                      allow: Allowlist | None = None) -> list[tuple[int, Finding]]:
+    """(message index, finding) for every message of one example, tool-call arguments included."""
+    return redact_conversation(conv, kinds, allow)[1]
 
 
 def redact_conversation(
-    conv: Conversation, kinds: set[str] | None = None
+    conv: Conversation, kinds: set[str] | None = None, allow: Allowlist | None = None
 ) -> tuple[Conversation, list[tuple[int, Finding]]]:
     """A new Conversation with placeholders; the original is left untouched."""
     messages: list[Message] = []
     found: list[tuple[int, Finding]] = []
     for i, m in enumerate(conv.messages):
-        content, hits = redact(m.content, kinds)
-        messages.append(replace(m, content=content) if hits else m)
+        message, hits = redact_message(m, kinds, allow)
+        messages.append(message)
         found += [(i, f) for f in hits]
     return replace(conv, messages=tuple(messages), meta=dict(conv.meta)), found
 
@@ -143,6 +200,7 @@ class ScanRow:
     message: int | None
     role: str
     masked: str
+    allowed_by: str | None = None
 
     @property
     def where(self) -> str:
@@ -162,19 +220,21 @@ class ScanReport:
     note: str = ""
 
 
-def scan_rows(conv: Conversation, kinds: set[str] | None = None) -> list[ScanRow]:
+def scan_rows(conv: Conversation, kinds: set[str] | None = None, allow: Allowlist | None = None) -> list[ScanRow]:
     """The report rows for one example."""
-    return _rows(conv, scan_conversation(conv, kinds))
+    return _rows(conv, scan_conversation(conv, kinds, allow))
 
 
 def _rows(conv: Conversation, found: list[tuple[int, Finding]]) -> list[ScanRow]:
-    return [ScanRow(f.kind, conv.source, conv.line, i, conv.messages[i].role, f.masked) for i, f in found]
+    return [ScanRow(f.kind, conv.source, conv.line, i, conv.messages[i].role, f.masked, f.allowed_by)
+            for i, f in found]
 
 
 def redact_all(
-    conversations: Iterable[Conversation], kinds: set[str] | None = None, drop: bool = False
+    conversations: Iterable[Conversation], kinds: set[str] | None = None, drop: bool = False,
+    allow: Allowlist | None = None,
 ) -> tuple[list[Conversation], list[ScanRow]]:
-    """Redact every example, or with `drop` leave out any example with a finding.
+    """Redact every example, or with `drop` leave out any example with a finding that is not allowed.
 
     Dropping suits data where a placeholder would teach the model a wrong
     answer (e.g. "what is my IBAN?"); redacting keeps the example's shape.
@@ -182,16 +242,17 @@ def redact_all(
     kept: list[Conversation] = []
     rows: list[ScanRow] = []
     for conv in conversations:
-        redacted, found = redact_conversation(conv, kinds)
+        redacted, found = redact_conversation(conv, kinds, allow)
         rows += _rows(conv, found)
-        if not found:
+        if all(f.allowed for _, f in found):
             kept.append(conv)
         elif not drop:
             kept.append(redacted)
     return kept, rows
 
 
-def scan_file(path: str | Path, kinds: set[str] | None = None, columns: ColumnMap | None = None) -> ScanReport:
+def scan_file(path: str | Path, kinds: set[str] | None = None, columns: ColumnMap | None = None,
+              allow: Allowlist | None = None) -> ScanReport:
     """Findings in every record of a data file; writes nothing.
 
     A record that is not a valid example is scanned all the same (every string
@@ -207,18 +268,18 @@ def scan_file(path: str | Path, kinds: set[str] | None = None, columns: ColumnMa
                     for rec in read_records(path))
     for record, item in outcomes:
         if isinstance(item, Conversation):
-            report.rows += scan_rows(item, kinds)
+            report.rows += scan_rows(item, kinds, allow)
         else:
             report.unusable.append(item)
-            report.rows += _raw_rows(source, record, kinds)
+            report.rows += _raw_rows(source, record, kinds, allow)
     return report
 
 
-def _raw_rows(source: str, record: Record, kinds: set[str] | None) -> list[ScanRow]:
+def _raw_rows(source: str, record: Record, kinds: set[str] | None, allow: Allowlist | None) -> list[ScanRow]:
     """Findings in a record that is not a valid example: each string field, or the raw text."""
     texts = [("raw text", record.raw)] if record.problem is not None else list(_strings(record.value, ""))
-    return [ScanRow(f.kind, source, record.line, None, where, f.masked)
-            for where, text in texts if text for f in find_pii(text, kinds)]
+    return [ScanRow(f.kind, source, record.line, None, where, f.masked, f.allowed_by)
+            for where, text in texts if text for f in find_pii(text, kinds, allow)]
 
 
 def _strings(value: Any, at: str) -> Iterator[tuple[str, str]]:
@@ -237,17 +298,15 @@ def _strings(value: Any, at: str) -> Iterator[tuple[str, str]]:
 
 
 def format_scan(report: ScanReport) -> str:
-    """Findings as aligned terminal lines, a count per kind, and the records that were not examples."""
+    """Findings as aligned terminal lines, a count per kind (allowed ones apart), and the records that
+    were not examples. Allowed values are masked too: scan output gets pasted into tickets."""
     rows = report.rows
     lines = [report.note] if report.note else []
     if rows:
         wide = max(len(r.where) for r in rows)
-        lines += [f"{r.where:<{wide}}  {r.part}  {r.kind:<15}  {r.masked}" for r in rows]
-        counts = Counter(r.kind for r in rows)
-        examples = len({(r.source, r.line) for r in rows})
-        summary = ", ".join(f"{k} {counts[k]}" for k in KINDS if counts[k])
-        noun = "record" if examples == 1 else "records"
-        lines += ["", f"{len(rows)} finding{'s' * (len(rows) != 1)} in {examples} {noun}: {summary}"]
+        lines += [f"{r.where:<{wide}}  {r.part}  {r.kind:<15}  {r.masked}"
+                  + (f"  (allowed by {r.allowed_by})" if r.allowed_by else "") for r in rows]
+        lines += ["", _scan_summary(rows)]
     else:
         lines.append("no PII found")
     if report.unusable:
@@ -255,6 +314,21 @@ def format_scan(report: ScanReport) -> str:
         lines += [f"{n} record{'s are' if n != 1 else ' is'} not a valid example (scanned as raw text all the "
                   "same; see 'inhouse data check'):", *summarise(report.unusable)]
     return "\n".join(lines)
+
+
+def _scan_summary(rows: list[ScanRow]) -> str:
+    found = [r for r in rows if r.allowed_by is None]
+    allowed = [r for r in rows if r.allowed_by is not None]
+    examples = len({(r.source, r.line) for r in found})
+    noun = "record" if examples == 1 else "records"
+    text = f"{len(found)} finding{'s' * (len(found) != 1)} in {examples} {noun}: {_by_kind(found)}" if found \
+        else "nothing to redact"
+    return text + (f"; {len(allowed)} allowed by --pii-allow: {_by_kind(allowed)}" if allowed else "")
+
+
+def _by_kind(rows: list[ScanRow]) -> str:
+    counts = Counter(r.kind for r in rows)
+    return ", ".join(f"{k} {counts[k]}" for k in KINDS if counts[k])
 
 
 def _check_kinds(kinds: Iterable[str] | None) -> set[str]:

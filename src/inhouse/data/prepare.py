@@ -33,7 +33,7 @@ class Event:
     """One example removed or changed by one step."""
 
     step: str
-    action: Literal["removed", "changed", "kept_invalid", "flagged"]
+    action: Literal["removed", "changed", "kept_invalid", "flagged", "allowed"]
     where: str
     reason: str
 
@@ -121,18 +121,27 @@ def _conflicts(convs, config, events):
 
 
 def _pii(convs, config, events):
+    """Redact or drop; a value the allowlist lets stay is recorded as `allowed`, with the value itself
+    (it is public by definition) and the entry that allowed it, so an over-broad entry shows."""
     if config.pii == "off":
         return convs
+    allow = pii_detect.parse_allow(config.pii_allow)
     out = []
     for conv in convs:
-        redacted, found = pii_detect.redact_conversation(conv, set(config.pii_kinds))
-        if found:
-            what = ", ".join(f"{f.kind} {f.masked} in messages[{i}]" for i, f in found)
-            action = "removed" if config.pii == "drop" else "changed"
-            events.append(Event("pii", action, conv.where, what))
-        if not found or config.pii == "redact":
+        redacted, found = pii_detect.redact_conversation(conv, set(config.pii_kinds), allow)
+        acted = [(i, f) for i, f in found if not f.allowed]
+        events.extend(Event("pii", "allowed", conv.where, allowed_reason(f)) for _, f in found if f.allowed)
+        if acted:
+            what = ", ".join(f"{f.kind} {f.masked} in messages[{i}]" for i, f in acted)
+            events.append(Event("pii", "removed" if config.pii == "drop" else "changed", conv.where, what))
+        if not acted or config.pii == "redact":
             out.append(redacted)
     return out
+
+
+def allowed_reason(finding: pii_detect.Finding) -> str:
+    """One line per allowed value, the same for every occurrence, so occurrences can be counted."""
+    return f"{finding.kind} {' '.join(finding.text.split())} (allowed by {finding.allowed_by})"
 
 
 def _structured(convs, config, events):
@@ -218,7 +227,9 @@ def example_counts(events: list[Event]) -> dict[str, Any]:
         by_step[step] = {"removed": len(gone), "changed": len({e.where for e in mine if e.action in ("changed",
                                                                                                 "kept_invalid")} - gone),
                          "flagged": len({e.where for e in mine if e.action == "flagged"})}
-    return {"examples_removed": len(removed), "examples_changed": len(changed), "by_step": by_step}
+    allowed = Counter(e.reason for e in events if e.action == "allowed")
+    return {"examples_removed": len(removed), "examples_changed": len(changed), "by_step": by_step,
+            "pii_allowed": dict(allowed.most_common())}
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from inhouse.data.pii_allow import check_allow
 from inhouse.errors import InhouseError
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class PrepareConfig(ColumnConfig):
     conflicts: Literal["keep", "first", "drop"] = Field("keep", description="Examples asking the same (or a near-identical) question with different answers: keep them all and report them, keep the first, or drop them all.")
     pii: Literal["redact", "drop", "off"] = Field("redact", description="Replace PII with typed placeholders, drop examples with PII, or leave it.")
     pii_kinds: list[str] = Field(list(PII_KINDS), description="PII kinds to act on.")
+    pii_allow: list[str] = Field([], description="Values that stay (your own public contact details): an exact value, "
+                                 "@example.com or @*.example.com for e-mail domains, re:PATTERN; see docs/pii.md.")
     max_seq_length: int | None = Field(None, ge=8, description="Longest example in tokens of --model's tokenizer (off when unset).")
     model: str = Field("builtin:tiny", description="Model whose tokenizer and chat template measure lengths.")
     too_long: Literal["drop", "truncate"] = Field("drop", description="Over max_seq_length: drop the example, or drop trailing turns until it fits.")
@@ -62,3 +65,9 @@ class PrepareConfig(ColumnConfig):
     cap_per_category: int | None = Field(None, ge=1, description="Training split: at most this many examples per category.")
     upsample_to: int | None = Field(None, ge=1, description="Training split: repeat examples of smaller categories up to this count.")
     seed: int = Field(42, description="Seed for the split and balancing.")
+
+    @field_validator("pii_allow")
+    @classmethod
+    def _allow_entries(cls, value: list[str]) -> list[str]:
+        """A bad entry fails when the options are read, before any data is."""
+        return check_allow(value)

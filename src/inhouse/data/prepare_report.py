@@ -24,9 +24,9 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"{counts.get('examples_changed', 0)} changed; split: train {split['train']}, validation "
               f"{split['validation']}, test {split['test']}. Counts are examples (one example with several "
               "problems counts once).", ""]
-    lines += _balance(counts) + _strata(counts)
+    lines += _balance(counts) + _strata(counts) + _allowed(counts)
     for step in STEP_ORDER:
-        mine = [e for e in events if e["step"] == step]
+        mine = [e for e in events if e["step"] == step and e["action"] != "allowed"]
         if mine:
             lines += [f"## {step}", "", "| where | action | reason |", "|---|---|---|"]
             lines += [f"| {e['where']} | {e['action']} | {_cell(e['reason'])} |" for e in mine] + [""]
@@ -48,6 +48,14 @@ def _strata(counts: dict[str, Any]) -> list[str]:
     rows = ["## Split by category", "", "| category | train | validation | test |", "|---|---:|---:|---:|"]
     rows += [f"| {k} | {v['train']} | {v['validation']} | {v['test']} |" for k, v in sorted(counts["strata"].items())]
     return rows + [""]
+
+
+def _allowed(counts: dict[str, Any]) -> list[str]:
+    """Values --pii-allow let stay, counted: public by definition, so shown whole."""
+    if not counts.get("pii_allowed"):
+        return []
+    rows = ["## PII allowed (--pii-allow)", "", "| value | occurrences |", "|---|---:|"]
+    return rows + [f"| {_cell(k)} | {n} |" for k, n in counts["pii_allowed"].items()] + [""]
 
 
 def _cell(text: str) -> str:

@@ -125,6 +125,19 @@ def best_similarity(search: SearchConfig, question: str, hits: Sequence[Any], re
     return float(best[0].score) if best else None
 
 
+def gate_verdict(search: SearchConfig, question: str, hits: Sequence[Any],
+                 retrieve: Callable[..., list] | None = None) -> str:
+    """What `ask` would do with these hits, so --min-similarity can be tuned with `rag search`."""
+    if retrieve is None:
+        from inhouse.rag.search import search as retrieve
+    best = best_similarity(search, question, hits, retrieve, {}) if hits else None
+    if best is None:
+        return "no chunk to compare: ask would refuse"
+    answers = best >= search.min_similarity
+    return (f"best cosine similarity {best:.4f} {'>=' if answers else '<'} --min-similarity "
+            f"{search.min_similarity:g}: ask would {'answer' if answers else 'refuse'}")
+
+
 def build_messages(question: str, hits: Sequence[Any]) -> list[dict[str, str]]:
     """System rules, then the numbered sources and the question in one user turn."""
     sources = "\n\n".join(_source(n, h) for n, h in enumerate(hits, 1))

@@ -6,13 +6,21 @@ torch are loaded.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inhouse.generation import GenerationConfig
+from inhouse.listsyntax import split_list
 
 MIN_SIMILARITY = 0.30  # calibrated on Cranfield: see inhouse.rag.answer
+
+# The metadata of every chunk (the store's columns, vector aside) and the type of each: what
+# `where` can filter on.
+FILTER_KEYS: dict[str, type] = {"chunk_id": str, "doc_path": str, "title": str, "heading_path": str, "text": str,
+                                "start": int, "end": int, "page": int, "mtime": float, "sha256": str}
+_WILDCARD = re.compile(r"(?<!\\)[*?]")
 
 
 class SearchConfig(BaseModel):
@@ -27,7 +35,9 @@ class SearchConfig(BaseModel):
     weights: list[float] = Field([1.0, 1.0], description="Hybrid fusion weights: vector,bm25.")
     reranker: str | None = Field(None, description="Local cross-encoder folder that reorders the best candidates (off when unset).")
     min_similarity: float = Field(MIN_SIMILARITY, ge=-1.0, le=1.0, description="ask: refuse without calling the model when no chunk is at least this similar (cosine) to the question.")
-    where: dict[str, Any] | None = Field(None, description="Metadata filter {column: value} (YAML and HTTP only).")
+    where: dict[str, Any] | None = Field(None, description="Only chunks whose metadata match: KEY=VALUE, comma-separated "
+                                        "(all must hold; a key twice matches either value; * and ? are wildcards: "
+                                        "doc_path=handbook/*). Keys: " + ", ".join(FILTER_KEYS) + ".")
 
     @field_validator("weights")
     @classmethod
@@ -36,10 +46,62 @@ class SearchConfig(BaseModel):
             raise ValueError("give two non-negative weights (vector,bm25), not both 0")
         return value
 
+    @field_validator("where", mode="before")
+    @classmethod
+    def _filter(cls, value: Any) -> Any:
+        """Flag text or a mapping, checked against the keys that exist: a typo fails before the search."""
+        if isinstance(value, str):
+            value = parse_where(value)
+        return check_where(value) if isinstance(value, dict) else value
+
     def search_kwargs(self) -> dict[str, Any]:
         """The keywords of `inhouse.rag.search.search` (all but kb)."""
         return {"k": self.k, "mode": self.mode, "weights": tuple(self.weights), "reranker": self.reranker,
                 "where": self.where}
+
+
+def parse_where(text: str) -> dict[str, Any]:
+    """`--where` text as the {key: value} filter: `KEY=VALUE,...`; every condition must hold, a key given
+    twice matches either value (a list), and a value with `*` or `?` is a wildcard pattern ({"glob": ...}).
+    `\\,`, `\\*` and `\\?` are literal."""
+    where: dict[str, list[Any]] = {}
+    for item in split_list(text):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--where {item!r}: write KEY=VALUE; keys: {', '.join(FILTER_KEYS)}")
+        value = value.strip()
+        glob = _WILDCARD.search(value)
+        where.setdefault(key.strip(), []).append({"glob": value} if glob else re.sub(r"\\([*?])", r"\1", value))
+    return {key: values[0] if len(values) == 1 else values for key, values in where.items()}
+
+
+def check_where(where: dict[str, Any]) -> dict[str, Any]:
+    """Known keys only, and numbers for the numeric ones (`page=3` from a flag is text until here)."""
+    return {key: _filter_values(key, value) for key, value in where.items()}
+
+
+def _filter_values(key: str, value: Any) -> Any:
+    if key not in FILTER_KEYS:
+        raise ValueError(f"--where: unknown key {key!r}; keys: {', '.join(FILTER_KEYS)}")
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_filter_value(key, v) for v in value]
+    return _filter_value(key, value)
+
+
+def _filter_value(key: str, value: Any) -> Any:
+    kind = FILTER_KEYS[key]
+    if isinstance(value, dict):
+        if set(value) != {"glob"} or not isinstance(value["glob"], str) or kind is not str:
+            raise ValueError(f"--where {key}={value!r}: a pattern is {{glob: TEXT}}, on a text key")
+        return value
+    if kind is str:
+        return str(value)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--where {key}={value!r}: {key} is a number") from None
 
 
 class AskConfig(BaseModel):

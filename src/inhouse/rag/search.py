@@ -58,6 +58,8 @@ def search(kb: str | os.PathLike | Store, query: str, k: int = 5, mode: str = "h
     """Top-k chunks for `query`. `weights` = (vector, bm25) for hybrid; `where` is SQL or {column: value};
     `reranker` is a local cross-encoder folder or any object with predict(pairs)."""
     _check_args(k, mode, weights, rrf_k)
+    if isinstance(reranker, (str, os.PathLike)):
+        reranker = load_reranker(reranker)  # before any retrieval: a bad folder fails at once
     store = kb if isinstance(kb, Store) else _open(kb)
     n = max(50, 4 * k)
     use_vec = mode == "vector" or (mode == "hybrid" and weights[0] > 0)

@@ -50,13 +50,14 @@ import pyarrow as pa
 from inhouse import atomic, outputs
 from inhouse.paths import kbs
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError
+from inhouse.rag.config import FILTER_KEYS
 
 TABLE = "chunks"
 META = "kb.json"
 LOCK = ".lock"
 RESUME = "resume.json"
 FORMAT = 1
-COLUMNS = ("chunk_id", "doc_path", "title", "heading_path", "text", "start", "end", "page", "mtime", "sha256")
+COLUMNS = tuple(FILTER_KEYS)  # every column but the vector
 HEADING_SEP = " > "
 _DELETE_BATCH = 500
 KB_KIND = "knowledge base"
@@ -109,18 +110,37 @@ def sql_literal(value: Any) -> str:
 
 
 def where_sql(where: str | Mapping[str, Any] | None) -> str | None:
-    """A filter as SQL: a string passes through; a dict means column = value (a list means IN)."""
+    """A filter as SQL: a string passes through; a dict means column = value, all of them (a list means
+    any of its values; {"glob": "handbook/*"} a wildcard pattern, see `inhouse.rag.config.parse_where`)."""
     if where is None or isinstance(where, str):
         return where or None
-    parts = []
-    for col, value in where.items():
-        if col not in COLUMNS:
-            raise InvalidInputError(f"cannot filter on {col!r}; columns: {', '.join(COLUMNS)}")
-        if isinstance(value, (list, tuple, set, frozenset)):
-            parts.append(f"`{col}` IN ({', '.join(sql_literal(v) for v in value) or 'NULL'})")
+    return " AND ".join(_condition(col, value) for col, value in where.items()) or None
+
+
+def _condition(col: str, value: Any) -> str:
+    if col not in COLUMNS:
+        raise InvalidInputError(f"cannot filter on {col!r}; columns: {', '.join(COLUMNS)}")
+    values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+    plain = [v for v in values if not isinstance(v, Mapping)]
+    tests = [f"`{col}` LIKE {sql_literal(like_pattern(v['glob']))} ESCAPE '\\'" for v in values if isinstance(v, Mapping)]
+    if plain or not values:
+        one = len(plain) == 1 and not isinstance(value, (list, tuple, set, frozenset))
+        tests.insert(0, f"`{col}` = {sql_literal(plain[0])}" if one else
+                     f"`{col}` IN ({', '.join(sql_literal(v) for v in plain) or 'NULL'})")
+    return tests[0] if len(tests) == 1 else "(" + " OR ".join(tests) + ")"
+
+
+def like_pattern(glob: str) -> str:
+    """A wildcard pattern (`*` any text, `/` included; `?` one character; `\\*`, `\\?` literal) as SQL
+    LIKE with backslash escapes, so a `_` or `%` in a file name matches only itself."""
+    out, chars = [], iter(glob)
+    for c in chars:
+        if c == "\\":
+            c = next(chars, "\\")
+            out.append("\\" + c if c in "%_\\" else c)
         else:
-            parts.append(f"`{col}` = {sql_literal(value)}")
-    return " AND ".join(parts) or None
+            out.append({"*": "%", "?": "_", "%": "\\%", "_": "\\_"}.get(c, c))
+    return "".join(out)
 
 
 class Store(ABC):
