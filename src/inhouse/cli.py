@@ -120,14 +120,10 @@ def eval_cmd(
 ) -> None:
     """Base vs tuned on held-out data: metrics, optional judge, forgetting check, HTML report."""
     from inhouse.eval.run import evaluate
+    from inhouse.eval.summary import format_summary
 
     result = evaluate(adapter, build_config(EvalConfig, None, **(overrides or {})))
-    base, tuned = result.report["base"], result.report["tuned"]
-    for key in ("loss", "exact_match", "f1", "rouge_l"):
-        if key in base:
-            typer.echo(f"{key:<12} base {base[key]:.4f}  tuned {tuned[key]:.4f}  ({tuned[key] - base[key]:+.4f})")
-    if result.report["forgetting"].get("flagged"):
-        typer.echo("forgetting: FLAGGED - " + "; ".join(result.report["forgetting"].get("reasons") or []))
+    typer.echo(format_summary(result.report))
     typer.echo(f"report: {result.path / 'report.html'}")
 
 
