@@ -12,7 +12,7 @@ from markdown_it import MarkdownIt
 
 from inhouse import recipe as recipe_mod
 from inhouse.adapters import registry
-from inhouse.adapters.card import render
+from inhouse.adapters.card import render, write_card
 from inhouse.adapters.lineage import sha256_file
 from inhouse.events import Events
 from inhouse.train.sft import train
@@ -116,3 +116,11 @@ def test_merged_model_card_names_its_adapter(tmp_path, tiny_dir, home):
     assert card.data.library_name == "transformers" and "merged" in card.data.tags
     assert "adapter `m` merged" in card.text and sha256_file(data) in card.text
     assert json.loads((out / "inhouse.json").read_text())["merged_from"] == "m"
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped(tmp_path):
+    odd = "/data/caf\udce9.jsonl"  # how Python spells the byte 0xe9 of a Latin-1 file name
+    write_card(tmp_path, {"name": "n", "data": [{"path": odd, "sha256": "aa"}], "recipe": {"train_file": odd}},
+               tmp_path / "n")
+    text = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "caf\\udce9.jsonl" in text and ModelCard.load(tmp_path / "README.md").data.library_name == "transformers"

@@ -36,8 +36,10 @@ BEST = ("best", "early_stop")  # top-level scalars with these prefixes join the 
 
 def write_card(folder: Path, lineage: dict[str, Any], where: Path) -> None:
     """Replace whatever README the weights' save_pretrained left in `folder` (a staging folder that
-    becomes `where`) with the card of `lineage`."""
-    render(lineage, where, adapter=(folder / ADAPTER_FILE).is_file()).save(folder / CARD)
+    becomes `where`) with the card of `lineage`. A file name that is not UTF-8 is written escaped
+    rather than failing a publish that training already paid for."""
+    card = render(lineage, where, adapter=(folder / ADAPTER_FILE).is_file())
+    (folder / CARD).write_text(str(card), encoding="utf-8", errors="backslashreplace")
 
 
 def render(lineage: dict[str, Any], where: Path, adapter: bool) -> ModelCard:
