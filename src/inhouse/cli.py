@@ -146,14 +146,10 @@ def eval_cmd(
     config = build_config(EvalConfig, None, **(overrides or {}))
     resolve(adapter)  # a wrong name is answered before the deep-learning libraries load
     from inhouse.eval.run import evaluate
+    from inhouse.eval.summary import format_summary
 
     result = evaluate(adapter, config)
-    base, tuned = result.report["base"], result.report["tuned"]
-    for key in ("loss", "exact_match", "f1", "rouge_l"):
-        if key in base:
-            typer.echo(f"{key:<12} base {base[key]:.4f}  tuned {tuned[key]:.4f}  ({tuned[key] - base[key]:+.4f})")
-    if result.report["forgetting"].get("flagged"):
-        typer.echo("forgetting: FLAGGED - " + "; ".join(result.report["forgetting"].get("reasons") or []))
+    typer.echo(format_summary(result.report))
     typer.echo(f"report: {result.path / 'report.html'}")
 
 

@@ -79,7 +79,8 @@ def describe_errors(exc: ValidationError, where: str | None, given: set[str] = f
         if where and (not loc or loc[0] not in given):
             from_file.append(f"{'.'.join(loc) or 'recipe'}: {msg}")
         else:
-            from_flags.append(f"{flag_name(model, loc)}: {msg}")
+            flag = flag_name(model, loc)
+            from_flags.append(msg if msg.startswith(flag) else f"{flag}: {msg}")  # a validator may name it
     parts = ([f"{where}: " + "; ".join(from_file)] if from_file else []) + from_flags
     return "; ".join(parts)
 

@@ -192,7 +192,7 @@ def test_rag_search_and_ask_flag_errors_are_one_line(kb, tmp_path):
     code, _, err = run_cli("rag", "search", "x", "--kb", kb, "--where", "colour=red")
     assert code == 1 and err.count("\n") == 1 and "--where: unknown key 'colour'; keys: chunk_id, doc_path" in err
     code, _, err = run_cli("ask", "x?", "--kb", kb, "--where", "page=three")
-    assert code == 1 and err.count("\n") == 1 and "search.where: --where page='three': page is a number" in err
+    assert code == 1 and err.count("\n") == 1 and "error: --where page='three': page is a number" in err
     code, _, err = run_cli("rag", "search", "install", "--kb", kb, "--reranker", tmp_path / "no-such-reranker")
     assert code == 1 and err.count("\n") == 1
     assert "is not a local model folder (models are never downloaded)" in err

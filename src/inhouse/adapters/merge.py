@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 
 from inhouse import atomic, outputs
 from inhouse.adapters import registry
+from inhouse.adapters.card import write_card
 from inhouse.adapters.load import base_of
 from inhouse.adapters.lineage import versions
 from inhouse.errors import InhouseError
@@ -53,13 +54,14 @@ def merge(ref: str, name: str | None = None, dtype: torch.dtype = torch.bfloat16
     model, tokenizer, info = merged_model(ref, dtype)
     name = name or f"{info.get('name') or Path(info['path']).name}-merged"
 
+    lineage = {"name": name, "kind": "merged", "base_model": info.get("base_model"), "merged_from": info.get("name"),
+               "merged_dtype": str(dtype).removeprefix("torch."), "parent": info, "versions": versions(),
+               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        atomic.write_json(folder / registry.LINEAGE, {
-            "name": name, "kind": "merged", "base_model": info.get("base_model"), "merged_from": info.get("name"),
-            "merged_dtype": str(dtype).removeprefix("torch."), "parent": info, "versions": versions(),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+        atomic.write_json(folder / registry.LINEAGE, lineage)
+        write_card(folder, lineage, target.path if target else registry.library() / name)
 
     return target.write(write) if target else registry.save_atomically(name, write)

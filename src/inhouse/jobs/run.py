@@ -98,15 +98,18 @@ class JobEvents(Events):
 
 def publish_checkpoint(path: str, name: str, job: dict[str, Any], step: int, metrics: dict[str, Any]) -> None:
     from inhouse import atomic
+    from inhouse.adapters.card import write_card
+
+    lineage = {"name": name, "kind": "checkpoint", "base_model": job["base"], "step": step, "metrics": metrics,
+               "origin": {"job": job["id"], "training_file": job["training_file"]},
+               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
 
     def write(folder) -> None:
         for item in os.listdir(path):
             if item.startswith(("adapter_", "tokenizer", "special_tokens", "chat_template")):
                 shutil.copy(os.path.join(path, item), folder / item)
-        atomic.write_json(folder / registry.LINEAGE, {
-            "name": name, "kind": "checkpoint", "base_model": job["base"], "step": step, "metrics": metrics,
-            "origin": {"job": job["id"], "training_file": job["training_file"]},
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())})
+        atomic.write_json(folder / registry.LINEAGE, lineage)
+        write_card(folder, lineage, registry.library() / name)
 
     registry.save_atomically(name, write)
 

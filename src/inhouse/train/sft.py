@@ -20,6 +20,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from inhouse import atomic, paths
 from inhouse.adapters import registry
+from inhouse.adapters.card import write_card
 from inhouse.adapters.lineage import build_lineage
 from inhouse.data.conversation import Conversation
 from inhouse.data.formats import load_conversations
@@ -236,6 +237,7 @@ def publish_result(model, tokenizer, name: str, lineage: dict) -> Path:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         atomic.write_json(folder / registry.LINEAGE, lineage)
+        write_card(folder, lineage, registry.library() / name)
 
     return registry.save_atomically(name, write)
 
