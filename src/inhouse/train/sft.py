@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import (EarlyStoppingCallback, PreTrainedModel, PrinterCallback, Trainer, TrainerCallback,
+                          TrainingArguments)
 from transformers.trainer_utils import get_last_checkpoint
 
 from inhouse import atomic, paths
@@ -66,9 +67,35 @@ def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
         raise InvalidInputError(f"lora_target_modules {targets}: {exc}") from None
 
 
+def step_counts(recipe: Recipe, n_train: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, steps in all)."""
+    per_epoch = math.ceil(n_train / (recipe.batch_size * recipe.gradient_accumulation))
+    return per_epoch, recipe.max_steps or math.ceil(per_epoch * recipe.epochs)
+
+
+def picks_best(recipe: Recipe, n_train: int, has_val: bool) -> bool:
+    """Whether the published weights are chosen by validation loss: only when there is a choice (validation
+    data evaluated more than once) or early stopping asks for one; otherwise the last step is the result."""
+    if not has_val:
+        return False
+    per_epoch, total = step_counts(recipe, n_train)
+    return recipe.early_stopping_patience is not None or math.ceil(total / (recipe.eval_every or per_epoch)) > 1
+
+
+def checkpoint_args(recipe: Recipe, total: int, has_val: bool, best: bool) -> dict:
+    """When to evaluate and save. Choosing the best checkpoint needs one saved at each evaluation (the
+    Trainer keeps the best and the latest); otherwise a checkpoint every 10% keeps the run resumable."""
+    every = "steps" if recipe.eval_every else "epoch"
+    evals = {"eval_strategy": every if has_val else "no", "eval_steps": recipe.eval_every}
+    if not best:
+        return {**evals, "save_strategy": "steps", "save_steps": max(1, total // 10)}
+    return {**evals, "save_strategy": every, **({"save_steps": recipe.eval_every} if recipe.eval_every else {}),
+            "load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False,
+            "restore_callback_states_from_checkpoint": True}  # the early-stopping count survives --resume
+
+
 def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool) -> TrainingArguments:
-    steps_per_epoch = math.ceil(n_train / (recipe.batch_size * recipe.gradient_accumulation))
-    total = recipe.max_steps or math.ceil(steps_per_epoch * recipe.epochs)
+    _, total = step_counts(recipe, n_train)
     on_gpu = torch.cuda.is_available()
     # Packed rows hold batch_size examples each: the same examples per step as padding would.
     return TrainingArguments(
@@ -86,10 +113,7 @@ def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int,
         data_seed=recipe.seed,
         logging_steps=1,
         logging_nan_inf_filter=False,  # a NaN loss must stop the run (FiniteLossGuard), not be averaged away
-        eval_strategy=("steps" if recipe.eval_every else "epoch") if has_val else "no",
-        eval_steps=recipe.eval_every,
-        save_strategy="steps",
-        save_steps=max(1, total // 10),  # resumable at 10% granularity
+        **checkpoint_args(recipe, total, has_val, picks_best(recipe, n_train, has_val)),
         save_total_limit=1,
         bf16=speed.bf16,
         optim=speed.optimizer,
@@ -179,6 +203,16 @@ def load_base(recipe: Recipe):
     return model_load.load(recipe.base_model, torch.float32 if recipe.method == "full" else None)
 
 
+def stopping_callbacks(recipe: Recipe, has_val: bool) -> list[TrainerCallback]:
+    """Early stopping on validation loss when the recipe asks for it; it needs validation data to watch."""
+    if recipe.early_stopping_patience is None:
+        return []
+    if not has_val:
+        raise InvalidInputError("early_stopping_patience needs validation data: set validation_file, or a "
+                                "validation_fraction above 0 (with at least 2 training examples)")
+    return [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)]
+
+
 def build_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_set: EncodedSet, val_set: EncodedSet,
                   run_dir: Path, callbacks: list[TrainerCallback]) -> Trainer:
     trainer = InhouseTrainer(
@@ -188,7 +222,7 @@ def build_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_set:
         eval_dataset=TorchDataset(val_set.examples) if val_set.examples else None,
         data_collator=PackedCollator() if speed.packing else PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *stopping_callbacks(recipe, bool(val_set.examples))],
         speed=speed,
     )
     trainer.remove_callback(PrinterCallback)  # our bar shows the same, on one line
@@ -220,15 +254,39 @@ def _train_and_measure(trainer: Trainer, resume: bool, events: Events) -> dict[s
     stopped = next((c.stopped_at for c in trainer.callback_handler.callbacks if isinstance(c, EventsCallback)), None)
     if stopped is not None:
         raise Stopped(f"training stopped on request at step {stopped}; nothing was published")
-    after = trainer.evaluate()["eval_loss"] if has_val else None
+    chosen = published_checkpoint(trainer, events)
+    after = measure_published(trainer) if has_val else None
     if after is not None:
         events.say(f"validation loss after training:  {after:.4f}")
     return {
         "train_loss": _last_train_loss(trainer), "train_loss_mean": output.training_loss,
-        "validation_loss_before": before, "validation_loss": after, "train_seconds": round(seconds, 2),
+        "validation_loss_before": before, "validation_loss": after, **chosen, "train_seconds": round(seconds, 2),
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
         "steps": trainer.state.global_step, "trained_tokens": trainer.state.num_input_tokens_seen,
     }
+
+
+def published_checkpoint(trainer: Trainer, events: Events) -> dict:
+    """Which step's weights the Trainer left in the model (the best checkpoint when it chose one), the
+    best validation loss seen, and whether early stopping ended the run; an early stop is reported."""
+    state = trainer.state
+    best = state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+    step = int(Path(best).name.rsplit("-", 1)[1]) if best else state.global_step
+    stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
+    early = stopper is not None and state.global_step < state.max_steps
+    if early:
+        events.log("early_stop", step=state.global_step, best_step=step, best_valid_loss=state.best_metric,
+                   patience=stopper.early_stopping_patience)
+    if best:
+        events.say(f"publishing the checkpoint of step {step} (best validation loss {state.best_metric:.4f})")
+    return {"published_step": step, "best_validation_loss": state.best_metric if best else None, "stopped_early": early}
+
+
+def measure_published(trainer: Trainer) -> float:
+    """Validation loss of the weights about to be published. Logged as `published_loss`, not `eval_loss`:
+    a second point at the last step would draw the best checkpoint's loss as if the last step had it."""
+    trainer.remove_callback(EarlyStoppingCallback)  # training is over; this is no evaluation it should count
+    return trainer.evaluate(metric_key_prefix="published")["published_loss"]
 
 
 def publish_result(model, tokenizer, name: str, lineage: dict) -> Path:
