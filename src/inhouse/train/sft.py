@@ -23,14 +23,14 @@ from inhouse import atomic, paths
 from inhouse.adapters import registry
 from inhouse.adapters.lineage import build_lineage
 from inhouse.data.conversation import Conversation
-from inhouse.data.formats import load_conversations
 from inhouse.events import ConsoleEvents, Events, Stopped
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
 from inhouse.model import load as model_load
 from inhouse.model import quant
 from inhouse.model.template import IGNORE, apply_template_choice, preflight, stop_token_ids
 from inhouse.recipe import Recipe
-from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all, split
+from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all
+from inhouse.train.mix import Mix, load_mix
 from inhouse.train.packing import PackedCollator
 from inhouse.train.progress import EventsCallback, FiniteLossGuard, NonFiniteLoss
 from inhouse.train.speed import SpeedPlan, offload_context, plan, prepare_model
@@ -44,12 +44,15 @@ class TrainResult:
 
 
 def load_splits(recipe: Recipe) -> tuple[list[Conversation], list[Conversation]]:
-    if recipe.train_file is None:
-        raise InvalidInputError("no training data: set train_file in the recipe or pass --train-file")
-    convs = load_conversations(recipe.train_file)
-    if recipe.validation_file:
-        return convs, load_conversations(recipe.validation_file)
-    return split(convs, recipe.validation_fraction, recipe.seed)
+    mix = load_training_data(recipe)
+    return mix.train, mix.validation
+
+
+def load_training_data(recipe: Recipe) -> Mix:
+    if not recipe.sources():
+        raise InvalidInputError("no training data: set train_file (or train_files) in the recipe, "
+                                "or pass --train-file")
+    return load_mix(recipe)
 
 
 def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
@@ -141,7 +144,7 @@ def run_dir_for(name: str, resume: bool) -> Path:
 
 
 def default_name(recipe: Recipe) -> str:
-    stem = recipe.train_file.stem if recipe.train_file else "run"
+    stem = recipe.sources()[0].path.stem if recipe.sources() else "run"
     return f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -311,7 +314,8 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     # The lineage records where the base really is: a folder as an absolute path, not as typed.
     recipe = recipe.model_copy(update={"output_name": name, "base_model": model_load.resolve(recipe.base_model)})
     run_dir = run_dir_for(name, resume)
-    train_convs, val_convs = load_splits(recipe)
+    mix = load_training_data(recipe)
+    train_convs, val_convs = mix.train, mix.validation
 
     events.say(f"model: loading {recipe.base_model}")
     torch.manual_seed(recipe.seed)
@@ -334,7 +338,7 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     # Trainer.train() starts a fresh log, so the pre-training validation point is added back.
     before = [{"step": 0, "eval_loss": metrics["validation_loss_before"]}] \
         if metrics["validation_loss_before"] is not None else []
-    lineage = build_lineage(recipe, name, metrics, before + trainer.state.log_history, started,
+    lineage = build_lineage(recipe, name, metrics, before + trainer.state.log_history, started, mix.drawn,
                             n_train=len(train_set.examples), n_val=len(val_set.examples))
     lineage["speed"] = asdict(speed)
     if origin:
