@@ -46,6 +46,9 @@ def sample(path, info):
         if typing.get_args(kind)[0] is TrainFile:
             return ["a.jsonl:2,b.jsonl:max_examples=5"], [TrainFile(path="a.jsonl", weight=2),
                                                           TrainFile(path="b.jsonl", max_examples=5)]
+        if typing.get_origin(typing.get_args(kind)[0]) is Literal:
+            choices = typing.get_args(typing.get_args(kind)[0])
+            return [f"{choices[0]},{choices[-1]}"], [choices[0], choices[-1]]
         if typing.get_args(kind)[0] is float:
             return ["0.5,2"], [0.5, 2.0]
         return (["EMAIL,PHONE"], ["EMAIL", "PHONE"]) if name == "pii_kinds" else (["a, b"], ["a", "b"])

@@ -88,6 +88,7 @@ class Recipe(BaseModel):
     chat_template: str | None = Field(None, description="Override the model's chat template: chatml, llama3, or a path to a .jinja file.")
     seed: int = Field(42, description="Seed for the split, initialisation and data order.")
     output_name: str | None = Field(None, description="Name in the adapter library (default: <data file>-<timestamp>).")
+    tracking: list[Literal["tensorboard", "mlflow", "wandb"]] = Field([], description="Experiment trackers the Trainer reports to (none = off): tensorboard writes to INHOUSE_HOME/runs/<name>/tensorboard, mlflow to a local store INHOUSE_HOME/mlruns unless MLFLOW_TRACKING_URI is set, wandb follows your own wandb settings.")
 
     @field_validator("lora_target_modules", mode="before")
     @classmethod
@@ -107,6 +108,16 @@ class Recipe(BaseModel):
         if self.train_files is not None:
             return list(self.train_files)
         return [TrainFile(path=self.train_file)] if self.train_file is not None else []
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _trackers(cls, value: Any) -> Any:
+        """`tensorboard,mlflow` or a list; `none` means no tracker."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return value
+        names = [str(v).strip() for v in items]
+        return list(dict.fromkeys(n for n in names if n not in ("", "none")))
 
     @field_validator("output_name")
     @classmethod

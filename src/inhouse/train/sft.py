@@ -34,6 +34,7 @@ from inhouse.train.mix import Mix, load_mix
 from inhouse.train.packing import PackedCollator
 from inhouse.train.progress import EventsCallback, FiniteLossGuard, NonFiniteLoss
 from inhouse.train.speed import SpeedPlan, offload_context, plan, prepare_model
+from inhouse.train.tracking import TRACKING_DIR, check_installed, tracking_env
 
 
 @dataclass
@@ -125,7 +126,8 @@ def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int,
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         disable_tqdm=True,
-        report_to="none",
+        report_to=recipe.tracking or "none",
+        run_name=recipe.output_name,
         dataloader_num_workers=0,
     )
 
@@ -241,7 +243,7 @@ def run_training(trainer: Trainer, resume: bool, name: str, events: Events) -> d
         raise InhouseError(f"interrupted: nothing was published; continue with "
                            f"'inhouse train ... --output-name {name} --resume'") from None
     except NonFiniteLoss as e:
-        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # a diverged run is not worth resuming
+        discard_checkpoints(Path(trainer.args.output_dir))  # a diverged run is not worth resuming
         raise InhouseError(f"training diverged at step {e.step} (a loss or gradient norm became {e.loss}); "
                            "nothing was published. Lower learning_rate (or check the data) and train again") from None
 
@@ -314,6 +316,7 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     # The lineage records where the base really is: a folder as an absolute path, not as typed.
     recipe = recipe.model_copy(update={"output_name": name, "base_model": model_load.resolve(recipe.base_model)})
     run_dir = run_dir_for(name, resume)
+    check_installed(recipe.tracking)
     mix = load_training_data(recipe)
     train_convs, val_convs = mix.train, mix.validation
 
@@ -332,9 +335,10 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     speed = plan(recipe, model)
     events.say(f"speed: {speed.describe()}")
     model = attach_method(prepare_model(model, speed), recipe)
-    trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run_dir,
-                            [EventsCallback(events), FiniteLossGuard(), *(callbacks or [])])
-    metrics = run_training(trainer, resume, name, events)
+    with tracking_env(recipe.tracking, run_dir):
+        trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run_dir,
+                                [EventsCallback(events), FiniteLossGuard(), *(callbacks or [])])
+        metrics = run_training(trainer, resume, name, events)
     # Trainer.train() starts a fresh log, so the pre-training validation point is added back.
     before = [{"step": 0, "eval_loss": metrics["validation_loss_before"]}] \
         if metrics["validation_loss_before"] is not None else []
@@ -344,8 +348,19 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     if origin:
         lineage["origin"] = origin
     path = publish_result(model, tokenizer, name, lineage)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    discard_checkpoints(run_dir)
     return TrainResult(name, path, metrics)
+
+
+def discard_checkpoints(run_dir: Path) -> None:
+    """Remove a finished run's checkpoints; its tracking logs (tensorboard/) stay for the user to read."""
+    for item in run_dir.iterdir() if run_dir.is_dir() else []:
+        if item.is_dir() and item.name != TRACKING_DIR:
+            shutil.rmtree(item)
+        elif item.is_file():
+            item.unlink()
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def _last_train_loss(trainer: Trainer) -> float | None:
