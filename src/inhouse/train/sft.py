@@ -318,18 +318,17 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     run_dir = run_dir_for(name, resume)
     check_installed(recipe.tracking)
     mix = load_training_data(recipe)
-    train_convs, val_convs = mix.train, mix.validation
 
     events.say(f"model: loading {recipe.base_model}")
     torch.manual_seed(recipe.seed)
     model, tokenizer = load_base(recipe)
     apply_template_choice(tokenizer, recipe.chat_template)
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
-    preflight(train_convs + val_convs, tokenizer, stop_ids)
+    preflight(mix.train + mix.validation, tokenizer, stop_ids)
     events.say("mask: pre-flight passed (only assistant tokens and their end-of-turn token are trained)")
 
-    train_set = encode_all(train_convs, tokenizer, stop_ids, recipe.max_seq_length)
-    val_set = encode_all(val_convs, tokenizer, stop_ids, recipe.max_seq_length)
+    train_set = encode_all(mix.train, tokenizer, stop_ids, recipe.max_seq_length)
+    val_set = encode_all(mix.validation, tokenizer, stop_ids, recipe.max_seq_length)
     describe_data(train_set, val_set, events)
 
     speed = plan(recipe, model)
