@@ -141,3 +141,12 @@ def test_lineage_records_each_file_with_its_hash_and_counts(files, tmp_path, tin
         {"path": str(val.resolve()), "sha256": sha256_file(val), "role": "validation"}]
     assert info["examples"] == {"train": 16, "validation": 4}
     assert result.name == "mixed" and registry.lineage(result.path)["recipe"]["train_files"][1]["max_examples"] == 6
+
+
+def test_the_jobs_api_sets_training_files_itself_but_takes_the_new_training_fields():
+    from inhouse.jobs.spec import BadField, check_recipe
+
+    with pytest.raises(BadField, match="recipe.train_files is set by the server"):
+        check_recipe({"train_files": ["/etc/passwd"]})
+    fields = {"early_stopping_patience": 2, "eval_every": 5, "tracking": "tensorboard"}
+    assert check_recipe(fields) == fields
