@@ -14,7 +14,7 @@ from inhouse.data.prepare import PrepareConfig
 from inhouse.eval.config import EvalConfig
 from inhouse.generation import GenerationConfig
 from inhouse.rag.config import AskConfig, SearchConfig
-from inhouse.recipe import Recipe
+from inhouse.recipe import Recipe, TrainFile
 
 # command words, config, fields that are not flags, positional arguments the command needs
 COMMANDS = [
@@ -45,6 +45,12 @@ def sample(path, info):
         choice = typing.get_args(kind)[-1]
         return [str(choice)], choice
     if typing.get_origin(kind) is list:
+        if typing.get_args(kind)[0] is TrainFile:
+            return ["a.jsonl:2,b.jsonl:max_examples=5"], [TrainFile(path="a.jsonl", weight=2),
+                                                          TrainFile(path="b.jsonl", max_examples=5)]
+        if typing.get_origin(typing.get_args(kind)[0]) is Literal:
+            choices = typing.get_args(typing.get_args(kind)[0])
+            return [f"{choices[0]},{choices[-1]}"], [choices[0], choices[-1]]
         if typing.get_args(kind)[0] is float:
             return ["0.5,2"], [0.5, 2.0]
         return (["EMAIL,PHONE"], ["EMAIL", "PHONE"]) if name == "pii_kinds" else (["a, b"], ["a", "b"])

@@ -40,7 +40,7 @@ def _cli_type(annotation: Any) -> tuple[type, str]:
 def _default_text(field: FieldInfo) -> str:
     default = field.default
     if isinstance(default, list):
-        default = ",".join(map(str, default))
+        default = ",".join(map(str, default)) or None
     return "none" if default is None else str(default)
 
 

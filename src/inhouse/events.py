@@ -14,6 +14,7 @@ Kinds used today:
     metrics     step, loss, learning_rate, grad_norm, mean_token_accuracy, tokens_per_second, epoch
     eval        step, valid_loss, valid_mean_token_accuracy
     checkpoint  step, path
+    early_stop  step, best_step, best_valid_loss, patience (validation loss stopped improving)
     train_end   step
     progress    done, total, unit (documents indexed, examples answered)
 """
@@ -83,6 +84,10 @@ class ConsoleEvents(Events):
     def _eval(self, valid_loss: float | None = None, **_: Any) -> None:
         if valid_loss is not None:
             self.postfix["val_loss"] = f"{valid_loss:.4f}"
+
+    def _early_stop(self, step: int, best_step: int, best_valid_loss: float, patience: int, **_: Any) -> None:
+        self.print(f"early stop at step {step}: validation loss has not improved for {patience} evaluations "
+                   f"(best {best_valid_loss:.4f} at step {best_step})")
 
     def _train_end(self, **_: Any) -> None:
         if self.bar is not None:

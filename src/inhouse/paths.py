@@ -1,7 +1,8 @@
 """The folders under INHOUSE_HOME (default ~/.inhouse), named in one place.
 
 adapters/  the library of fine-tuned results (one folder each, with inhouse.json)
-runs/      checkpoints of training runs in progress (what --resume continues)
+runs/      checkpoints of training runs in progress (what --resume continues); a run's tensorboard/ logs stay
+mlruns/    the local MLflow file store (tracking: mlflow, unless MLFLOW_TRACKING_URI says otherwise)
 evals/     evaluation reports
 kb/        knowledge bases
 files/     files uploaded to the server (by content hash)
@@ -25,6 +26,10 @@ def adapters() -> Path:
 
 def runs() -> Path:
     return home() / "runs"
+
+
+def mlruns() -> Path:
+    return home() / "mlruns"
 
 
 def evals() -> Path:

@@ -49,7 +49,8 @@ def quickstart(model: str | None = None, say: Callable[[str], None] = print, que
 
     m = result.metrics
     say(f"\n[3/4] validation loss: {m['validation_loss_before']:.4f} before -> {m['validation_loss']:.4f} after "
-        f"({m['train_seconds']:.0f} s, {m['tokens_per_second']:,.0f} tokens/s)")
+        f"(the best checkpoint: step {m['published_step']} of {m['steps']}; {m['train_seconds']:.0f} s, "
+        f"{m['tokens_per_second']:,.0f} tokens/s)")
 
     say(f"\n[4/4] answers to held-out questions (greedy), base model vs adapter {result.name!r}")
     _, held_out = load_splits(recipe)

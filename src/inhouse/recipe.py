@@ -10,11 +10,45 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inhouse.errors import InhouseError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class TrainFile(BaseModel):
+    """One file of a training mix. In a flag or a YAML string: `path`, `path:2` (weight) or
+    `path:weight=0.5:max_examples=500`."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    path: Path = Field(description="Training data file (relative paths: relative to the recipe).")
+    weight: float = Field(1.0, gt=0, description="Sampling factor: the file gives round(weight x n) training examples per epoch, n being its examples after max_examples and the validation hold-out: every example floor(weight) times, plus a seeded sample without repeats for the fraction (2 = each twice, 0.5 = a seeded half).")
+    max_examples: int | None = Field(None, ge=1, description="Use at most this many examples of the file (a seeded sample, taken before the validation hold-out).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        return parse_train_file(str(value)) if isinstance(value, (str, Path)) else value
+
+
+def parse_train_file(text: str) -> dict[str, Any]:
+    """`a.jsonl:2:max_examples=500` -> {path: a.jsonl, weight: 2, max_examples: 500}; options are read from the
+    right while they look like options, so a path may itself contain ':'."""
+    parts, options = text.strip().split(":"), {}
+    while len(parts) > 1 and (_is_number(parts[-1]) or "=" in parts[-1]):
+        key, _, value = parts.pop().rpartition("=")
+        options[key.strip() or "weight"] = value.strip()
+    return {"path": ":".join(parts), **options}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class Recipe(BaseModel):
@@ -24,8 +58,9 @@ class Recipe(BaseModel):
 
     base_model: str = Field("builtin:tiny", description="Base model: a local Hugging Face folder, a hub id, or builtin:tiny.")
     train_file: Path | None = Field(None, description="Training data: chat JSONL, Alpaca JSON/JSONL or prompt/completion JSONL.")
+    train_files: list[TrainFile] | None = Field(None, description="Several training files mixed, instead of train_file: path[:weight][:max_examples=N] each (e.g. a.jsonl:2,b.jsonl:max_examples=500); in YAML also a list of {path, weight, max_examples}. weight = examples per epoch as a multiple of the file's (0.5 = a seeded half); max_examples = a seeded cap.")
     validation_file: Path | None = Field(None, description="Held-out data; when absent, validation_fraction of train_file is held out.")
-    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of train_file held out for validation loss when no validation_file is given.")
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of the training data (of each file in train_files) held out for validation loss when no validation_file is given.")
     method: Literal["lora", "qlora", "full"] = Field("lora", description="lora: train a small adapter; qlora: the same on a 4-bit NF4 base (CUDA); full: update every weight.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
@@ -39,7 +74,8 @@ class Recipe(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     batch_size: int = Field(4, ge=1, description="Examples per micro-batch.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    eval_every: int | None = Field(None, ge=1, description="Validation loss every N optimizer steps (default: after each epoch); the points feed the eval report's curves.")
+    eval_every: int | None = Field(None, ge=1, description="Validation loss every N optimizer steps (default: after each epoch); the points feed the eval report's curves. With more than one, a checkpoint is kept at each and the one with the best validation loss is published.")
+    early_stopping_patience: int | None = Field(None, ge=1, description="Stop training when the validation loss has not improved for this many evaluations in a row (needs validation data; none = never).")
     max_seq_length: int = Field(2048, ge=8, description="Longest example in tokens; longer examples are dropped and reported.")
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit"] | None = Field(None, description="Optimizer (default: fused AdamW on a GPU, AdamW on CPU; paged_adamw_8bit needs bitsandbytes).")
     bf16: bool | None = Field(None, description="bf16 autocast (default: on where the GPU supports it).")
@@ -52,6 +88,7 @@ class Recipe(BaseModel):
     chat_template: str | None = Field(None, description="Override the model's chat template: chatml, llama3, or a path to a .jinja file.")
     seed: int = Field(42, description="Seed for the split, initialisation and data order.")
     output_name: str | None = Field(None, description="Name in the adapter library (default: <data file>-<timestamp>).")
+    tracking: list[Literal["tensorboard", "mlflow", "wandb"]] = Field([], description="Experiment trackers the Trainer reports to (none = off): tensorboard writes to INHOUSE_HOME/runs/<name>/tensorboard, mlflow to a local store INHOUSE_HOME/mlruns unless MLFLOW_TRACKING_URI is set, wandb follows your own wandb settings.")
 
     @field_validator("lora_target_modules", mode="before")
     @classmethod
@@ -59,6 +96,28 @@ class Recipe(BaseModel):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _one_way_to_name_training_data(self) -> Recipe:
+        if self.train_file is not None and self.train_files is not None:
+            raise ValueError("set train_file or train_files, not both (train_file is the one-file shorthand)")
+        return self
+
+    def sources(self) -> list[TrainFile]:
+        """The training files as a mix: train_file is a mix of one."""
+        if self.train_files is not None:
+            return list(self.train_files)
+        return [TrainFile(path=self.train_file)] if self.train_file is not None else []
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _trackers(cls, value: Any) -> Any:
+        """`tensorboard,mlflow` or a list; `none` means no tracker."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return value
+        names = [str(v).strip() for v in items]
+        return list(dict.fromkeys(n for n in names if n not in ("", "none")))
 
     @field_validator("output_name")
     @classmethod
@@ -132,10 +191,26 @@ def _resolve_paths(data: dict[str, Any], base: Path, model: type[BaseModel]) -> 
         is_path = info.annotation is Path or Path in getattr(info.annotation, "__args__", ())
         if is_path and isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
+    for key, info in model.model_fields.items():
+        if _is_file_list(info.annotation) and isinstance(data.get(key), list):
+            data[key] = [_relative_to(item, base) for item in data[key]]
     model_ref = data.get("base_model")
     if isinstance(model_ref, str) and not Path(model_ref).is_absolute() and (base / model_ref).is_dir():
         data["base_model"] = str(base / model_ref)
     return data
+
+
+def _is_file_list(annotation: Any) -> bool:
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return any(getattr(a, "__args__", None) == (TrainFile,) for a in args)
+
+
+def _relative_to(item: Any, base: Path) -> Any:
+    """One entry of a file list (`{path: ...}` or `path:weight`) with its path made relative to `base`."""
+    entry = parse_train_file(item) if isinstance(item, str) else item
+    if isinstance(entry, dict) and isinstance(entry.get("path"), str) and not Path(entry["path"]).is_absolute():
+        entry = {**entry, "path": str(base / entry["path"])}
+    return entry
 
 
 def build_config(config_cls: type[ConfigT], file: str | Path | None = None, /, **overrides: Any) -> ConfigT:

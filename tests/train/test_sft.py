@@ -57,7 +57,8 @@ def test_adapter_folder_and_lineage(tmp_path, tiny_dir, home):
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "inhouse.json"} <= files
     info = json.loads((result.path / "inhouse.json").read_text())
     assert info["base_model"] == str(tiny_dir)
-    assert info["data"] == [{"path": str(data.resolve()), "sha256": sha256_file(data)}]
+    assert info["data"] == [{"path": str(data.resolve()), "sha256": sha256_file(data), "role": "train", "weight": 1.0,
+                             "max_examples": None, "examples": {"read": 4, "train": 3, "validation": 1}}]
     assert info["recipe"]["max_steps"] == 3 and info["recipe"]["output_name"] == "lineage-test"
     assert info["metrics"]["train_loss"] > 0 and info["metrics"]["validation_loss"] > 0
     assert {"torch", "transformers", "peft", "inhouse"} <= set(info["versions"])

@@ -33,13 +33,12 @@ def versions() -> dict[str, str]:
 
 
 def build_lineage(recipe: Recipe, name: str, metrics: dict[str, Any], history: list[dict],
-                  started: datetime, n_train: int, n_val: int) -> dict[str, Any]:
-    files = [f for f in (recipe.train_file, recipe.validation_file) if f]
+                  started: datetime, drawn: list | None = None, *, n_train: int, n_val: int) -> dict[str, Any]:
     return {
         "name": name,
         "kind": recipe.method,
         "base_model": recipe.base_model,
-        "data": [{"path": str(Path(f).resolve()), "sha256": sha256_file(Path(f))} for f in files],
+        "data": data_files(recipe, drawn or []),
         "examples": {"train": n_train, "validation": n_val},
         "recipe": recipe.model_dump(mode="json"),
         "metrics": metrics,
@@ -48,3 +47,17 @@ def build_lineage(recipe: Recipe, name: str, metrics: dict[str, Any], history: l
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def data_files(recipe: Recipe, drawn: list) -> list[dict[str, Any]]:
+    """Each file with its sha256; a training file also with how it was mixed and how many examples it gave
+    (`train` per epoch, repeats included, before examples over max_seq_length are dropped)."""
+    files = [{**_file(d.source.path), "role": "train", "weight": d.source.weight, "max_examples": d.source.max_examples,
+              "examples": {"read": d.read, "train": d.train, "validation": d.validation}} for d in drawn]
+    if recipe.validation_file:
+        files.append({**_file(recipe.validation_file), "role": "validation"})
+    return files
+
+
+def _file(path: Path) -> dict[str, str]:
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(Path(path))}

@@ -67,6 +67,10 @@ class JobEvents(Events):
                              data={"step": step, "valid_loss": valid_loss,
                                    "valid_mean_token_accuracy": data.get("valid_mean_token_accuracy")})
 
+    def _early_stop(self, step: int, best_step: int, best_valid_loss: float, patience: int, **_: Any) -> None:
+        self.store.add_event(self.job["id"], f"Early stop at step {step}: validation loss has not improved for "
+                                             f"{patience} evaluations (best {best_valid_loss:.4f} at step {best_step})")
+
     def _checkpoint(self, step: int, path: str, **_: Any) -> None:
         """A LoRA checkpoint becomes a library entry of its own, usable as a model at once."""
         name = f"{self.job['output_name']}-step-{step}"

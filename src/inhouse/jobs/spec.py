@@ -21,7 +21,7 @@ from inhouse.model.template import BUILTIN_TEMPLATES
 from inhouse.model.tiny import NAME as BUILTIN
 from inhouse.recipe import Recipe
 
-SERVER_SET = ("base_model", "train_file", "validation_file", "output_name")
+SERVER_SET = ("base_model", "train_file", "train_files", "validation_file", "output_name")
 DEFAULT_LR = Recipe.model_fields["learning_rate"].default
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import (EarlyStoppingCallback, PreTrainedModel, PrinterCallback, Trainer, TrainerCallback,
+                          TrainingArguments)
 from transformers.trainer_utils import get_last_checkpoint
 
 from inhouse import atomic, paths
@@ -23,17 +24,18 @@ from inhouse.adapters import registry
 from inhouse.adapters.card import write_card
 from inhouse.adapters.lineage import build_lineage
 from inhouse.data.conversation import Conversation
-from inhouse.data.formats import load_conversations
 from inhouse.events import ConsoleEvents, Events, Stopped
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
 from inhouse.model import load as model_load
 from inhouse.model import quant
 from inhouse.model.template import IGNORE, apply_template_choice, preflight, stop_token_ids
 from inhouse.recipe import Recipe
-from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all, split
+from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all
+from inhouse.train.mix import Mix, load_mix
 from inhouse.train.packing import PackedCollator
 from inhouse.train.progress import EventsCallback, FiniteLossGuard, NonFiniteLoss
 from inhouse.train.speed import SpeedPlan, offload_context, plan, prepare_model
+from inhouse.train.tracking import TRACKING_DIR, check_installed, tracking_env
 
 
 @dataclass
@@ -44,12 +46,15 @@ class TrainResult:
 
 
 def load_splits(recipe: Recipe) -> tuple[list[Conversation], list[Conversation]]:
-    if recipe.train_file is None:
-        raise InvalidInputError("no training data: set train_file in the recipe or pass --train-file")
-    convs = load_conversations(recipe.train_file)
-    if recipe.validation_file:
-        return convs, load_conversations(recipe.validation_file)
-    return split(convs, recipe.validation_fraction, recipe.seed)
+    mix = load_training_data(recipe)
+    return mix.train, mix.validation
+
+
+def load_training_data(recipe: Recipe) -> Mix:
+    if not recipe.sources():
+        raise InvalidInputError("no training data: set train_file (or train_files) in the recipe, "
+                                "or pass --train-file")
+    return load_mix(recipe)
 
 
 def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
@@ -67,9 +72,35 @@ def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
         raise InvalidInputError(f"lora_target_modules {targets}: {exc}") from None
 
 
+def step_counts(recipe: Recipe, n_train: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, steps in all)."""
+    per_epoch = math.ceil(n_train / (recipe.batch_size * recipe.gradient_accumulation))
+    return per_epoch, recipe.max_steps or math.ceil(per_epoch * recipe.epochs)
+
+
+def picks_best(recipe: Recipe, n_train: int, has_val: bool) -> bool:
+    """Whether the published weights are chosen by validation loss: only when there is a choice (validation
+    data evaluated more than once) or early stopping asks for one; otherwise the last step is the result."""
+    if not has_val:
+        return False
+    per_epoch, total = step_counts(recipe, n_train)
+    return recipe.early_stopping_patience is not None or math.ceil(total / (recipe.eval_every or per_epoch)) > 1
+
+
+def checkpoint_args(recipe: Recipe, total: int, has_val: bool, best: bool) -> dict:
+    """When to evaluate and save. Choosing the best checkpoint needs one saved at each evaluation (the
+    Trainer keeps the best and the latest); otherwise a checkpoint every 10% keeps the run resumable."""
+    every = "steps" if recipe.eval_every else "epoch"
+    evals = {"eval_strategy": every if has_val else "no", "eval_steps": recipe.eval_every}
+    if not best:
+        return {**evals, "save_strategy": "steps", "save_steps": max(1, total // 10)}
+    return {**evals, "save_strategy": every, **({"save_steps": recipe.eval_every} if recipe.eval_every else {}),
+            "load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False,
+            "restore_callback_states_from_checkpoint": True}  # the early-stopping count survives --resume
+
+
 def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool) -> TrainingArguments:
-    steps_per_epoch = math.ceil(n_train / (recipe.batch_size * recipe.gradient_accumulation))
-    total = recipe.max_steps or math.ceil(steps_per_epoch * recipe.epochs)
+    _, total = step_counts(recipe, n_train)
     on_gpu = torch.cuda.is_available()
     # Packed rows hold batch_size examples each: the same examples per step as padding would.
     return TrainingArguments(
@@ -87,10 +118,7 @@ def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int,
         data_seed=recipe.seed,
         logging_steps=1,
         logging_nan_inf_filter=False,  # a NaN loss must stop the run (FiniteLossGuard), not be averaged away
-        eval_strategy=("steps" if recipe.eval_every else "epoch") if has_val else "no",
-        eval_steps=recipe.eval_every,
-        save_strategy="steps",
-        save_steps=max(1, total // 10),  # resumable at 10% granularity
+        **checkpoint_args(recipe, total, has_val, picks_best(recipe, n_train, has_val)),
         save_total_limit=1,
         bf16=speed.bf16,
         optim=speed.optimizer,
@@ -99,7 +127,8 @@ def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int,
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         disable_tqdm=True,
-        report_to="none",
+        report_to=recipe.tracking or "none",
+        run_name=recipe.output_name,
         dataloader_num_workers=0,
     )
 
@@ -118,7 +147,7 @@ def run_dir_for(name: str, resume: bool) -> Path:
 
 
 def default_name(recipe: Recipe) -> str:
-    stem = recipe.train_file.stem if recipe.train_file else "run"
+    stem = recipe.sources()[0].path.stem if recipe.sources() else "run"
     return f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -180,6 +209,16 @@ def load_base(recipe: Recipe):
     return model_load.load(recipe.base_model, torch.float32 if recipe.method == "full" else None)
 
 
+def stopping_callbacks(recipe: Recipe, has_val: bool) -> list[TrainerCallback]:
+    """Early stopping on validation loss when the recipe asks for it; it needs validation data to watch."""
+    if recipe.early_stopping_patience is None:
+        return []
+    if not has_val:
+        raise InvalidInputError("early_stopping_patience needs validation data: set validation_file, or a "
+                                "validation_fraction above 0 (with at least 2 training examples)")
+    return [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)]
+
+
 def build_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_set: EncodedSet, val_set: EncodedSet,
                   run_dir: Path, callbacks: list[TrainerCallback]) -> Trainer:
     trainer = InhouseTrainer(
@@ -189,7 +228,7 @@ def build_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_set:
         eval_dataset=TorchDataset(val_set.examples) if val_set.examples else None,
         data_collator=PackedCollator() if speed.packing else PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *stopping_callbacks(recipe, bool(val_set.examples))],
         speed=speed,
     )
     trainer.remove_callback(PrinterCallback)  # our bar shows the same, on one line
@@ -205,7 +244,7 @@ def run_training(trainer: Trainer, resume: bool, name: str, events: Events) -> d
         raise InhouseError(f"interrupted: nothing was published; continue with "
                            f"'inhouse train ... --output-name {name} --resume'") from None
     except NonFiniteLoss as e:
-        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # a diverged run is not worth resuming
+        discard_checkpoints(Path(trainer.args.output_dir))  # a diverged run is not worth resuming
         raise InhouseError(f"training diverged at step {e.step} (a loss or gradient norm became {e.loss}); "
                            "nothing was published. Lower learning_rate (or check the data) and train again") from None
 
@@ -221,15 +260,39 @@ def _train_and_measure(trainer: Trainer, resume: bool, events: Events) -> dict[s
     stopped = next((c.stopped_at for c in trainer.callback_handler.callbacks if isinstance(c, EventsCallback)), None)
     if stopped is not None:
         raise Stopped(f"training stopped on request at step {stopped}; nothing was published")
-    after = trainer.evaluate()["eval_loss"] if has_val else None
+    chosen = published_checkpoint(trainer, events)
+    after = measure_published(trainer) if has_val else None
     if after is not None:
         events.say(f"validation loss after training:  {after:.4f}")
     return {
         "train_loss": _last_train_loss(trainer), "train_loss_mean": output.training_loss,
-        "validation_loss_before": before, "validation_loss": after, "train_seconds": round(seconds, 2),
+        "validation_loss_before": before, "validation_loss": after, **chosen, "train_seconds": round(seconds, 2),
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
         "steps": trainer.state.global_step, "trained_tokens": trainer.state.num_input_tokens_seen,
     }
+
+
+def published_checkpoint(trainer: Trainer, events: Events) -> dict:
+    """Which step's weights the Trainer left in the model (the best checkpoint when it chose one), the
+    best validation loss seen, and whether early stopping ended the run; an early stop is reported."""
+    state = trainer.state
+    best = state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+    step = int(Path(best).name.rsplit("-", 1)[1]) if best else state.global_step
+    stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
+    early = stopper is not None and state.global_step < state.max_steps
+    if early:
+        events.log("early_stop", step=state.global_step, best_step=step, best_valid_loss=state.best_metric,
+                   patience=stopper.early_stopping_patience)
+    if best:
+        events.say(f"publishing the checkpoint of step {step} (best validation loss {state.best_metric:.4f})")
+    return {"published_step": step, "best_validation_loss": state.best_metric if best else None, "stopped_early": early}
+
+
+def measure_published(trainer: Trainer) -> float:
+    """Validation loss of the weights about to be published. Logged as `published_loss`, not `eval_loss`:
+    a second point at the last step would draw the best checkpoint's loss as if the last step had it."""
+    trainer.remove_callback(EarlyStoppingCallback)  # training is over; this is no evaluation it should count
+    return trainer.evaluate(metric_key_prefix="published")["published_loss"]
 
 
 def publish_result(model, tokenizer, name: str, lineage: dict) -> Path:
@@ -255,37 +318,50 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     # The lineage records where the base really is: a folder as an absolute path, not as typed.
     recipe = recipe.model_copy(update={"output_name": name, "base_model": model_load.resolve(recipe.base_model)})
     run_dir = run_dir_for(name, resume)
-    train_convs, val_convs = load_splits(recipe)
+    check_installed(recipe.tracking)
+    mix = load_training_data(recipe)
 
     events.say(f"model: loading {recipe.base_model}")
     torch.manual_seed(recipe.seed)
     model, tokenizer = load_base(recipe)
     apply_template_choice(tokenizer, recipe.chat_template)
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
-    preflight(train_convs + val_convs, tokenizer, stop_ids)
+    preflight(mix.train + mix.validation, tokenizer, stop_ids)
     events.say("mask: pre-flight passed (only assistant tokens and their end-of-turn token are trained)")
 
-    train_set = encode_all(train_convs, tokenizer, stop_ids, recipe.max_seq_length)
-    val_set = encode_all(val_convs, tokenizer, stop_ids, recipe.max_seq_length)
+    train_set = encode_all(mix.train, tokenizer, stop_ids, recipe.max_seq_length)
+    val_set = encode_all(mix.validation, tokenizer, stop_ids, recipe.max_seq_length)
     describe_data(train_set, val_set, events)
 
     speed = plan(recipe, model)
     events.say(f"speed: {speed.describe()}")
     model = attach_method(prepare_model(model, speed), recipe)
-    trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run_dir,
-                            [EventsCallback(events), FiniteLossGuard(), *(callbacks or [])])
-    metrics = run_training(trainer, resume, name, events)
+    with tracking_env(recipe.tracking, run_dir):
+        trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run_dir,
+                                [EventsCallback(events), FiniteLossGuard(), *(callbacks or [])])
+        metrics = run_training(trainer, resume, name, events)
     # Trainer.train() starts a fresh log, so the pre-training validation point is added back.
     before = [{"step": 0, "eval_loss": metrics["validation_loss_before"]}] \
         if metrics["validation_loss_before"] is not None else []
-    lineage = build_lineage(recipe, name, metrics, before + trainer.state.log_history, started,
+    lineage = build_lineage(recipe, name, metrics, before + trainer.state.log_history, started, mix.drawn,
                             n_train=len(train_set.examples), n_val=len(val_set.examples))
     lineage["speed"] = asdict(speed)
     if origin:
         lineage["origin"] = origin
     path = publish_result(model, tokenizer, name, lineage)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    discard_checkpoints(run_dir)
     return TrainResult(name, path, metrics)
+
+
+def discard_checkpoints(run_dir: Path) -> None:
+    """Remove a finished run's checkpoints; its tracking logs (tensorboard/) stay for the user to read."""
+    for item in run_dir.iterdir() if run_dir.is_dir() else []:
+        if item.is_dir() and item.name != TRACKING_DIR:
+            shutil.rmtree(item)
+        elif item.is_file():
+            item.unlink()
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def _last_train_loss(trainer: Trainer) -> float | None:

@@ -25,7 +25,7 @@ STATIC = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ui", include_in_schema=False)
 MAIN_FIELDS = ("method", "lora_r", "max_steps", "max_seq_length")  # shown first; the rest fold away
-HIDDEN_FIELDS = ("base_model", "train_file", "validation_file", "output_name", "epochs", "batch_size",
+HIDDEN_FIELDS = ("base_model", "train_file", "train_files", "validation_file", "output_name", "epochs", "batch_size",
                  "learning_rate")  # set from the job request itself
 
 
