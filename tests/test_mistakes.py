@@ -87,3 +87,9 @@ def test_config_errors_name_flags_not_fields(tmp_path):
     assert "--output-name" in line and "output_name" not in line
     line = error_line(run("eval", "x", "--data", data, "--max-new-tokens", "0", home=tmp_path))
     assert "--max-new-tokens" in line and "recipe" not in line
+
+
+def test_a_misspelt_knowledge_base_gets_did_you_mean(tmp_path):
+    (tmp_path / "kb" / "handbook").mkdir(parents=True)
+    line = error_line(run("rag", "search", "refunds", "--kb", "handbok", home=tmp_path))
+    assert "did you mean 'handbook'?" in line and "inhouse rag index" in line

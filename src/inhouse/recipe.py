@@ -74,7 +74,7 @@ class Recipe(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     batch_size: int = Field(4, ge=1, description="Examples per micro-batch.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    eval_every: int | None = Field(None, ge=1, description="Validation loss every N optimizer steps (default: after each epoch); the points feed the eval report's curves. With more than one, a checkpoint is kept at each and the one with the best validation loss is published.")
+    eval_every: int | None = Field(None, ge=1, description="Validation loss every N optimizer steps (default: after each epoch, at most 10 times a run); the points feed the eval report's curves. With more than one, a checkpoint is kept at each and the one with the best validation loss is published.")
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop training when the validation loss has not improved for this many evaluations in a row (needs validation data; none = never).")
     max_seq_length: int = Field(2048, ge=8, description="Longest example in tokens; longer examples are dropped and reported.")
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit"] | None = Field(None, description="Optimizer (default: fused AdamW on a GPU, AdamW on CPU; paged_adamw_8bit needs bitsandbytes).")
@@ -145,23 +145,22 @@ def describe_errors(exc: ValidationError, where: str | None, given: set[str] = f
 
 
 def flag_name(model: type[BaseModel] | None, loc: list[str]) -> str:
-    """The command-line flag of a field path (`--lora-r`); a nested config's fields are flags of their own."""
-    if not loc:
-        return "options"
-    info = _field_at(model, loc)
-    extra = info.json_schema_extra if info is not None and isinstance(info.json_schema_extra, dict) else {}
-    return "--" + str(extra.get("flag") or loc[-1]).replace("_", "-")
-
-
-def _field_at(model: type[BaseModel] | None, loc: list[str]) -> Any:
-    info = None
-    for part in loc:
+    """The command-line flag of a field path (`--lora-r`); a nested config's fields are flags of their own,
+    and a place inside a list-valued flag follows it (`--train-files[0].weight`)."""
+    info, depth = None, 0
+    for depth, part in enumerate(loc, 1):
         if model is None or part not in model.model_fields:
-            return None
+            depth -= 1
+            break
         info = model.model_fields[part]
         sub = [a for a in (info.annotation, *getattr(info.annotation, "__args__", ())) if isinstance(a, type)]
         model = next((a for a in sub if issubclass(a, BaseModel)), None)
-    return info
+    if info is None:
+        return "options" if not loc else "--" + loc[-1].replace("_", "-")
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    flag = "--" + str(extra.get("flag") or loc[depth - 1]).replace("_", "-")
+    rest = loc[depth:]
+    return flag + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest)
 
 
 def load_yaml(path: str | Path, model: type[BaseModel] = Recipe) -> dict[str, Any]:

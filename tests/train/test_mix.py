@@ -84,9 +84,9 @@ def test_the_text_form_of_a_training_file(text, expected):
 
 
 @pytest.mark.parametrize("value,message", [
-    (["a.jsonl:0"], "train_files.0.weight: Input should be greater than 0"),
-    (["a.jsonl:wieght=2"], "train_files.0.wieght: unknown field"),
-    (["a.jsonl:max_examples=0"], "train_files.0.max_examples"),
+    (["a.jsonl:0"], r"--train-files\[0\]\.weight: Input should be greater than 0"),
+    (["a.jsonl:wieght=2"], r"--train-files\[0\]\.wieght: unknown field"),
+    (["a.jsonl:max_examples=0"], r"--train-files\[0\]\.max_examples"),
 ])
 def test_bad_mix_entries_are_one_line_errors_naming_the_entry(value, message):
     with pytest.raises(InhouseError, match=message):

@@ -72,6 +72,9 @@ def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
         raise InvalidInputError(f"lora_target_modules {targets}: {exc}") from None
 
 
+MAX_DEFAULT_EVALS = 10
+
+
 def step_counts(recipe: Recipe, n_train: int) -> tuple[int, int]:
     """(optimizer steps per epoch, steps in all)."""
     per_epoch = math.ceil(n_train / (recipe.batch_size * recipe.gradient_accumulation))
@@ -83,24 +86,31 @@ def picks_best(recipe: Recipe, n_train: int, has_val: bool) -> bool:
     data evaluated more than once) or early stopping asks for one; otherwise the last step is the result."""
     if not has_val:
         return False
+    _, total = step_counts(recipe, n_train)
+    return recipe.early_stopping_patience is not None or math.ceil(total / eval_interval(recipe, n_train)) > 1
+
+
+def eval_interval(recipe: Recipe, n_train: int) -> int:
+    """Steps between validation points: eval_every, else each epoch but at most 10 times a run (a run of
+    500 short epochs must not evaluate and save a checkpoint 500 times)."""
     per_epoch, total = step_counts(recipe, n_train)
-    return recipe.early_stopping_patience is not None or math.ceil(total / (recipe.eval_every or per_epoch)) > 1
+    return recipe.eval_every or max(per_epoch, math.ceil(total / MAX_DEFAULT_EVALS))
 
 
-def checkpoint_args(recipe: Recipe, total: int, has_val: bool, best: bool) -> dict:
+def checkpoint_args(recipe: Recipe, n_train: int, has_val: bool, best: bool) -> dict:
     """When to evaluate and save. Choosing the best checkpoint needs one saved at each evaluation (the
     Trainer keeps the best and the latest); otherwise a checkpoint every 10% keeps the run resumable."""
-    every = "steps" if recipe.eval_every else "epoch"
-    evals = {"eval_strategy": every if has_val else "no", "eval_steps": recipe.eval_every}
+    _, total = step_counts(recipe, n_train)
+    interval = eval_interval(recipe, n_train)
+    evals = {"eval_strategy": "steps" if has_val else "no", "eval_steps": interval}
     if not best:
         return {**evals, "save_strategy": "steps", "save_steps": max(1, total // 10)}
-    return {**evals, "save_strategy": every, **({"save_steps": recipe.eval_every} if recipe.eval_every else {}),
+    return {**evals, "save_strategy": "steps", "save_steps": interval,
             "load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False,
             "restore_callback_states_from_checkpoint": True}  # the early-stopping count survives --resume
 
 
 def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool) -> TrainingArguments:
-    _, total = step_counts(recipe, n_train)
     on_gpu = torch.cuda.is_available()
     # Packed rows hold batch_size examples each: the same examples per step as padding would.
     return TrainingArguments(
@@ -118,7 +128,7 @@ def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int,
         data_seed=recipe.seed,
         logging_steps=1,
         logging_nan_inf_filter=False,  # a NaN loss must stop the run (FiniteLossGuard), not be averaged away
-        **checkpoint_args(recipe, total, has_val, picks_best(recipe, n_train, has_val)),
+        **checkpoint_args(recipe, n_train, has_val, picks_best(recipe, n_train, has_val)),
         save_total_limit=1,
         bf16=speed.bf16,
         optim=speed.optimizer,
