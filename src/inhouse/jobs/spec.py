@@ -26,6 +26,7 @@ from inhouse.recipe import Recipe
 
 SERVER_SET = ("base_model", "train_file", "validation_file", "output_name")
 DEFAULT_LR = Recipe.model_fields["learning_rate"].default
+MAX_DEVICES = 1  # GPUs per job: multi-GPU training is issue #20
 
 
 class BadField(InvalidInputError):
@@ -83,8 +84,10 @@ class Capabilities:
     base_ref: str
     model_paths: bool = False  # a job may name a model folder by its absolute path (--allow-model-paths)
     gpus: tuple[int, ...] = ()  # the GPUs jobs run on; none: the CPU
+    max_devices: int = MAX_DEVICES
 
     def bases(self) -> dict[str, str]:
+        """Listed afresh: a folder put under INHOUSE_HOME/models is offered without a restart."""
         return trainable(self.base_id, self.base_ref)
 
 
@@ -141,7 +144,7 @@ def devices(asked: list[int] | str | None, gpus: tuple[int, ...]) -> list[int] |
     if asked is None or asked == "auto":
         return None
     asked = sorted(set(asked))
-    if len(asked) > 1:
+    if len(asked) > MAX_DEVICES:
         raise BadField("Multi-GPU training is not built yet (issue #20): ask for one GPU, e.g. devices [0], "
                        "or \"auto\"", "devices")
     if asked[0] not in gpus:

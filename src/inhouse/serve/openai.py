@@ -323,7 +323,7 @@ def job_object(row: dict[str, Any]) -> dict[str, Any]:
 def capabilities_object(caps: Any) -> dict[str, Any]:
     """inhouse's extension: what a job may ask of this server (the New fine-tune page shows the same)."""
     return {"object": "fine_tuning.capabilities", "models": list(caps.bases()), "model_paths": caps.model_paths,
-            "gpus": list(caps.gpus), "max_devices": 1}
+            "gpus": list(caps.gpus), "max_devices": caps.max_devices}
 
 
 def event_object(row: dict[str, Any]) -> dict[str, Any]:
