@@ -234,6 +234,76 @@ def test_a_job_may_train_the_builtin_model_or_a_folder_under_the_home_models(ser
         assert done.status == "succeeded", done.error
         base = json.loads((server.home / "adapters" / done.fine_tuned_model / "inhouse.json").read_text())["base_model"]
         assert base == ("builtin:tiny" if model == "builtin:tiny" else str((server.home / "models" / "mini").resolve()))
-    for bad in ("../models/mini", "/etc", "models/../mini"):
-        with pytest.raises(openai.NotFoundError, match="cannot be fine-tuned here"):
-            client.fine_tuning.jobs.create(model=bad, training_file=file.id)
+    with pytest.raises(openai.NotFoundError, match="cannot be fine-tuned here"):
+        client.fine_tuning.jobs.create(model="mini", training_file=file.id)
+
+
+def fetch(server, path, **headers):
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(server.url + path, headers=headers), timeout=60) as response:
+        return response.read().decode()
+
+
+def capabilities(server, **headers):
+    return json.loads(fetch(server, "/v1/fine_tuning/capabilities", **headers))
+
+
+def new_page(server, **headers):
+    return fetch(server, "/ui/new", **headers)
+
+
+def test_a_typed_model_folder_trains_on_loopback_without_a_key(server, tiny_dir, tmp_path):
+    client = server.client()
+    (tmp_path / "link").symlink_to(tiny_dir)
+    (tmp_path / "no-config").mkdir()
+    caps = capabilities(server)
+    assert caps["model_paths"] is True and caps["gpus"] == [] and "builtin:tiny" in caps["models"]
+    assert 'name="model_path"' in new_page(server)
+    file = upload(client, jsonl(FACTS))
+    job = client.fine_tuning.jobs.create(model=str(tmp_path / "link"), training_file=file.id,
+                                         extra_body={"recipe": {**FAST, "max_steps": 2}, "devices": "auto"})
+    done = wait(client, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.model == str(tmp_path / "link")
+    lineage = json.loads((server.home / "adapters" / done.fine_tuned_model / "inhouse.json").read_text())
+    assert lineage["base_model"] == str(tiny_dir.resolve())  # where the model really is
+    for bad, why in ((tmp_path / "no-config", "no config.json"), (tmp_path / "nowhere", "does not exist"),
+                     (tmp_path / "link" / "config.json", "is a file"), ("./link", "not an absolute path"),
+                     ("models/../mini", "not an absolute path")):
+        with pytest.raises(openai.BadRequestError, match=why) as err:
+            client.fine_tuning.jobs.create(model=str(bad), training_file=file.id)
+        assert err.value.status_code == 400 and err.value.body["param"] == "model"
+
+
+def test_devices_name_one_gpu_of_this_server(server):
+    client = server.client()
+    file = upload(client, jsonl(FACTS))
+    for devices, why in (([0, 1], r"Multi-GPU training is not built yet \(issue #20\)"), ([0], "it has no GPU"),
+                         ([], "devices"), ("all", "devices")):
+        with pytest.raises(openai.BadRequestError, match=why) as err:
+            client.fine_tuning.jobs.create(model="tiny", training_file=file.id, extra_body={"devices": devices})
+        assert err.value.body["param"] == "devices"
+    assert 'name="devices"' not in new_page(server)  # no picker on a machine without several GPUs
+
+
+def test_with_an_api_key_a_typed_path_is_refused_naming_the_option(tiny_dir, tmp_path):
+    (tmp_path / "link").symlink_to(tiny_dir)  # the served base is trainable by its own path: not this one
+    srv = Server(tmp_path / "home", tiny_dir, "--api-key", "k3y", "--no-jobs")
+    try:
+        with pytest.raises(openai.BadRequestError, match="--allow-model-paths") as err:
+            srv.client(api_key="k3y").fine_tuning.jobs.create(model=str(tmp_path / "link"), training_file="file-x")
+        assert err.value.body["param"] == "model"
+        assert capabilities(srv, authorization="Bearer k3y")["model_paths"] is False
+        assert 'name="model_path"' not in new_page(srv, authorization="Bearer k3y")
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(("explicit", "host", "key", "allowed"), [
+    (None, "127.0.0.1", None, True), (None, "127.0.0.1", "k", False), (None, "0.0.0.0", "k", False),
+    (True, "0.0.0.0", "k", True), (False, "127.0.0.1", None, False)])
+def test_typed_paths_are_on_by_default_only_for_the_machines_own_user(explicit, host, key, allowed):
+    from inhouse.serve.security import model_paths_allowed
+
+    assert model_paths_allowed(explicit, host, key) is allowed

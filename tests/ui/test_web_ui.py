@@ -235,3 +235,18 @@ def test_upload_documents_into_a_knowledge_base_from_the_playground(ui, browser,
     page.locator("#kb-docs a", has_text="warranty.md").click()
     expect(page.locator("#kb-doc-text")).to_contain_text("two-year warranty")
     assert view.errors == [], view.errors
+
+
+def test_a_typed_model_path_that_is_no_model_folder_shows_the_error_beside_it(ui, browser, tmp_path):
+    ui.client().files.create(file=("t.jsonl", jsonl([chat_row(q, a) for q, a in FACTS])), purpose="fine-tune")
+    (tmp_path / "not-a-model").mkdir()
+    view = Page(browser, tmp_path / "screenshots", width=390, height=800)
+    page = view.page
+    page.goto(ui.url + "/ui/new")
+    expect(page.locator("select[name=devices]")).to_have_count(0)  # no GPU picker on a CPU machine
+    page.fill("input[name=model_path]", str(tmp_path / "not-a-model"))
+    page.click("button[type=submit]")
+    expect(page.locator("#model-error")).to_contain_text("no config.json")
+    assert "/ui/new" in page.url
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1
+    assert [e for e in view.errors if "status of 400" not in e] == [], view.errors  # the refusal itself is logged

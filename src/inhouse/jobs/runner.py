@@ -1,7 +1,8 @@
 """The queue's worker, inside the server: validate files, start jobs one per slot, watch them.
 
 A slot is a GPU (a job sees only its own through CUDA_VISIBLE_DEVICES) or, on
-a machine without one, the CPU. Every job runs in its own process
+a machine without one, the CPU. A job that asked for a GPU (`devices`) waits
+for that one; the others take the first free slot. Every job runs in its own process
 (`inhouse.jobs.run`). What survives a crash:
 
 - the server stops (Ctrl-C, SIGTERM): running jobs are asked to pause; they go
@@ -43,7 +44,7 @@ class Runner:
                  log_dir: Path | None = None):
         self.store, self.slots, self.poll_s = store, slots or gpu_slots(), poll_s
         self.log_dir = log_dir or store.path.parent / "logs"
-        self.running: dict[str, tuple[subprocess.Popen, str | None]] = {}  # job id -> (process, slot)
+        self.running: dict[str, tuple[subprocess.Popen, tuple[str | None, ...]]] = {}  # job id -> (process, slots)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="inhouse-jobs", daemon=True)
 
@@ -114,23 +115,48 @@ class Runner:
             process.kill()
 
     def _launch(self) -> None:
-        free = [s for s in self.slots if s not in {slot for _, slot in self.running.values()}]
-        for slot in free:
-            queued = self.store.select("select * from jobs where status = 'queued' order by created_at limit 1")
-            if not queued or self.stopping.is_set():
+        """Oldest first, each queued job on the slot it can have now; one waiting for its GPU holds back
+        no job behind it that can run elsewhere."""
+        busy = {slot for _, slots in self.running.values() for slot in slots}
+        for job in self.store.select("select * from jobs where status = 'queued' order by created_at"):
+            if self.stopping.is_set():
                 return
-            self._start(queued[0], slot)
+            slots = self._claim(job, busy)
+            if slots:
+                self._start(job, slots)
+                busy.update(slots)
 
-    def _start(self, job: dict, slot: str | None) -> None:
+    def _claim(self, job: dict, busy: set[str | None]) -> tuple[str | None, ...]:
+        """The slots a job starts on now: the GPUs it asked for once all are free, else the first free slot;
+        () while it must wait."""
+        if job["devices"] is None:
+            return next(((s,) for s in self.slots if s not in busy), ())
+        wanted = tuple(str(d) for d in job["devices"])
+        if not set(wanted) <= set(self.slots):
+            self._fail(job["id"], {"code": "devices_not_found", "param": "devices", "message":
+                                   f"GPU {', '.join(wanted)} is not on this machine (it has {self._have()})"})
+            return ()
+        return wanted if not set(wanted) & busy else ()
+
+    def _have(self) -> str:
+        gpus = [s for s in self.slots if s is not None]
+        return f"GPUs {', '.join(gpus)}" if gpus else "no GPU"
+
+    def _fail(self, job_id: str, error: dict) -> None:
+        if self.store.transition(job_id, ("queued",), "failed", error=error, finished_at=now()):
+            self.store.add_event(job_id, f"Job failed: {error['message']}", level="error")
+
+    def _start(self, job: dict, slots: tuple[str | None, ...]) -> None:
         if not self.store.transition(job["id"], ("queued",), "running", started_at=now(), attempts=job["attempts"] + 1):
             return  # cancelled meanwhile
-        env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": slot} if slot is not None else {}))
+        gpus = ",".join(s for s in slots if s is not None)
+        env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": gpus} if gpus else {}))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self._log(job["id"]), "ab") as log:
             process = subprocess.Popen([sys.executable, "-m", "inhouse.jobs.run", job["id"]], env=env, stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.store.update("jobs", job["id"], pid=process.pid)
-        self.running[job["id"]] = (process, slot)
+        self.running[job["id"]] = (process, slots)
 
     def _log(self, job_id: str) -> Path:
         return self.log_dir / f"{job_id}.log"

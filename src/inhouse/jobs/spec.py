@@ -3,12 +3,15 @@
 The request speaks OpenAI (`hyperparameters` or `method.supervised.hyperparameters`
 with n_epochs, batch_size, learning_rate_multiplier, each a number or "auto"),
 plus `recipe`: any recipe field (method: qlora, lora_r, max_seq_length...)
-except the ones that name files or folders, which the server sets itself.
+except the ones that name files or folders, which the server sets itself,
+and `devices`: the GPUs the job runs on ("auto": the first one free).
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,6 +26,7 @@ from inhouse.recipe import Recipe
 
 SERVER_SET = ("base_model", "train_file", "train_files", "validation_file", "output_name")
 DEFAULT_LR = Recipe.model_fields["learning_rate"].default
+MAX_DEVICES = 1  # GPUs per job: multi-GPU training is issue #20
 
 
 class BadField(InvalidInputError):
@@ -72,13 +76,86 @@ def trainable(base_id: str, base_ref: str) -> dict[str, str]:
     return found
 
 
-def create_job(store: Store, body: Any, base_id: str, base_ref: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Capabilities:
+    """What this server lets a job use; clients read the same through GET /v1/fine_tuning/capabilities."""
+
+    base_id: str
+    base_ref: str
+    model_paths: bool = False  # a job may name a model folder by its absolute path (--allow-model-paths)
+    gpus: tuple[int, ...] = ()  # the GPUs jobs run on; none: the CPU
+    max_devices: int = MAX_DEVICES
+
+    def bases(self) -> dict[str, str]:
+        """Listed afresh: a folder put under INHOUSE_HOME/models is offered without a restart."""
+        return trainable(self.base_id, self.base_ref)
+
+
+def base_for(model: str, caps: Capabilities) -> str:
+    """The base a job trains: a name the server offers, or a model folder typed as a path where allowed."""
+    bases = caps.bases()
+    if model in bases or model == caps.base_ref:
+        return bases.get(model, caps.base_ref)
+    if model.startswith(("/", "~")) or Path(model).is_absolute() or (caps.model_paths and _pathlike(model)):
+        return typed_folder(model, caps.model_paths, bases)
+    raise NotFoundError(f"The model '{_shown(model)}' cannot be fine-tuned here; choose one of "
+                        f"{', '.join(bases)} (model folders go under {paths.models()})")
+
+
+def _shown(model: str) -> str:
+    """A typed name as quoted back: a pasted page of text is not echoed whole."""
+    return model if len(model) <= 200 else model[:200] + "..."
+
+
+def _pathlike(model: str) -> bool:
+    return "/" in model or "\\" in model or model.startswith(".")
+
+
+def typed_folder(model: str, allowed: bool, bases: dict[str, str]) -> str:
+    """The resolved folder a typed path names, refused unless the server allows typed paths and the
+    folder is a Hugging Face model (its config.json): the lineage then records where it really is."""
+    if not allowed:
+        raise BadField(f"This server does not train on a folder named by its path ('{_shown(model)}'): start "
+                       "it with --allow-model-paths (on by default only on loopback without an API key), or put "
+                       f"the folder under {paths.models()} and name it models/NAME", "model")
+    if not Path(model).is_absolute():
+        raise BadField(f"'{_shown(model)}' is not an absolute path: type the model folder's full path "
+                       f"(/...), or choose one of {', '.join(bases)}", "model")
+    try:
+        folder = Path(model).resolve()
+        problem = _not_a_model(folder)
+    except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, a symlink loop, no permission
+        problem = f"cannot be read ({type(e).__name__})"
+    if problem:
+        raise BadField(f"'{_shown(model)}' {problem}", "model")
+    return str(folder)
+
+
+def _not_a_model(folder: Path) -> str | None:
+    if not folder.exists():
+        return "does not exist on the server"
+    if not folder.is_dir():
+        return "is a file, not a model folder"
+    return None if (folder / "config.json").is_file() else "is not a Hugging Face model folder (it has no config.json)"
+
+
+def devices(asked: list[int] | str | None, gpus: tuple[int, ...]) -> list[int] | None:
+    """The GPUs a job asked for (None: the first free one), refused now rather than queued forever."""
+    if asked is None or asked == "auto":
+        return None
+    asked = sorted(set(asked))
+    if len(asked) > MAX_DEVICES:
+        raise BadField("Multi-GPU training is not built yet (issue #20): ask for one GPU, e.g. devices [0], "
+                       "or \"auto\"", "devices")
+    if asked[0] not in gpus:
+        have = f"its GPUs are {', '.join(map(str, gpus))}" if gpus else "it has no GPU: jobs run on the CPU"
+        raise BadField(f"GPU {asked[0]} is not on this server ({have})", "devices")
+    return asked
+
+
+def create_job(store: Store, body: Any, caps: Capabilities) -> dict[str, Any]:
     """Check a create request and record the job (status validating_files)."""
-    bases = trainable(base_id, base_ref)
-    base = bases.get(body.model) or (base_ref if body.model == base_ref else None)
-    if base is None:
-        raise NotFoundError(f"The model '{body.model}' cannot be fine-tuned here; choose one of "
-                            f"{', '.join(bases)} (model folders go under {paths.home() / 'models'})")
+    base = base_for(body.model, caps)
     for param in ("training_file", "validation_file"):
         file_id = getattr(body, param)
         if file_id is not None:
@@ -88,12 +165,13 @@ def create_job(store: Store, body: Any, base_id: str, base_ref: str) -> dict[str
         raise BadField(f"method type {method.get('type')!r} is not supported yet (only 'supervised')", "method.type")
     hp = hyperparameters(method.get("supervised", {}).get("hyperparameters") or body.hyperparameters)
     recipe = check_recipe(body.recipe)
+    gpus = devices(body.devices, caps.gpus)
     job_id = new_id("ftjob")
     row = {"id": job_id, "created_at": now(), "status": "validating_files", "model": body.model, "base": base,
            "training_file": body.training_file, "validation_file": body.validation_file, "suffix": body.suffix,
            "seed": body.seed if body.seed is not None else secrets.randbelow(2**31), "metadata": body.metadata,
            "hyperparameters": hp, "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
-           "recipe": recipe, "output_name": f"{body.suffix or 'ft'}-{job_id[6:14]}"}
+           "recipe": recipe, "output_name": f"{body.suffix or 'ft'}-{job_id[6:14]}", "devices": gpus}
     store.insert("jobs", row)
     store.add_event(job_id, f"Validating training file: {body.training_file}")
     return store.get("jobs", job_id, "fine-tuning job")

@@ -29,7 +29,7 @@ create table if not exists jobs (
   hyperparameters text not null, method text not null, recipe text not null, output_name text not null,
   fine_tuned_model text, trained_tokens integer, started_at integer, finished_at integer,
   estimated_finish integer, error text, pid integer, cancel_requested integer not null default 0,
-  attempts integer not null default 0);
+  attempts integer not null default 0, devices text);
 create table if not exists events (
   job_id text not null, seq integer not null, id text not null, created_at integer not null,
   level text not null, message text not null, type text not null, data text, primary key (job_id, seq));
@@ -37,7 +37,8 @@ create table if not exists checkpoints (
   id text primary key, job_id text not null, step integer not null, created_at integer not null,
   metrics text not null, model text not null);
 """
-JSON_COLUMNS = ("metadata", "hyperparameters", "method", "recipe", "error", "data", "metrics")
+ADDED = {"jobs": {"devices": "text"}}  # columns newer than a store's first version
+JSON_COLUMNS = ("devices", "metadata", "hyperparameters", "method", "recipe", "error", "data", "metrics")
 ACTIVE = ("validating_files", "queued", "running")
 
 
@@ -55,6 +56,7 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             db.executescript(SCHEMA)
+            _add_columns(db)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -133,6 +135,18 @@ class Store:
             done = db.execute(f"update jobs set {sets} where id = ? and status in ({', '.join('?' * len(old))})",
                               [new, *(_encode(k, v) for k, v in values.items()), job_id, *old]).rowcount
         return done == 1
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """A store made by an older inhouse gains the newer columns (in one transaction: the server and a job
+    process may open it at once)."""
+    db.execute("begin immediate")
+    for table, columns in ADDED.items():
+        have = {row["name"] for row in db.execute(f"pragma table_info({table})")}
+        for name, kind in columns.items():
+            if name not in have:
+                db.execute(f"alter table {table} add column {name} {kind}")
+    db.execute("commit")
 
 
 def _encode(column: str, value: Any) -> Any:

@@ -20,14 +20,15 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from inhouse.adapters.catalog import Catalog
-from inhouse.jobs.runner import Runner
+from inhouse.jobs.runner import Runner, gpu_slots
+from inhouse.jobs.spec import Capabilities
 from inhouse.jobs.store import Store
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
 from inhouse.serve.config import ServeConfig
 from inhouse.serve.engine import Engine
 from inhouse.serve.worker import WorkerSpec
 from inhouse.serve.openai import Unsupported, error_body
-from inhouse.serve.security import Access, AccessMiddleware, BodyLimitMiddleware
+from inhouse.serve.security import Access, AccessMiddleware, BodyLimitMiddleware, model_paths_allowed
 
 T = TypeVar("T", bound=BaseModel)
 log = logging.getLogger("inhouse.serve")
@@ -42,6 +43,7 @@ class Services:
     engine: Engine
     store: Store
     runner: Runner | None
+    gpus: tuple[int, ...] = ()
 
     def stop(self) -> None:
         if self.runner is not None:
@@ -56,13 +58,20 @@ def start(config: ServeConfig, loader=None, tokenizer=None) -> Services:
     try:
         catalog = Catalog(config.model, config.served_model_name, tokenizer, engine.info["eos"])
         store = Store()
-        runner = Runner(store) if config.jobs else None
+        slots = gpu_slots()
+        runner = Runner(store, slots) if config.jobs else None
     except BaseException:
         engine.stop()
         raise
     if runner is not None:
         runner.start()
-    return Services(catalog, engine, store, runner)
+    return Services(catalog, engine, store, runner, tuple(int(s) for s in slots if s is not None))
+
+
+def capabilities(config: ServeConfig, running: Services) -> Capabilities:
+    """What a job may ask of this server, fixed at start-up (the bases are listed afresh on each call)."""
+    typed = model_paths_allowed(config.allow_model_paths, config.host, config.api_key)
+    return Capabilities(running.catalog.base_id, running.catalog.base_ref, typed, running.gpus)
 
 
 def create_app(config: ServeConfig, services: Services | None = None) -> FastAPI:
@@ -72,6 +81,7 @@ def create_app(config: ServeConfig, services: Services | None = None) -> FastAPI
     async def lifespan(app: FastAPI):
         running = services or start(config)
         app.state.catalog, app.state.engine, app.state.store = running.catalog, running.engine, running.store
+        app.state.capabilities = capabilities(config, running)
         yield
         running.stop()
 
@@ -130,7 +140,7 @@ class BadParameter(InvalidInputError):
 
 def _invalid(error: ValidationError) -> BadParameter:
     first = error.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
+    param = ".".join(str(p) for p in first["loc"] if "[" not in str(p)) or None  # not pydantic's union tags
     if first["type"] == "extra_forbidden":
         return BadParameter(f"Unrecognized request argument supplied: {param}", param)
     if first["type"] == "missing":

@@ -21,5 +21,6 @@ class ServeConfig(BaseModel):
     max_body_mb: float = Field(8.0, gt=0, le=1024, description="Largest request body accepted (JSON endpoints).")
     max_file_mb: float = Field(512.0, gt=0, le=65536, description="Largest file accepted by POST /v1/files.")
     jobs: bool = Field(True, description="Run queued fine-tuning jobs (one per GPU, or one on the CPU).")
+    allow_model_paths: bool | None = Field(None, description="Let fine-tuning jobs name a model folder on this machine by its absolute path (default: on when bound to loopback with no API key, where every client is this machine's user; off otherwise).")
     cors_origin: list[str] | None = Field(None, description="Origins allowed to call the API from a browser (CORS off when unset), comma-separated.")
     default_max_tokens: int = Field(4096, ge=1, le=32768, description="Answer length when a request sets no max_tokens (never past the context).")

@@ -16,35 +16,41 @@ from inhouse.jobs.store import ACTIVE
 from inhouse.serve import openai
 from inhouse.serve.app import parse
 
-router = APIRouter(prefix="/v1/fine_tuning/jobs")
+router = APIRouter(prefix="/v1/fine_tuning")
 POLL_S = 0.5
 
 
-@router.post("")
+@router.post("/jobs")
 async def create(request: Request) -> dict[str, Any]:
     body = await parse(request, openai.CreateJobRequest)
-    catalog, store = request.app.state.catalog, request.app.state.store
-    row = await run_in_threadpool(spec.create_job, store, body, catalog.base_id, catalog.base_ref)
-    return openai.job_object(row)
+    store, caps = request.app.state.store, request.app.state.capabilities
+    return openai.job_object(await run_in_threadpool(spec.create_job, store, body, caps))
 
 
-@router.get("")
+@router.get("/capabilities")
+async def capabilities(request: Request) -> dict[str, Any]:
+    """inhouse's extension: the bases a job may name, whether a typed folder path is allowed, and the GPUs
+    it may ask for; the New fine-tune page is drawn from the same object."""
+    return await run_in_threadpool(openai.capabilities_object, request.app.state.capabilities)
+
+
+@router.get("/jobs")
 async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
     rows, more = request.app.state.store.page("jobs", after, max(1, min(limit, 100)))
     return openai.cursor_page([openai.job_object(r) for r in rows], more)
 
 
-@router.get("/{job_id}")
+@router.get("/jobs/{job_id}")
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     return openai.job_object(request.app.state.store.get("jobs", job_id, "fine-tuning job"))
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel")
 async def cancel(job_id: str, request: Request) -> dict[str, Any]:
     return openai.job_object(spec.cancel(request.app.state.store, job_id))
 
 
-@router.get("/{job_id}/events")
+@router.get("/jobs/{job_id}/events")
 async def events(job_id: str, request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
     store = request.app.state.store
     store.get("jobs", job_id, "fine-tuning job")
@@ -52,7 +58,7 @@ async def events(job_id: str, request: Request, after: str | None = None, limit:
     return openai.cursor_page([openai.event_object(r) for r in rows], more)
 
 
-@router.get("/{job_id}/checkpoints")
+@router.get("/jobs/{job_id}/checkpoints")
 async def checkpoints(job_id: str, request: Request, after: str | None = None, limit: int = 10) -> dict[str, Any]:
     store = request.app.state.store
     store.get("jobs", job_id, "fine-tuning job")
@@ -60,7 +66,7 @@ async def checkpoints(job_id: str, request: Request, after: str | None = None, l
     return openai.cursor_page([openai.checkpoint_object(r) for r in rows], more)
 
 
-@router.get("/{job_id}/events/stream")
+@router.get("/jobs/{job_id}/events/stream")
 async def stream_events(job_id: str, request: Request, after_seq: int = 0) -> StreamingResponse:
     """inhouse's extension: a job's events as server-sent events, oldest first, from `after_seq` on; then the
     job object whenever its status changes; the stream ends when the job does. A page that reloads

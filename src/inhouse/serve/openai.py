@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -295,6 +295,7 @@ class CreateJobRequest(_Strict):
     metadata: dict[str, str] | None = None
     integrations: list[Any] | None = None
     recipe: dict[str, Any] | None = None  # inhouse's extension: any recipe field but files and names
+    devices: list[Annotated[int, Field(ge=0)]] | Literal["auto"] | None = Field(None, min_length=1)  # inhouse's: GPUs
 
     @model_validator(mode="after")
     def _check(self) -> CreateJobRequest:
@@ -317,6 +318,12 @@ def job_object(row: dict[str, Any]) -> dict[str, Any]:
             "fine_tuned_model": row["fine_tuned_model"], "trained_tokens": row["trained_tokens"],
             "finished_at": row["finished_at"], "estimated_finish": row["estimated_finish"], "error": row["error"],
             "result_files": [], "integrations": []}
+
+
+def capabilities_object(caps: Any) -> dict[str, Any]:
+    """inhouse's extension: what a job may ask of this server (the New fine-tune page shows the same)."""
+    return {"object": "fine_tuning.capabilities", "models": list(caps.bases()), "model_paths": caps.model_paths,
+            "gpus": list(caps.gpus), "max_devices": caps.max_devices}
 
 
 def event_object(row: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,13 @@ def check_bind(host: str, api_key: str | None) -> None:
                                 "so that only your clients can use the server, or bind 127.0.0.1")
 
 
+def model_paths_allowed(explicit: bool | None, host: str, api_key: str | None) -> bool:
+    """Whether a job may name a folder on this machine by its path. As asked (--allow-model-paths), else
+    only when the server trusts its callers as the machine's own user: loopback and no key. A server
+    reachable by others must not let them probe or read the server user's files."""
+    return explicit if explicit is not None else is_loopback(host) and not api_key
+
+
 async def send_json(send: Any, status: int, body: dict[str, Any], headers: list | None = None) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inhouse.errors import NotFoundError
 from inhouse.recipe import Recipe
+from inhouse.serve.openai import capabilities_object
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -86,13 +87,11 @@ async def new_page(request: Request, file: str | None = None) -> HTMLResponse:
     rows, _ = request.app.state.store.page("files", None, 200, "status = 'processed'")
     schema = Recipe.model_json_schema()["properties"]
     fields = [_field(name, schema[name]) for name in Recipe.model_fields if name not in HIDDEN_FIELDS]
-    from inhouse.jobs.spec import trainable
-
-    catalog = request.app.state.catalog
-    return page(request, "new.html", files=rows, chosen=file, base=catalog.base_id,
-                bases=list(trainable(catalog.base_id, catalog.base_ref)),
+    caps = await run_in_threadpool(capabilities_object, request.app.state.capabilities)  # as the API gives it
+    return page(request, "new.html", files=rows, chosen=file, base=request.app.state.catalog.base_id,
+                bases=caps["models"], model_paths=caps["model_paths"], gpus=caps["gpus"],
                 main=[f for f in fields if f["name"] in MAIN_FIELDS],
-                advanced=[f for f in fields if f["name"] not in MAIN_FIELDS], gpus=_gpus())
+                advanced=[f for f in fields if f["name"] not in MAIN_FIELDS])
 
 
 def _field(name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -105,15 +104,6 @@ def _field(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "kind": kind, "choices": choices, "step": "1" if "integer" in kinds else "any",
             "default": schema.get("default"), "description": schema.get("description", ""),
             "list": "array" in kinds}
-
-
-def _gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except ImportError:
-        return 0
 
 
 @router.get("/jobs")

@@ -33,7 +33,11 @@ async function api(path, options = {}) {
   const response = await fetch(path, { method: options.method || "GET", headers, body, credentials: "same-origin" });
   if (options.raw) return response;
   const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error((data.error && data.error.message) || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const error = new Error((data.error && data.error.message) || `${response.status} ${response.statusText}`);
+    error.param = data.error ? data.error.param : null;  // the request field it is about, as OpenAI names it
+    throw error;
+  }
   return data;
 }
 
@@ -192,16 +196,20 @@ function setupNewJob() {
       else if (input.hasAttribute("data-list")) value = value.split(",").map((v) => v.trim()).filter(Boolean);
       recipe[input.name] = value;
     }
-    const body = { model: data.get("model"), training_file: data.get("training_file"),
+    const path = (data.get("model_path") || "").trim();
+    const body = { model: path || data.get("model"), training_file: data.get("training_file"),
       hyperparameters: { n_epochs: number("n_epochs"), batch_size: number("batch_size"),
         learning_rate_multiplier: number("learning_rate_multiplier") }, recipe };
     if (data.get("validation_file")) body.validation_file = data.get("validation_file");
     if (data.get("suffix")) body.suffix = data.get("suffix");
+    if (data.get("devices") && data.get("devices") !== "auto") body.devices = [Number(data.get("devices"))];
+    const general = document.getElementById("new-job-error"), beside = document.getElementById("model-error");
+    for (const box of [general, beside]) if (box) box.textContent = "";
     try {
       const job = await api("/v1/fine_tuning/jobs", { method: "POST", json: body });
       window.location.assign(`/ui/jobs/${job.id}`);
     } catch (error) {
-      document.getElementById("new-job-error").textContent = error.message;
+      (error.param === "model" && path && beside ? beside : general).textContent = error.message;
     }
   });
 }
