@@ -123,3 +123,17 @@ def test_quickstart_runs_offline_end_to_end(tmp_path):
         assert stage in proc.stdout
     before, after = proc.stdout.split("[3/4] validation loss: ")[1].split(" (")[0].split(" before -> ")
     assert float(after.split()[0]) < 0.6 * float(before)
+
+
+def test_a_usage_error_is_clicks_message_not_a_crash(tmp_path):
+    """typer 0.2x raises its own copy of click's exceptions: they are still usage errors (exit 2, the
+    flag named, a pointer to --help), never 'error: BadParameter ... run with --debug'."""
+    from helpers import run_cli
+
+    good = write_jsonl(tmp_path / "good.jsonl", [chat("hi", "hello")])
+    for args, needle in ((["data", "check", good, "--max-seq-length", "abc"], "Invalid value for '--max-seq-length'"),
+                         (["data", "chek"], "No such command 'chek'"),
+                         (["data", "check", good, "--nope"], "No such option: --nope")):
+        code, out, err = run_cli(*args)
+        assert code == 2 and needle in err and "--help" in err, err
+        assert "--debug" not in err and "Traceback" not in err

@@ -11,6 +11,11 @@ from typing import Any, Optional
 import click
 import typer
 
+try:  # typer 0.2x raises its own copy of click's exceptions, which are not click's classes
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - an older typer raises click's own
+    _TyperClickException = click.ClickException
+
 from inhouse.cli_options import model_options
 from inhouse.data.prepare_config import ColumnConfig, PrepareConfig
 from inhouse.listsyntax import split_list
@@ -405,10 +410,10 @@ def main() -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         code = 1
-    except click.ClickException as exc:
+    except (click.ClickException, _TyperClickException) as exc:
         exc.show()
         code = exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
         typer.echo("interrupted", err=True)
         code = 130
     except Exception as exc:  # noqa: BLE001 - the promise is: no traceback without --debug
