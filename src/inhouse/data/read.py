@@ -128,6 +128,15 @@ def _read_object(p: str, text: str, value: dict) -> Iterator[Record]:
 
 
 def _check_is_file(p: Path) -> None:
+    try:
+        _check_kind(p)
+        if p.is_file():  # only now: opening a FIFO would wait for a writer
+            open(p, "rb").close()
+    except OSError as e:  # a folder on the way, or the file itself, that this user may not read
+        raise InhouseError(f"{p}: cannot be read ({e.strerror or e}); check its permissions") from None
+
+
+def _check_kind(p: Path) -> None:
     if p.is_dir():
         raise InhouseError(f"{p}: is a directory, not a data file; pass the .jsonl or .json file inside it")
     if not p.exists():
