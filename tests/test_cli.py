@@ -137,3 +137,21 @@ def test_a_usage_error_is_clicks_message_not_a_crash(tmp_path):
         code, out, err = run_cli(*args)
         assert code == 2 and needle in err and "--help" in err, err
         assert "--debug" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[" * 100_000, "nested too deeply"),
+    ("{a: " * 10_000, "nested too deeply"),
+    ("null: 3\n", "None is not a field name"),
+    ("1: 3\n", "1 is not a field name"),
+    ("max_steps: 3\x00\n", "invalid YAML: unacceptable character #x0000"),
+])
+def test_odd_recipes_are_one_line_naming_the_file(tmp_path, text, needle):
+    """Found by the fuzz corpus: a RecursionError, 'keywords must be strings' and a two-line YAML error."""
+    from helpers import run_cli
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text, encoding="utf-8")
+    code, out, err = run_cli("train", recipe)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "r.yaml" in err and needle in err and "--debug" not in err
