@@ -155,3 +155,22 @@ def test_odd_recipes_are_one_line_naming_the_file(tmp_path, text, needle):
     code, out, err = run_cli("train", recipe)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "r.yaml" in err and needle in err and "--debug" not in err
+
+
+def test_jobs_limits_are_bounded_flags(tmp_path):
+    """Found by the fuzz corpus: a 23-digit --limit reached SQLite as an OverflowError."""
+    from helpers import run_cli
+
+    for args in (["jobs", "list", "--limit", "99999999999999999999999"], ["jobs", "events", "ftjob-x", "--limit", "-1"]):
+        code, out, err = run_cli(*args, env={"INHOUSE_HOME": str(tmp_path)})
+        assert code == 2 and "Invalid value for '--limit'" in err and "--debug" not in err, err
+
+
+def test_a_knowledge_base_where_nothing_can_be_written_is_one_line():
+    """Found by the fuzz corpus: `--kb /proc/x` was a FileNotFoundError through the catch-all."""
+    from inhouse.errors import InhouseError
+    from inhouse.rag.store import LanceStore
+
+    with pytest.raises(InhouseError, match=r"^/proc/x: cannot write the knowledge base there .*choose another --kb"):
+        with LanceStore("/proc/x").writer("e", 4):
+            pass

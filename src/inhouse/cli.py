@@ -342,7 +342,7 @@ def quiet_libraries() -> None:
 
 
 @jobs_app.command("list")
-def jobs_list(limit: int = typer.Option(20, help="Most recent first; how many.")) -> None:
+def jobs_list(limit: int = typer.Option(20, min=1, max=10_000, help="Most recent first; how many.")) -> None:
     """Jobs with their status and the model each produced."""
     from inhouse.jobs.store import Store
 
@@ -366,7 +366,7 @@ def jobs_show(job_id: str = typer.Argument(..., help="The job's id (ftjob-...)."
 
 @jobs_app.command("events")
 def jobs_events(job_id: str = typer.Argument(..., help="The job's id (ftjob-...)."),
-                limit: int = typer.Option(1000, help="How many, newest last.")) -> None:
+                limit: int = typer.Option(1000, min=1, max=100_000, help="How many, newest last.")) -> None:
     """A job's events in the order they happened."""
     from datetime import datetime
 
