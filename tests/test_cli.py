@@ -123,3 +123,54 @@ def test_quickstart_runs_offline_end_to_end(tmp_path):
         assert stage in proc.stdout
     before, after = proc.stdout.split("[3/4] validation loss: ")[1].split(" (")[0].split(" before -> ")
     assert float(after.split()[0]) < 0.6 * float(before)
+
+
+def test_a_usage_error_is_clicks_message_not_a_crash(tmp_path):
+    """typer 0.2x raises its own copy of click's exceptions: they are still usage errors (exit 2, the
+    flag named, a pointer to --help), never 'error: BadParameter ... run with --debug'."""
+    from helpers import run_cli
+
+    good = write_jsonl(tmp_path / "good.jsonl", [chat("hi", "hello")])
+    for args, needle in ((["data", "check", good, "--max-seq-length", "abc"], "Invalid value for '--max-seq-length'"),
+                         (["data", "chek"], "No such command 'chek'"),
+                         (["data", "check", good, "--nope"], "No such option: --nope")):
+        code, out, err = run_cli(*args)
+        assert code == 2 and needle in err and "--help" in err, err
+        assert "--debug" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[" * 100_000, "nested too deeply"),
+    ("{a: " * 10_000, "nested too deeply"),
+    ("null: 3\n", "None is not a field name"),
+    ("1: 3\n", "1 is not a field name"),
+    ("max_steps: 3\x00\n", "invalid YAML: unacceptable character #x0000"),
+])
+def test_odd_recipes_are_one_line_naming_the_file(tmp_path, text, needle):
+    """Found by the fuzz corpus: a RecursionError, 'keywords must be strings' and a two-line YAML error."""
+    from helpers import run_cli
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text, encoding="utf-8")
+    code, out, err = run_cli("train", recipe)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "r.yaml" in err and needle in err and "--debug" not in err
+
+
+def test_jobs_limits_are_bounded_flags(tmp_path):
+    """Found by the fuzz corpus: a 23-digit --limit reached SQLite as an OverflowError."""
+    from helpers import run_cli
+
+    for args in (["jobs", "list", "--limit", "99999999999999999999999"], ["jobs", "events", "ftjob-x", "--limit", "-1"]):
+        code, out, err = run_cli(*args, env={"INHOUSE_HOME": str(tmp_path)})
+        assert code == 2 and "Invalid value for '--limit'" in err and "--debug" not in err, err
+
+
+def test_a_knowledge_base_where_nothing_can_be_written_is_one_line():
+    """Found by the fuzz corpus: `--kb /proc/x` was a FileNotFoundError through the catch-all."""
+    from inhouse.errors import InhouseError
+    from inhouse.rag.store import LanceStore
+
+    with pytest.raises(InhouseError, match=r"^/proc/x: cannot write the knowledge base there .*choose another --kb"):
+        with LanceStore("/proc/x").writer("e", 4):
+            pass

@@ -11,6 +11,11 @@ from typing import Any, Optional
 import click
 import typer
 
+try:  # typer 0.2x raises its own copy of click's exceptions, which are not click's classes
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - an older typer raises click's own
+    _TyperClickException = click.ClickException
+
 from inhouse.cli_options import model_options
 from inhouse.data.prepare_config import ColumnConfig, PrepareConfig
 from inhouse.listsyntax import split_list
@@ -337,7 +342,7 @@ def quiet_libraries() -> None:
 
 
 @jobs_app.command("list")
-def jobs_list(limit: int = typer.Option(20, help="Most recent first; how many.")) -> None:
+def jobs_list(limit: int = typer.Option(20, min=1, max=10_000, help="Most recent first; how many.")) -> None:
     """Jobs with their status and the model each produced."""
     from inhouse.jobs.store import Store
 
@@ -361,7 +366,7 @@ def jobs_show(job_id: str = typer.Argument(..., help="The job's id (ftjob-...)."
 
 @jobs_app.command("events")
 def jobs_events(job_id: str = typer.Argument(..., help="The job's id (ftjob-...)."),
-                limit: int = typer.Option(1000, help="How many, newest last.")) -> None:
+                limit: int = typer.Option(1000, min=1, max=100_000, help="How many, newest last.")) -> None:
     """A job's events in the order they happened."""
     from datetime import datetime
 
@@ -405,10 +410,10 @@ def main() -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         code = 1
-    except click.ClickException as exc:
+    except (click.ClickException, _TyperClickException) as exc:
         exc.show()
         code = exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
         typer.echo("interrupted", err=True)
         code = 130
     except Exception as exc:  # noqa: BLE001 - the promise is: no traceback without --debug

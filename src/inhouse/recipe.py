@@ -166,21 +166,33 @@ def flag_name(model: type[BaseModel] | None, loc: list[str]) -> str:
 def load_yaml(path: str | Path, model: type[BaseModel] = Recipe) -> dict[str, Any]:
     """Read a recipe file into a dict, with file:line for syntax errors."""
     path = Path(path)
-    if not path.is_file():
-        raise InhouseError(f"{path}: no such recipe file")
+    data = _parse_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InhouseError(f"{path}: a recipe is a mapping of field: value, got {type(data).__name__}")
+    if odd := [key for key in data if not isinstance(key, str)]:
+        raise InhouseError(f"{path}: {odd[0]!r} is not a field name; a recipe's keys are names such as max_steps")
+    return _resolve_paths(data, path.parent, model)
+
+
+def _parse_yaml(path: Path) -> Any:
+    """The file's YAML value; every way a file can fail to be one is an InhouseError naming it, in one line."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not path.is_file():
+            raise InhouseError(f"{path}: no such recipe file")
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise InhouseError(f"{path}: not UTF-8 text; save the recipe as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise InhouseError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InhouseError(f"{path}: a recipe is a mapping of field: value, got {type(data).__name__}")
-    return _resolve_paths(data, path.parent, model)
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())  # a reader error spans lines
+        raise InhouseError(f"{path}{line}: invalid YAML: {what}") from None
+    except RecursionError:
+        raise InhouseError(f"{path}: nested too deeply to be a recipe") from None
+    except OSError as exc:
+        raise InhouseError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from None
 
 
 def _resolve_paths(data: dict[str, Any], base: Path, model: type[BaseModel]) -> dict[str, Any]:

@@ -193,3 +193,22 @@ def test_a_json_file_holding_one_example_or_a_wrapped_list(tmp_path):
                             encoding="utf-8")
     with pytest.raises(InhouseError, match="one whole example per line"):
         load_dataset(pretty_jsonl)
+
+
+@pytest.mark.parametrize("fails", ["stat", "open"])
+def test_a_file_this_user_may_not_read_is_one_line_naming_it(tmp_path, monkeypatch, fails):
+    """As root chmod 000 binds nobody, so the refusal is simulated (the fuzz corpus runs the real one as uid
+    65534): a PermissionError from stat (a locked folder on the way) or open (the file itself)."""
+    path = write(tmp_path, '{"prompt": "a", "completion": "b"}\n')
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    if fails == "stat":
+        monkeypatch.setattr(Path, "is_dir", refuse)
+    else:
+        monkeypatch.setattr(read, "open", refuse, raising=False)
+    assert "cannot be read (Permission denied)" in one_line_error(path)
+    for reader in (read.read_table,):
+        with pytest.raises(InhouseError, match="cannot be read"):
+            reader(write(tmp_path, "prompt,completion\na,b\n", "t.csv"))

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inhouse.data.conversation import ROLES, Conversation, Problem
-from inhouse.data.formats import ColumnMap, load_dataset, summarise
+from inhouse.data.formats import ColumnMap, each_record, summarise
+from inhouse.paths import shown
 
 # How many over-long examples to name before just counting them.
 SHOW_TOO_LONG = 5
@@ -77,36 +78,40 @@ def check_dataset(
     columns: ColumnMap | None = None,
 ) -> DatasetReport:
     """Load and measure a file; raises InhouseError only for file-level faults. Without `count_tokens`
-    nothing deep-learning is imported: a quick structural check."""
-    result = load_dataset(path, columns)
-    convs = result.conversations
-    lengths = [count_tokens(c) for c in convs] if count_tokens else []
-    report = DatasetReport(
-        path=result.path,
-        format=result.format,
-        total=result.total,
-        valid=len(convs),
-        problems=result.problems,
-        tokens=token_stats(lengths),
-        max_seq_length=max_seq_length,
-        too_long=[(c.where, n) for c, n in zip(convs, lengths) if n > max_seq_length],
-    )
-    _count_turns(report, convs)
+    nothing deep-learning is imported: a quick structural check.
+
+    Streamed: each example is measured and let go, so a million examples cost a few
+    numbers each, not a million Conversations (which also kept the garbage collector busy)."""
+    fmt, outcomes = each_record(path, columns)
+    report = DatasetReport(path=shown(path), format=fmt, total=0, valid=0, problems=[], tokens=None,
+                           max_seq_length=max_seq_length)
+    roles: Counter[str] = Counter()
+    lengths: list[int] = []
+    for _, item in outcomes:
+        report.total += 1
+        if isinstance(item, Problem):
+            report.problems.append(item)
+            continue
+        report.valid += 1
+        _count_turns(report, roles, item)
+        if count_tokens:
+            lengths.append(n := count_tokens(item))
+            if n > max_seq_length:
+                report.too_long.append((item.where, n))
+    report.tokens = token_stats(lengths)
+    report.role_counts = {role: roles[role] for role in ROLES if roles[role] or role != "tool"}
     return report
 
 
-def _count_turns(report: DatasetReport, convs: list[Conversation]) -> None:
-    roles: Counter[str] = Counter()
-    for conv in convs:
-        roles.update(m.role for m in conv.messages)
-        assistant = [m for m in conv.messages if m.role == "assistant"]
-        report.trained_turns += sum(m.weight == 1 for m in assistant)
-        report.weight0_turns += sum(m.weight == 0 for m in assistant)
-        report.multi_turn += len(assistant) > 1
-        report.tool_calls += sum(len(m.tool_calls) for m in assistant)
-        if not any(m.role == "user" for m in conv.messages):
-            report.no_user.append(conv.where)
-    report.role_counts = {role: roles[role] for role in ROLES if roles[role] or role != "tool"}
+def _count_turns(report: DatasetReport, roles: Counter[str], conv: Conversation) -> None:
+    roles.update(m.role for m in conv.messages)
+    assistant = [m for m in conv.messages if m.role == "assistant"]
+    report.trained_turns += sum(m.weight == 1 for m in assistant)
+    report.weight0_turns += sum(m.weight == 0 for m in assistant)
+    report.multi_turn += len(assistant) > 1
+    report.tool_calls += sum(len(m.tool_calls) for m in assistant)
+    if not any(m.role == "user" for m in conv.messages):
+        report.no_user.append(conv.where)
 
 
 def format_report(report: DatasetReport) -> str:

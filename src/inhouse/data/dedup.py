@@ -157,7 +157,7 @@ def _near(texts: Sequence[str], threshold: float, num_perm: int, k: int) -> list
     sigs = signatures(texts, num_perm, k)
     bands, rows = band_layout(threshold, num_perm)
     keys = _band_keys(sigs, bands, rows)
-    shingles = functools.lru_cache(maxsize=20_000)(lambda i: np.unique(_shingle_hashes([texts[i]], k)[0]))
+    shingles = functools.lru_cache(maxsize=20_000)(lambda i: _shingle_set(texts[i], k))
     return _greedy(keys, sigs, threshold, lambda i, j: _jaccard(shingles(i), shingles(j)))
 
 
@@ -237,11 +237,33 @@ def signatures(texts: Sequence[str], num_perm: int = 128, k: int = 5) -> np.ndar
     rng = np.random.default_rng(_SEED)
     a = (rng.integers(0, 2**64, num_perm, dtype=np.uint64) | np.uint64(1))[:, None]
     b = rng.integers(0, 2**64, num_perm, dtype=np.uint64)[:, None]
-    out = np.full((len(texts), num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
-    for first, batch in _batches(texts):
+    pieces, owner = _pieces(texts, k)
+    out = np.full((len(pieces), num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
+    for first, batch in _batches(pieces):
         hashes, starts = _shingle_hashes(batch, k)
         _min_into(out[first : first + len(batch)], hashes >> np.uint64(32), starts, a, b)
-    return (out >> np.uint64(32)).astype(np.uint32)
+    sigs = (out >> np.uint64(32)).astype(np.uint32)
+    if len(pieces) == len(texts):
+        return sigs
+    return np.minimum.reduceat(sigs, np.flatnonzero(np.diff(owner, prepend=-1)), axis=0)
+
+
+def _pieces(texts: Sequence[str], k: int) -> tuple[list[str], np.ndarray]:
+    """Texts longer than a batch cut into pieces that share k-1 characters, so every shingle is in a
+    piece; the minimum over pieces is the text's minimum. Hashing a text costs ~60 bytes a character,
+    which for one 15 MB answer was most of a gigabyte; a piece bounds it."""
+    pieces, owner = [], []
+    for i, text in enumerate(texts):
+        for lo in range(0, max(len(text) - k + 1, 1), _CHARS_PER_BATCH):
+            pieces.append(text[lo : lo + _CHARS_PER_BATCH + k - 1])
+            owner.append(i)
+    return pieces, np.asarray(owner, dtype=np.int64)
+
+
+def _shingle_set(text: str, k: int) -> np.ndarray:
+    """Sorted unique shingle hashes of one text, hashed piece by piece (see `_pieces`)."""
+    pieces, _ = _pieces([text], k)
+    return np.unique(np.concatenate([_shingle_hashes([p], k)[0] for p in pieces]))
 
 
 def _batches(texts: Sequence[str]) -> Iterator[tuple[int, Sequence[str]]]:

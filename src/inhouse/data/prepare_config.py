@@ -62,8 +62,8 @@ class PrepareConfig(ColumnConfig):
     validation: float = Field(0.1, ge=0, lt=1, description="Share held out for validation.")
     test: float = Field(0.0, ge=0, lt=1, description="Share held out for testing.")
     stratify: str | None = Field(None, description="Category field to stratify the split by (e.g. category).")
-    cap_per_category: int | None = Field(None, ge=1, description="Training split: at most this many examples per category.")
-    upsample_to: int | None = Field(None, ge=1, description="Training split: repeat examples of smaller categories up to this count.")
+    cap_per_category: int | None = Field(None, ge=1, le=10**9, description="Training split: at most this many examples per category.")
+    upsample_to: int | None = Field(None, ge=1, le=10**9, description="Training split: repeat examples of smaller categories up to this count.")
     seed: int = Field(42, description="Seed for the split and balancing.")
 
     @field_validator("pii_allow")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,11 @@ from inhouse.errors import InhouseError
 from inhouse.paths import shown
 
 # A longer line is almost certainly not one training example; refusing to
-# parse it keeps memory bounded when a file has no newlines at all.
+# parse it keeps memory bounded when a file has no newlines at all. Memory
+# follows the largest example (about 25 times its size through `data
+# prepare`), never the file, so this is the knob: INHOUSE_MAX_EXAMPLE_MB.
 MAX_LINE_BYTES = 16 * 1024 * 1024
+LIMIT_ENV = "INHOUSE_MAX_EXAMPLE_MB"
 SNIFF_BYTES = 8 * 1024
 
 _BOM = b"\xef\xbb\xbf"
@@ -71,7 +75,7 @@ def read_records(path: str | Path) -> Iterator[Record]:
         if first is None:
             raise InhouseError(f"{p}: the file is empty (or only whitespace); add one JSON example per line")
         if first == b"[":
-            yield from _read_array(p, f.read())
+            yield from _read_array(p, _read_whole(p, f))
         elif Path(path).suffix.lower() == ".json" and (whole := _one_object(f)) is not None:
             yield from _read_object(p, *whole)
         else:
@@ -82,6 +86,15 @@ def read_records(path: str | Path) -> Iterator[Record]:
 WRAPPERS = ("data", "examples", "train", "rows", "records", "items", "conversations_list", "dataset")
 EXAMPLE_KEYS = ("messages", "conversations")  # a one-key object with these is an example, not a wrapper
 MAX_WHOLE_JSON = 256 * 1024 * 1024  # a .json object file is read at once: bounded
+
+
+def _read_whole(p: str, f: BinaryIO) -> bytes:
+    """A JSON array file is parsed at once, so its size is bounded; JSONL streams at any size."""
+    data = f.read(MAX_WHOLE_JSON + 1)
+    if len(data) > MAX_WHOLE_JSON:
+        raise InhouseError(f"{p}: a JSON array over {MAX_WHOLE_JSON // 2**20} MiB is read at once; "
+                           "convert it to JSONL (one example per line), which is streamed")
+    return data
 
 
 def _one_object(f: BinaryIO) -> tuple[str, dict] | None:
@@ -115,6 +128,15 @@ def _read_object(p: str, text: str, value: dict) -> Iterator[Record]:
 
 
 def _check_is_file(p: Path) -> None:
+    try:
+        _check_kind(p)
+        if p.is_file():  # only now: opening a FIFO would wait for a writer
+            open(p, "rb").close()
+    except OSError as e:  # a folder on the way, or the file itself, that this user may not read
+        raise InhouseError(f"{p}: cannot be read ({e.strerror or e}); check its permissions") from None
+
+
+def _check_kind(p: Path) -> None:
     if p.is_dir():
         raise InhouseError(f"{p}: is a directory, not a data file; pass the .jsonl or .json file inside it")
     if not p.exists():
@@ -150,12 +172,32 @@ def _first_significant_byte(f: BinaryIO, head: bytes) -> bytes | None:
     return None
 
 
+def max_example_bytes() -> int:
+    """The size limit of one line, CSV field or JSON array element: $INHOUSE_MAX_EXAMPLE_MB, else
+    MAX_LINE_BYTES. Read at each use, so one run can raise it for one odd file."""
+    raw = os.environ.get(LIMIT_ENV, "").strip()
+    if not raw:
+        return MAX_LINE_BYTES
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = 0.0
+    if not 0 < mb < 1e6:
+        raise InhouseError(f"{LIMIT_ENV}={raw!r}: give the largest example size in MB, e.g. 64")
+    return int(mb * 1024 * 1024)
+
+
+def limit_text() -> str:
+    """The limit as a reader would quote it, with the way to raise it."""
+    return f"{max_example_bytes()} bytes (the limit per example; raise it with {LIMIT_ENV}=MB)"
+
+
 def _raw_lines(f: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
     """Yield (line number, bytes without newline); None for a line over the limit.
 
     `readline` is bounded so a file without newlines never fills memory.
     """
-    limit = MAX_LINE_BYTES
+    limit = max_example_bytes()
     lineno = 0
     while chunk := f.readline(limit + 2):
         lineno += 1
@@ -188,11 +230,15 @@ def _read_jsonl(p: str, f: BinaryIO) -> Iterator[Record]:
 
 
 def _too_long(p: str, lineno: int) -> Record:
-    msg = (
-        f"line is longer than {MAX_LINE_BYTES} bytes, so it was not parsed; "
-        "is this really one example per line?"
-    )
+    msg = f"line is longer than {limit_text()}, so it was not parsed; is this really one example per line?"
     return Record(lineno, problem=Problem("line_too_long", p, lineno, msg))
+
+
+def _too_big(p: str, line: int) -> Record:
+    """An array element or table row over the limit: dropped like a long line, so what follows it
+    does not pay for it in every later step."""
+    msg = f"example is longer than {limit_text()}, so it was not used"
+    return Record(line, problem=Problem("line_too_long", p, line, msg))
 
 
 def _decode(p: str, raw: bytes, lineno: int) -> str:
@@ -246,7 +292,7 @@ def _read_array(p: str, data: bytes, wrapped: bool = False) -> Iterator[Record]:
         except RecursionError:
             yield _array_error(p, line, "JSON is nested too deeply to parse", text[pos:])
             return
-        yield Record(line, value=value)
+        yield _too_big(p, line) if end - pos > max_example_bytes() else Record(line, value=value)
         after = _skip_ws(text, end)
         if text.startswith("]", after):
             yield from () if wrapped else _check_trailing(p, text, after + 1)
@@ -367,7 +413,7 @@ def _csv_rows(p: str, path: str | Path, delimiter: str) -> Iterator[tuple[int, l
     The field limit is raised to the line limit while reading, so long
     answers load but an unclosed quote cannot swallow the whole file.
     """
-    old_limit = csv.field_size_limit(MAX_LINE_BYTES)
+    old_limit = csv.field_size_limit(max_example_bytes())
     start = 1
     try:
         with open(path, "rb") as f:
@@ -377,6 +423,9 @@ def _csv_rows(p: str, path: str | Path, delimiter: str) -> Iterator[tuple[int, l
                     yield start, row
                 start = reader.line_num + 1
     except csv.Error as e:
+        if "field limit" in str(e):
+            raise InhouseError(f"{p}:{start}: a field is longer than {limit_text()}, or a quote in the row "
+                               "starting here is never closed") from None
         raise InhouseError(f"{p}:{start}: not valid CSV: {e}; check the quotes in the row starting here") from None
     finally:
         csv.field_size_limit(old_limit)
@@ -386,7 +435,7 @@ def _csv_lines(p: str, f: BinaryIO) -> Iterator[str]:
     """Decoded lines, each ending in one \\n (CRLF and the BOM are dropped)."""
     for lineno, raw in _raw_lines(f):
         if raw is None:
-            raise InhouseError(f"{p}:{lineno}: line is longer than {MAX_LINE_BYTES} bytes; is this really CSV?")
+            raise InhouseError(f"{p}:{lineno}: line is longer than {limit_text()}; is this really CSV?")
         if b"\x00" in raw:
             raise _binary_error(p, lineno, "CSV")
         yield _decode(p, raw, lineno) + "\n"
@@ -403,12 +452,13 @@ def _read_parquet(path: str | Path) -> Table:
     except Exception as e:  # pyarrow raises several types for a non-Parquet file
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InhouseError(f"{p}: is not a readable Parquet file ({first})") from None
-    return Table(tuple(pf.schema_arrow.names), lambda cols: _parquet_records(pf, cols))
+    return Table(tuple(pf.schema_arrow.names), lambda cols: _parquet_records(p, pf, cols))
 
 
-def _parquet_records(pf: Any, cols: Sequence[str]) -> Iterator[Record]:
-    line = 0
-    for batch in pf.iter_batches(batch_size=4096, columns=list(cols)):
+def _parquet_records(p: str, pf: Any, cols: Sequence[str]) -> Iterator[Record]:
+    line, limit = 0, max_example_bytes()
+    for batch in pf.iter_batches(batch_size=256, columns=list(cols)):
         for value in batch.to_pylist():
             line += 1
-            yield Record(line, value=value)
+            big = sum(len(v) for v in value.values() if isinstance(v, str | bytes)) > limit
+            yield _too_big(p, line) if big else Record(line, value=value)

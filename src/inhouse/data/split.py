@@ -39,6 +39,11 @@ from inhouse.errors import InhouseError
 NONE = "<none>"  # stratum of examples without the field
 ALL = "<all>"  # the single stratum when not stratifying
 TINY = 2  # strata this small give evaluation examples last
+# Upsampling may grow the training split to this many times its size (or to
+# BALANCED_FLOOR examples, for small data): a mistyped --upsample-to of a
+# billion is refused before a list of a billion copies is built.
+MAX_GROWTH = 10
+BALANCED_FLOOR = 100_000
 
 
 def category(conv: Conversation, by: str) -> str:
@@ -157,6 +162,7 @@ def balance(
     if cap is not None and upsample_to is not None and upsample_to > cap:
         raise InhouseError(f"balance: upsample_to ({upsample_to}) is above cap ({cap})")
     groups = _group(convs, by)
+    _check_growth(len(convs), groups, cap, upsample_to)
     keep: list[int] = []
     extra: list[int] = []
     after: dict[str, int] = {}
@@ -171,6 +177,17 @@ def balance(
     random.Random(f"{seed}/copies").shuffle(extra)
     result = [convs[i] for i in sorted(keep)] + [convs[i] for i in extra]
     return result, {k: len(v) for k, v in groups.items()}, after
+
+
+def _check_growth(n: int, groups: dict[str, list[int]], cap: int | None, upsample_to: int | None) -> None:
+    """Count the balanced split before building it; refuse a size far beyond the data."""
+    sizes = [min(len(idx), cap or len(idx)) for idx in groups.values()]
+    total = sum(max(size, upsample_to or 0) for size in sizes)
+    limit = max(MAX_GROWTH * n, BALANCED_FLOOR)
+    if total > limit:
+        raise InhouseError(
+            f"balance: upsample_to {upsample_to} would make {total} training examples from {n} (at most {limit}: "
+            f"{MAX_GROWTH} times the split, or {BALANCED_FLOOR}); the largest category has {max(sizes)}")
 
 
 def _repeat(idx: list[int], need: int, rng: random.Random) -> list[int]:

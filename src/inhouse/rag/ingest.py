@@ -34,8 +34,11 @@ FORMATS = {
     ".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md",
     ".html": "html", ".htm": "html", ".pdf": "pdf", ".docx": "docx",
 }
-# Far beyond any real document; stops a stray disk image from eating memory.
-MAX_BYTES = 256 * 1024 * 1024
+# Far beyond a real document's text; a bigger file is skipped with its reason
+# before it is read (a 200 MB text file was killed on memory while chunking
+# and embedding). INHOUSE_MAX_DOCUMENT_MB raises it for one run.
+MAX_BYTES = 64 * 1024 * 1024
+LIMIT_ENV = "INHOUSE_MAX_DOCUMENT_MB"
 _SNIFF_BYTES = 8 * 1024
 _BLOCK_SEP = "\n\n"
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -202,15 +205,45 @@ def load_document(path: str | Path) -> Document:
     )
 
 
-def _read_bytes(path: Path) -> tuple[bytes, float]:
+def max_document_bytes() -> int:
+    """MAX_BYTES, or $INHOUSE_MAX_DOCUMENT_MB; read at each use."""
+    raw = os.environ.get(LIMIT_ENV, "").strip()
     try:
-        stat = path.stat()
-        if stat.st_size > MAX_BYTES:
-            size, limit = stat.st_size / 2**20, MAX_BYTES // 2**20
-            raise UnreadableDocument(path, f"is {size:.0f} MiB, over the {limit} MiB limit; split it")
-        return path.read_bytes(), stat.st_mtime
+        mb = float(raw) if raw else MAX_BYTES / 2**20
+    except ValueError:
+        mb = 0.0
+    if not 0 < mb < 1e6:
+        raise InhouseError(f"{LIMIT_ENV}={raw!r}: give the largest document size in MB, e.g. 512")
+    return int(mb * 2**20)
+
+
+def _read_bytes(path: Path) -> tuple[bytes, float]:
+    """Opened without blocking and checked on the open file: a FIFO (or a link to one, or to
+    /dev/zero) is refused instead of waiting for a writer or reading forever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise UnreadableDocument(path, f"cannot be read ({e.strerror or e})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableDocument(path, "is not a regular file (a pipe, socket or device)")
+        limit = max_document_bytes()
+        if info.st_size > limit:
+            raise UnreadableDocument(path, f"is {info.st_size / 2**20:.0f} MiB, over the {limit / 2**20:.0f} MiB "
+                                     f"limit; split it, or raise {LIMIT_ENV}")
+        return _read_at_most(path, f, limit), info.st_mtime
+
+
+def _read_at_most(path: Path, f: io.BufferedReader, limit: int) -> bytes:
+    """The file grown since fstat is caught too."""
+    try:
+        data = f.read(limit + 1)
+    except OSError as e:
+        raise UnreadableDocument(path, f"cannot be read ({e.strerror or e})") from None
+    if len(data) > limit:
+        raise UnreadableDocument(path, f"is over the {limit / 2**20:.0f} MiB limit; split it, or raise {LIMIT_ENV}")
+    return data
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:

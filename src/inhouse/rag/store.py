@@ -320,8 +320,12 @@ class LanceStore(Store):
 
     def _lock(self, timeout: float) -> int:
         """flock, not a pid file: the kernel drops it when a crashed writer's process dies."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # /proc/x, a read-only disk, a folder this user may not write
+            raise InhouseError(f"{self.path}: cannot write the knowledge base there ({e.strerror or e}); "
+                               "choose another --kb") from None
         deadline = time.monotonic() + timeout
         while True:
             try:

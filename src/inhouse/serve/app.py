@@ -124,8 +124,15 @@ async def parse(request: Request, schema: type[T]) -> T:
         body = json.loads(await request.body() or b"null")
     except ValueError:
         raise InvalidInputError("We could not parse the JSON body of your request (not valid JSON).") from None
+    except RecursionError:
+        raise InvalidInputError("We could not parse the JSON body of your request (nested too deeply).") from None
     if not isinstance(body, dict):
         raise InvalidInputError("The request body must be a JSON object.")
+    try:  # an escaped lone surrogate parses, then fails wherever the text is encoded (SQLite, a file name)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(f"The JSON body holds a lone surrogate escape (\\u{ord(e.object[e.start]):04x}), "
+                                "which is not Unicode text.") from None
     try:
         return schema.model_validate(body)
     except ValidationError as e:

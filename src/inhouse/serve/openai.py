@@ -278,7 +278,14 @@ def page(data: list[dict[str, Any]]) -> dict[str, Any]:
 
 def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
+    """A message that quotes the request (a lone surrogate from a JSON escape, a file name that is not
+    UTF-8) is escaped, so the answer can still be encoded as UTF-8."""
+    message, param = (_encodable(t) if t is not None else None for t in (message, param))
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _encodable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # --- files and fine-tuning jobs -----------------------------------------------------------------
