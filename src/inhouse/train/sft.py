@@ -29,7 +29,7 @@ from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFo
 from inhouse.model import load as model_load
 from inhouse.model import quant
 from inhouse.model.template import IGNORE, apply_template_choice, preflight, stop_token_ids
-from inhouse.recipe import Recipe
+from inhouse.recipe import MAX_STEPS, Recipe
 from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all
 from inhouse.train.mix import Mix, load_mix
 from inhouse.train.packing import PackedCollator
@@ -79,6 +79,16 @@ def step_counts(recipe: Recipe, n_train: int) -> tuple[int, int]:
     """(optimizer steps per epoch, steps in all)."""
     per_epoch = math.ceil(n_train / (recipe.batch_size * recipe.gradient_accumulation))
     return per_epoch, recipe.max_steps or math.ceil(per_epoch * recipe.epochs)
+
+
+def check_length(recipe: Recipe, n_train: int) -> None:
+    """max_steps is bounded by validation, but epochs x data is known only once the data is read: a run of
+    more than MAX_STEPS steps would hold the machine for days, so it is refused before the model loads."""
+    _, total = step_counts(recipe, n_train)
+    if total > MAX_STEPS:
+        raise InvalidInputError(f"--epochs: {recipe.epochs:g} epochs of {n_train:,} examples at "
+                                f"{recipe.batch_size * recipe.gradient_accumulation} a step is {total:,} optimizer "
+                                f"steps, over the limit of {MAX_STEPS:,}; lower epochs or set max_steps")
 
 
 def picks_best(recipe: Recipe, n_train: int, has_val: bool) -> bool:
@@ -330,6 +340,7 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     run_dir = run_dir_for(name, resume)
     check_installed(recipe.tracking)
     mix = load_training_data(recipe)
+    check_length(recipe, len(mix.train))
 
     events.say(f"model: loading {recipe.base_model}")
     torch.manual_seed(recipe.seed)
