@@ -34,18 +34,23 @@ def all_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def problem(folder: Path) -> str | None:
-    """Why `folder` cannot be resumed from (the first thing missing or unreadable), or None when it can."""
+    """Why `folder` cannot be resumed from (what is missing, else the first unreadable file), or None
+    when it can."""
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
     if not any(folder.glob("rng_state*.pth")):
         missing.append("rng_state.pth")
-    if not any((folder / name).is_file() for name in WEIGHTS):
-        missing.append("model weights (adapter_model.safetensors or model.safetensors)")
-    elif (folder / "adapter_model.safetensors").is_file() or (folder / "adapter_model.bin").is_file():
-        missing += [] if (folder / "adapter_config.json").is_file() else ["adapter_config.json"]
-    missing += shards_missing(folder)
+    missing += weights_missing(folder) + shards_missing(folder)
     if missing:
         return "no " + ", no ".join(missing)
     return next((f"{p.name} is unreadable ({why})" for p in sorted(folder.iterdir()) if (why := unreadable(p))), None)
+
+
+def weights_missing(folder: Path) -> list[str]:
+    """No weights at all, or an adapter's weights without the adapter_config.json that loading them needs."""
+    if not any((folder / name).is_file() for name in WEIGHTS):
+        return ["model weights (adapter_model.safetensors or model.safetensors)"]
+    adapter = (folder / "adapter_model.safetensors").is_file() or (folder / "adapter_model.bin").is_file()
+    return ["adapter_config.json"] if adapter and not (folder / "adapter_config.json").is_file() else []
 
 
 def shards_missing(folder: Path) -> list[str]:
