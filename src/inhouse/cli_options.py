@@ -44,8 +44,19 @@ def _default_text(field: FieldInfo) -> str:
     return "none" if default is None else str(default)
 
 
+def _limit_text(field: FieldInfo) -> str:
+    """The field's upper bound (`le=`/`lt=`) as help text, so `--help` documents the limit validation applies."""
+    for rule in field.metadata:
+        for name, word in (("le", "at most"), ("lt", "below")):
+            bound = getattr(rule, name, None)
+            if isinstance(bound, (int, float)) and not isinstance(bound, bool):
+                return f" {word.capitalize()} {bound:,}."
+    return ""
+
+
 def _option(name: str, field: FieldInfo) -> inspect.Parameter:
     kind, hint = _cli_type(field.annotation)
+    hint = _limit_text(field) + hint
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     flag = "--" + str(extra.get("flag") or name.replace("_", "-"))
     decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag, *([extra["short"]] if "short" in extra else []))

@@ -23,7 +23,7 @@ class GenerationConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy (deterministic); higher = more varied.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability reaches this (with temperature > 0).")
     stop: list[str] | None = Field(None, description=f"Up to {MAX_STOP} strings that end the answer (not included in it), comma-separated.")
-    seed: int | None = Field(None, description="Seed for sampling: the same seed and request give the same answer.")
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1, description="Seed for sampling: the same seed and request give the same answer.")
     system: str | None = Field(None, description="System message put before the conversation when it has none.")
 
     @field_validator("stop", mode="before")

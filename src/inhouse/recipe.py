@@ -16,6 +16,16 @@ from inhouse.errors import InhouseError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
+# Upper bounds: a value past these is a typo or a unit mistake, and running it would block for days
+# or exhaust memory before failing; validation refuses it at once, naming the flag.
+MAX_STEPS = 1_000_000  # optimizer steps of a run, however they are asked for (max_steps, or epochs x data)
+MAX_EPOCHS = 1000
+MAX_BATCH = 1024  # examples per micro-batch, and micro-batches per optimizer step
+MAX_LORA_R = 1024
+MAX_SEQ_LENGTH = 1_048_576  # 1M tokens: the longest context of any open model today
+MAX_WEIGHT = 1000  # a training file's sampling factor
+MAX_SEED = 2**32 - 1  # numpy's seed range (transformers' set_seed seeds numpy too)
+
 
 class TrainFile(BaseModel):
     """One file of a training mix. In a flag or a YAML string: `path`, `path:2` (weight) or
@@ -24,7 +34,7 @@ class TrainFile(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     path: Path = Field(description="Training data file (relative paths: relative to the recipe).")
-    weight: float = Field(1.0, gt=0, description="Sampling factor: the file gives round(weight x n) training examples per epoch, n being its examples after max_examples and the validation hold-out: every example floor(weight) times, plus a seeded sample without repeats for the fraction (2 = each twice, 0.5 = a seeded half).")
+    weight: float = Field(1.0, gt=0, le=MAX_WEIGHT, description="Sampling factor: the file gives round(weight x n) training examples per epoch, n being its examples after max_examples and the validation hold-out: every example floor(weight) times, plus a seeded sample without repeats for the fraction (2 = each twice, 0.5 = a seeded half).")
     max_examples: int | None = Field(None, ge=1, description="Use at most this many examples of the file (a seeded sample, taken before the validation hold-out).")
 
     @model_validator(mode="before")
@@ -62,21 +72,21 @@ class Recipe(BaseModel):
     validation_file: Path | None = Field(None, description="Held-out data; when absent, validation_fraction of train_file is held out.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of the training data (of each file in train_files) held out for validation loss when no validation_file is given.")
     method: Literal["lora", "qlora", "full"] = Field("lora", description="lora: train a small adapter; qlora: the same on a 4-bit NF4 base (CUDA); full: update every weight.")
-    lora_r: int = Field(16, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_r: int = Field(16, ge=1, le=MAX_LORA_R, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, le=4 * MAX_LORA_R, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     lora_target_modules: list[str] = Field(["all-linear"], description="Modules that get LoRA, comma-separated; all-linear = every linear layer but the output head.")
-    epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(3.0, gt=0, le=MAX_EPOCHS, description="Passes over the training data.")
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warm-up.")
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of steps spent warming the learning rate up.")
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
-    batch_size: int = Field(4, ge=1, description="Examples per micro-batch.")
-    gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    eval_every: int | None = Field(None, ge=1, description="Validation loss every N optimizer steps (default: after each epoch, at most 10 times a run); the points feed the eval report's curves. With more than one, a checkpoint is kept at each and the one with the best validation loss is published.")
-    early_stopping_patience: int | None = Field(None, ge=1, description="Stop training when the validation loss has not improved for this many evaluations in a row (needs validation data; none = never).")
-    max_seq_length: int = Field(2048, ge=8, description="Longest example in tokens; longer examples are dropped and reported.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH, description="Examples per micro-batch.")
+    gradient_accumulation: int = Field(1, ge=1, le=MAX_BATCH, description="Micro-batches per optimizer step.")
+    eval_every: int | None = Field(None, ge=1, le=MAX_STEPS, description="Validation loss every N optimizer steps (default: after each epoch, at most 10 times a run); the points feed the eval report's curves. With more than one, a checkpoint is kept at each and the one with the best validation loss is published.")
+    early_stopping_patience: int | None = Field(None, ge=1, le=MAX_STEPS, description="Stop training when the validation loss has not improved for this many evaluations in a row (needs validation data; none = never).")
+    max_seq_length: int = Field(2048, ge=8, le=MAX_SEQ_LENGTH, description="Longest example in tokens; longer examples are dropped and reported.")
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit"] | None = Field(None, description="Optimizer (default: fused AdamW on a GPU, AdamW on CPU; paged_adamw_8bit needs bitsandbytes).")
     bf16: bool | None = Field(None, description="bf16 autocast (default: on where the GPU supports it).")
     gradient_checkpointing: bool | None = Field(None, description="Recompute activations in backward to save memory (default: on for qlora and models over 2B parameters on a GPU).")
@@ -86,7 +96,7 @@ class Recipe(BaseModel):
     liger: bool | None = Field(None, description="Liger Kernel fused RMSNorm, RoPE, SwiGLU and linear cross-entropy (default: on a GPU when installed and the architecture is supported).")
     compile: bool = Field(False, description="torch.compile the model (CPU, or GPU without liger/varlen: that combination crashed inductor on an H100).")
     chat_template: str | None = Field(None, description="Override the model's chat template: chatml, llama3, or a path to a .jinja file.")
-    seed: int = Field(42, description="Seed for the split, initialisation and data order.")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed for the split, initialisation and data order.")
     output_name: str | None = Field(None, description="Name in the adapter library (default: <data file>-<timestamp>).")
     tracking: list[Literal["tensorboard", "mlflow", "wandb"]] = Field([], description="Experiment trackers the Trainer reports to (none = off): tensorboard writes to INHOUSE_HOME/runs/<name>/tensorboard, mlflow to a local store INHOUSE_HOME/mlruns unless MLFLOW_TRACKING_URI is set, wandb follows your own wandb settings.")
 

@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inhouse.data.pii_allow import check_allow
 from inhouse.errors import InhouseError
+from inhouse.recipe import MAX_SEQ_LENGTH
 
 if TYPE_CHECKING:
     from inhouse.data.formats import ColumnMap
 
+MAX_UPSAMPLE = 1_000_000  # examples per category: more is a typo, and would fill memory before failing
 PII_KINDS: tuple[str, ...] = ("URL_CREDENTIALS", "SECRET", "EMAIL", "CARD", "IBAN", "SSN", "IP", "PHONE")
 
 
@@ -51,7 +53,7 @@ class PrepareConfig(ColumnConfig):
     pii_kinds: list[str] = Field(list(PII_KINDS), description="PII kinds to act on.")
     pii_allow: list[str] = Field([], description="Values that stay (your own public contact details): an exact value, "
                                  "@example.com or @*.example.com for e-mail domains, re:PATTERN; see docs/pii.md.")
-    max_seq_length: int | None = Field(None, ge=8, description="Longest example in tokens of --model's tokenizer (off when unset).")
+    max_seq_length: int | None = Field(None, ge=8, le=MAX_SEQ_LENGTH, description="Longest example in tokens of --model's tokenizer (off when unset).")
     model: str = Field("builtin:tiny", description="Model whose tokenizer and chat template measure lengths.")
     too_long: Literal["drop", "truncate"] = Field("drop", description="Over max_seq_length: drop the example, or drop trailing turns until it fits.")
     schema_file: Path | None = Field(None, description="JSON Schema that assistant messages must satisfy.",
@@ -63,7 +65,7 @@ class PrepareConfig(ColumnConfig):
     test: float = Field(0.0, ge=0, lt=1, description="Share held out for testing.")
     stratify: str | None = Field(None, description="Category field to stratify the split by (e.g. category).")
     cap_per_category: int | None = Field(None, ge=1, le=10**9, description="Training split: at most this many examples per category.")
-    upsample_to: int | None = Field(None, ge=1, le=10**9, description="Training split: repeat examples of smaller categories up to this count.")
+    upsample_to: int | None = Field(None, ge=1, le=MAX_UPSAMPLE, description="Training split: repeat examples of smaller categories up to this count.")
     seed: int = Field(42, description="Seed for the split and balancing.")
 
     @field_validator("pii_allow")

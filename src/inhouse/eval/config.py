@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from inhouse.generation import GenerationConfig
+from inhouse.recipe import MAX_BATCH
 
 
 class EvalConfig(BaseModel):
@@ -23,7 +24,7 @@ class EvalConfig(BaseModel):
     multiple_choice: Path | None = Field(None, description="JSONL of {question, choices, answer} for forgetting accuracy.")
     forgetting_threshold: float = Field(0.10, ge=0, description="Flag forgetting when perplexity rises (relative) or accuracy drops (absolute) by more.")
     refusal_phrases: list[str] | None = Field(None, description="Count answers containing these phrases as refusals (comma-separated).")
-    batch_size: int = Field(8, ge=1, description="Conversations per generation/loss batch.")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="Conversations per generation/loss batch.")
     max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N examples.")
     generation: GenerationConfig = Field(GenerationConfig(), description="How answers are generated (greedy by default).")
     out: Path | None = Field(None, description="Report folder (default: INHOUSE_HOME/evals/<adapter>-<time>).")

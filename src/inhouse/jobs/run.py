@@ -119,15 +119,15 @@ def publish_checkpoint(path: str, name: str, job: dict[str, Any], step: int, met
 
 
 def run(job_id: str, store: Store | None = None) -> None:
+    from inhouse.train.checkpoints import last_complete
     from inhouse.train.sft import train
-    from transformers.trainer_utils import get_last_checkpoint
 
     store = store or Store()
     job = store.get("jobs", job_id, "fine-tuning job")
     events = JobEvents(store, job)
     signal.signal(signal.SIGTERM, lambda *_: setattr(events, "interrupted", True))
     run_dir = paths.runs() / job["output_name"]
-    resume = run_dir.is_dir() and get_last_checkpoint(str(run_dir)) is not None
+    resume = last_complete(run_dir) is not None  # as `inhouse train --resume`: an interrupted save does not count
     store.add_event(job_id, "Resuming from the last checkpoint" if resume else "Fine-tuning job started")
     try:
         result = train(spec.recipe_for(job, store), resume=resume, events=events,

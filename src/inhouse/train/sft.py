@@ -17,7 +17,6 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import (EarlyStoppingCallback, PreTrainedModel, PrinterCallback, Trainer, TrainerCallback,
                           TrainingArguments)
-from transformers.trainer_utils import get_last_checkpoint
 
 from inhouse import atomic, paths
 from inhouse.adapters import registry
@@ -29,7 +28,8 @@ from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFo
 from inhouse.model import load as model_load
 from inhouse.model import quant
 from inhouse.model.template import IGNORE, apply_template_choice, preflight, stop_token_ids
-from inhouse.recipe import Recipe
+from inhouse.recipe import MAX_STEPS, Recipe
+from inhouse.train import checkpoints
 from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all
 from inhouse.train.mix import Mix, load_mix
 from inhouse.train.packing import PackedCollator
@@ -79,6 +79,16 @@ def step_counts(recipe: Recipe, n_train: int) -> tuple[int, int]:
     """(optimizer steps per epoch, steps in all)."""
     per_epoch = math.ceil(n_train / (recipe.batch_size * recipe.gradient_accumulation))
     return per_epoch, recipe.max_steps or math.ceil(per_epoch * recipe.epochs)
+
+
+def check_length(recipe: Recipe, n_train: int) -> None:
+    """max_steps is bounded by validation, but epochs x data is known only once the data is read: a run of
+    more than MAX_STEPS steps would hold the machine for days, so it is refused before the model loads."""
+    _, total = step_counts(recipe, n_train)
+    if total > MAX_STEPS:
+        raise InvalidInputError(f"--epochs: {recipe.epochs:g} epochs of {n_train:,} examples at "
+                                f"{recipe.batch_size * recipe.gradient_accumulation} a step is {total:,} optimizer "
+                                f"steps, over the limit of {MAX_STEPS:,}; lower epochs or set max_steps")
 
 
 def picks_best(recipe: Recipe, n_train: int, has_val: bool) -> bool:
@@ -144,10 +154,12 @@ def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int,
 
 
 def run_dir_for(name: str, resume: bool) -> Path:
+    """The run's folder, checked: --resume needs a complete checkpoint there, a new run needs none."""
     run_dir = paths.runs() / name
-    has_checkpoint = run_dir.is_dir() and get_last_checkpoint(str(run_dir)) is not None
+    has_checkpoint = checkpoints.last_complete(run_dir) is not None
     if resume and not has_checkpoint:
-        raise NotFoundError(f"nothing to resume: no checkpoint of run {name!r} in {paths.runs()}")
+        raise NotFoundError(f"nothing to resume: no complete checkpoint of run {name!r} in {paths.runs()}"
+                            f"{checkpoints.incomplete_note(run_dir)}")
     if not resume and has_checkpoint:
         raise ConflictError(f"an interrupted run {name!r} exists in {paths.runs()}; "
                            "pass --resume to continue it, or choose another output_name")
@@ -245,7 +257,7 @@ def build_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_set:
     return trainer
 
 
-def run_training(trainer: Trainer, resume: bool, name: str, events: Events) -> dict[str, float | None]:
+def run_training(trainer: Trainer, resume: Path | None, name: str, events: Events) -> dict[str, float | None]:
     """Validation loss, training, validation loss; a Ctrl-C, a stop request or a non-finite loss publishes
     nothing (the first two keep the run's checkpoints for --resume)."""
     try:
@@ -259,13 +271,13 @@ def run_training(trainer: Trainer, resume: bool, name: str, events: Events) -> d
                            "nothing was published. Lower learning_rate (or check the data) and train again") from None
 
 
-def _train_and_measure(trainer: Trainer, resume: bool, events: Events) -> dict[str, float | None]:
+def _train_and_measure(trainer: Trainer, resume: Path | None, events: Events) -> dict[str, float | None]:
     has_val = trainer.eval_dataset is not None
     before = trainer.evaluate()["eval_loss"] if has_val else None
     if before is not None:
         events.say(f"validation loss before training: {before:.4f}")
     clock = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - clock
     stopped = next((c.stopped_at for c in trainer.callback_handler.callbacks if isinstance(c, EventsCallback)), None)
     if stopped is not None:
@@ -328,8 +340,10 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     # The lineage records where the base really is: a folder as an absolute path, not as typed.
     recipe = recipe.model_copy(update={"output_name": name, "base_model": model_load.resolve(recipe.base_model)})
     run_dir = run_dir_for(name, resume)
+    resume_from = checkpoints.settle(run_dir, events)  # None for a new run, which may only clear debris
     check_installed(recipe.tracking)
     mix = load_training_data(recipe)
+    check_length(recipe, len(mix.train))
 
     events.say(f"model: loading {recipe.base_model}")
     torch.manual_seed(recipe.seed)
@@ -349,7 +363,7 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     with tracking_env(recipe.tracking, run_dir):
         trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run_dir,
                                 [EventsCallback(events), FiniteLossGuard(), *(callbacks or [])])
-        metrics = run_training(trainer, resume, name, events)
+        metrics = run_training(trainer, resume_from, name, events)
     # Trainer.train() starts a fresh log, so the pre-training validation point is added back.
     before = [{"step": 0, "eval_loss": metrics["validation_loss_before"]}] \
         if metrics["validation_loss_before"] is not None else []

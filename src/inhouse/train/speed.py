@@ -54,6 +54,7 @@ def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
     if attn == "auto":
         attn = "varlen" if packing and attention.varlen_available() else "sdpa"
     liger = (gpu and liger_apply_fn(model.config.model_type) is not None) if recipe.liger is None else recipe.liger
+    refuse_unrunnable(attn, liger, gpu)
     optimizer = recipe.optimizer or ("adamw_torch_fused" if gpu else "adamw_torch")
     if recipe.compile and gpu and (liger or attn == "varlen"):
         # Seen on an H100 (torch 2.11): inductor's autotuning hit an illegal memory access with
@@ -69,6 +70,25 @@ def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
         activation_offload=offload, packing=packing, attention=attn, liger=liger,
         compile=recipe.compile, optimizer=optimizer,
     )
+
+
+GPU_ONLY = {
+    "varlen": "PyTorch's varlen attention is a CUDA flash-attention kernel",
+    "flex": "FlexAttention has no backward pass on CPU",
+}
+
+
+def refuse_unrunnable(attn: str, liger: bool, gpu: bool) -> None:
+    """Kernels this machine cannot run fail (or stall) only once training has started, after the model
+    loaded; refusing them here costs the user seconds instead."""
+    if attn in GPU_ONLY and not gpu:
+        raise InhouseError(f"attention: {attn} needs a CUDA GPU ({GPU_ONLY[attn]}); "
+                           "use attention: sdpa (or auto) on this machine")
+    if attn == "varlen" and not attention.varlen_available():
+        raise InhouseError("attention: varlen needs PyTorch with torch.nn.attention.varlen (2.9 or later); "
+                           "use attention: sdpa (or auto)")
+    if liger and not gpu:
+        raise InhouseError("liger: Liger Kernel's fused kernels are Triton GPU kernels; set liger: false on this machine")
 
 
 def set_attention(model: PreTrainedModel, kind: str) -> None:
