@@ -14,15 +14,12 @@ from fuzz import corpus
 
 ALL = corpus.cases()
 SAMPLE = {c.id for c in corpus.sample(ALL)}
-POINT_3 = pytest.mark.xfail(reason="recipe numeric upper bounds: issue #16 point 3, fixed in another branch",
-                            strict=False)
-
 
 def _params(http: bool):
     for case in ALL:
         if (case.how == "http") != http:
             continue
-        marks = [POINT_3] if case.kind == "absurd-number" else []
+        marks = []
         if case.id not in SAMPLE:
             marks.append(pytest.mark.fuzz)
         yield pytest.param(case, id=case.id, marks=marks)
