@@ -3,6 +3,7 @@ ignored; unreadable data is scanned all the same; a diverged run and a broken li
 
 import json
 import os
+import shutil
 
 import pytest
 from helpers import chat, run_cli, write_jsonl
@@ -101,10 +102,23 @@ def test_non_finite_numbers_are_rejected_by_every_config(tmp_path):
     assert code == 1 and "finite" in err
 
 
+def overflowing(model_dir, tmp_path):
+    """The model with its final norm scaled by 1e20: finite logits whose gradients overflow float32, the way
+    a diverged run does (the learning rate that once did this is now refused as absurd)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "overflowing-model"
+    shutil.copytree(model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    weights = {k: v * 1e20 if k == "model.norm.weight" else v for k, v in weights.items()}
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
 def test_a_diverging_run_stops_at_once_and_publishes_nothing(tmp_path, tiny_dir):
     home = tmp_path / "home"
     data = write_jsonl(tmp_path / "d.jsonl", [chat(f"Question {i}?", f"Answer {i}.") for i in range(16)])
-    code, out, err = run_cli("train", "--base-model", tiny_dir, "--train-file", data, "--learning-rate", "1e30",
+    code, out, err = run_cli("train", "--base-model", overflowing(tiny_dir, tmp_path), "--train-file", data,
                              "--max-steps", "50", "--output-name", "boom", "-q", env={"INHOUSE_HOME": str(home)})
     assert code == 1, out + err
     assert "training diverged at step" in err and "nothing was published" in err

@@ -102,9 +102,11 @@ def test_absurd_upsample_is_refused_before_anything_is_built():
 def test_absurd_upsample_flag_is_a_one_line_error(tmp_path):
     rows = [chat(f"q{i}", f"a{i}") | {"category": "x"} for i in range(20)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
-    proc = inhouse("data", "prepare", data, "--out", tmp_path / "out", "--upsample-to", "500000000", timeout=120)
-    assert_one_line_error(proc, "upsample_to 500000000 would make")
+    proc = inhouse("data", "prepare", data, "--out", tmp_path / "out", "--upsample-to", "900000", timeout=120)
+    assert_one_line_error(proc, "upsample_to 900000 would make")  # within the flag's bound, absurd for this data
     assert not (tmp_path / "out").exists()
+    proc = inhouse("data", "prepare", data, "--out", tmp_path / "out", "--upsample-to", "500000000", timeout=120)
+    assert_one_line_error(proc, "--upsample-to: Input should be less than or equal to 1000000")
 
 
 def test_check_streams_a_large_file_in_little_memory(tmp_path):
