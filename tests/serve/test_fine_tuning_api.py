@@ -307,3 +307,15 @@ def test_typed_paths_are_on_by_default_only_for_the_machines_own_user(explicit, 
     from inhouse.serve.security import model_paths_allowed
 
     assert model_paths_allowed(explicit, host, key) is allowed
+
+
+def test_hyperparameters_are_checked_when_the_job_is_created(server):
+    """Not when the job runs: a text, a bool or an absurd number is a 400 naming the hyperparameter."""
+    client = server.client()
+    file_id = upload(client, jsonl(FACTS[:2])).id
+    for hp, param in (({"n_epochs": "abc"}, "hyperparameters.n_epochs"), ({"batch_size": True}, "hyperparameters.batch_size"),
+                      ({"n_epochs": 10**12}, "hyperparameters.n_epochs"),
+                      ({"learning_rate_multiplier": 1e9}, "hyperparameters.learning_rate_multiplier")):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.fine_tuning.jobs.create(model="builtin:tiny", training_file=file_id, hyperparameters=hp)
+        assert err.value.body["param"] == param, (hp, err.value.body)

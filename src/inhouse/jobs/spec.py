@@ -46,6 +46,28 @@ def hyperparameters(given: dict[str, Any] | None) -> dict[str, Any]:
             "learning_rate_multiplier": given.get("learning_rate_multiplier", 1.0)}
 
 
+HP_FIELDS = {"epochs": "n_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate_multiplier"}
+
+
+def check_hyperparameters(hp: dict[str, Any], recipe: dict[str, Any]) -> None:
+    """OpenAI's hyperparameters checked against the recipe's own bounds now, so a job never fails later
+    (or runs for ever) on `n_epochs: "abc"` or `10**12`."""
+    for name, value in hp.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadField(f"hyperparameters.{name} must be a number or \"auto\", not {value!r}"[:200],
+                           f"hyperparameters.{name}")
+    values = {"epochs": hp["n_epochs"], "batch_size": hp["batch_size"],
+              "learning_rate": recipe.get("learning_rate", DEFAULT_LR) * hp["learning_rate_multiplier"]}
+    try:
+        Recipe(**{**recipe, **values})
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = HP_FIELDS.get(str(first["loc"][0]) if first["loc"] else "", "")
+        if not name:
+            raise BadField(f"recipe: {first['msg']}", "recipe") from None
+        raise BadField(f"hyperparameters.{name}: {first['msg']}", f"hyperparameters.{name}") from None
+
+
 def check_recipe(fields: dict[str, Any] | None) -> dict[str, Any]:
     """The extension object's recipe fields, validated now (not when the job runs)."""
     fields = dict(fields or {})
@@ -165,6 +187,7 @@ def create_job(store: Store, body: Any, caps: Capabilities) -> dict[str, Any]:
         raise BadField(f"method type {method.get('type')!r} is not supported yet (only 'supervised')", "method.type")
     hp = hyperparameters(method.get("supervised", {}).get("hyperparameters") or body.hyperparameters)
     recipe = check_recipe(body.recipe)
+    check_hyperparameters(hp, recipe)
     gpus = devices(body.devices, caps.gpus)
     job_id = new_id("ftjob")
     row = {"id": job_id, "created_at": now(), "status": "validating_files", "model": body.model, "base": base,
