@@ -7,6 +7,9 @@ without matching message strings: not found -> 404, conflict -> 409,
 invalid input -> 400.
 """
 
+import difflib
+from collections.abc import Iterable
+
 
 class InhouseError(Exception):
     """An error the user can act on; its message is the whole story."""
@@ -22,3 +25,9 @@ class ConflictError(InhouseError):
 
 class InvalidInputError(InhouseError):
     """The input itself is wrong (a bad value, a bad file, an unsafe path)."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest candidate, or nothing: the hint every "no such name" error gives."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

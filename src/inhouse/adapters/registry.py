@@ -8,14 +8,13 @@ so a crash or Ctrl-C never leaves a half-written adapter under a real name.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from inhouse import atomic, paths
-from inhouse.errors import ConflictError, InhouseError, NotFoundError
+from inhouse.errors import ConflictError, InhouseError, NotFoundError, did_you_mean
 
 LINEAGE = "inhouse.json"
 
@@ -47,11 +46,6 @@ def names() -> list[str]:
         return []
     found = [p for p in library().iterdir() if p.is_dir() and not p.name.startswith(".")]
     return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
-
-
-def did_you_mean(ref: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(ref, candidates, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class BrokenLineage(InhouseError):

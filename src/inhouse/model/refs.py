@@ -8,7 +8,6 @@ offline machine apart before transformers would retry for a minute.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import socket
@@ -17,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from inhouse import paths
-from inhouse.errors import InhouseError, InvalidInputError, NotFoundError
+from inhouse.errors import InvalidInputError, NotFoundError, did_you_mean
 
 TINY = "builtin:tiny"  # the same name as inhouse.model.tiny.NAME, without importing torch
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -57,9 +56,8 @@ def resolve_model(name: str, known: Iterable[str] = ()) -> str:
 
 def not_found(name: str, known: Iterable[str] = ()) -> NotFoundError:
     candidates = [TINY, *known, *local_models(), *cached_hub_models()]
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return NotFoundError(f"no adapter or model named {name!r}{hint}: give a library name (inhouse adapters), "
+    return NotFoundError(f"no adapter or model named {name!r}{did_you_mean(name, candidates)}: "
+                         "give a library name (inhouse adapters), "
                          f"a model folder, an org/name hub id or {TINY}")
 
 

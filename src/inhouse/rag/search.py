@@ -9,7 +9,6 @@ cross-encoder then reorders the best fused candidates.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from inhouse.errors import InhouseError, InvalidInputError, NotFoundError
+from inhouse.errors import InhouseError, InvalidInputError, NotFoundError, did_you_mean
 from inhouse.paths import kbs
 from inhouse.rag.embed import Embedder, default_device, load_embedder
 from inhouse.rag.store import LanceStore, Store, resolve_kb
@@ -87,9 +86,8 @@ def _open(kb: str | os.PathLike) -> LanceStore:
     store = LanceStore(resolve_kb(kb))
     if not store.meta():
         known = sorted(p.name for p in kbs().iterdir() if p.is_dir()) if kbs().is_dir() else []
-        close = difflib.get_close_matches(os.fspath(kb), known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise NotFoundError(f"no knowledge base at {store.path}{hint}; index a folder into it first "
+        raise NotFoundError(f"no knowledge base at {store.path}{did_you_mean(os.fspath(kb), known)}; "
+                            "index a folder into it first "
                             f"(inhouse rag index FOLDER --kb NAME)")
     return store
 
