@@ -17,8 +17,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from inhouse.adapters import registry
 from inhouse.adapters.load import base_of
-from inhouse.errors import InhouseError, NotFoundError
+from inhouse.errors import NotFoundError
 from inhouse.model import load as model_load
+from inhouse.model import refs
 from inhouse.model.batch import BASE
 from inhouse.model.generate import ChatModel
 from inhouse.model.template import stop_token_ids
@@ -35,11 +36,9 @@ class ServedModel:
 
 
 def same_model(a: str, b: str) -> bool:
-    """Whether two model references name the same model (folders compared by their real path)."""
-    try:
-        return model_load.resolve(a) == model_load.resolve(b)
-    except InhouseError:
-        return a == b
+    """Whether two model references name the same model (folders compared by their real path); no hub
+    lookup, so listing adapters never waits on the network."""
+    return refs.canonical(a) == refs.canonical(b)
 
 
 class Catalog:

@@ -54,6 +54,13 @@ def resolve_model(name: str, known: Iterable[str] = ()) -> str:
     return name
 
 
+def canonical(name: str) -> str:
+    """The same model, spelt one way, without touching the network: a folder by its real path, else the
+    name as given (for comparing references, e.g. an adapter's base with the served one)."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name != TINY and path.exists() else name
+
+
 def not_found(name: str, known: Iterable[str] = ()) -> NotFoundError:
     candidates = [TINY, *known, *local_models(), *cached_hub_models()]
     return NotFoundError(f"no adapter or model named {name!r}{did_you_mean(name, candidates)}: "
