@@ -309,6 +309,41 @@ def merge_cmd(
     typer.echo(f"merged model saved to {merge(adapter, name, getattr(torch, dtype), out, overwrite)}")
 
 
+@app.command("export")
+def export_cmd(
+    adapters: list[str] = typer.Argument(..., help="Adapter name(s) or folder(s); several only with --to vllm."),
+    to: str = typer.Option(..., "--to", help="merged (Hugging Face folder), gguf (llama.cpp), ollama (Modelfile + "
+                           "GGUF) or vllm (vLLM and SGLang multi-LoRA launch files)."),
+    out: Path = typer.Option(..., "--out", "-o", help="A new folder for the export."),
+    quant: Optional[str] = typer.Option(None, help="GGUF weights: f32, f16, bf16, q8_0 (default) or q4_k_m "
+                                        "(q4_k_m uses llama.cpp's quantiser from llama-cpp-python)."),
+    with_base: bool = typer.Option(False, "--with-base", help="gguf/ollama: also write the base model as GGUF, "
+                                   "so the GGUF LoRA can be applied to it (llama-server --lora, Ollama ADAPTER)."),
+    overwrite: bool = typer.Option(False, help="Replace --out when it holds an earlier inhouse export of this kind."),
+) -> None:
+    """Export an adapter to run elsewhere: a merged model, GGUF for llama.cpp, Ollama, or vLLM/SGLang."""
+    from inhouse.adapters.export.run import check_request
+    from inhouse.adapters.registry import resolve
+
+    check_request(adapters, to, quant)
+    for ref in adapters:
+        resolve(ref)  # a wrong name is answered before the deep-learning libraries load
+    from inhouse.adapters.export.run import export
+    from inhouse.events import ConsoleEvents
+
+    result = export(adapters, to, out, quant, overwrite=overwrite, with_base=with_base,
+                    events=ConsoleEvents(progress=False))
+    typer.echo(f"exported to {result.path}")
+    for file in result.files:
+        typer.echo(f"  {file}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    if result.commands:
+        typer.echo("run it with:")
+        for command in result.commands:
+            typer.echo(f"  {command}")
+
+
 @app.command("serve")
 @model_options(ServeConfig)
 def serve_cmd(overrides: dict[str, Any] | None = None) -> None:

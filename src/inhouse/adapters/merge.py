@@ -20,6 +20,7 @@ from inhouse.adapters.load import base_of
 from inhouse.adapters.lineage import versions
 from inhouse.errors import InhouseError
 from inhouse.model import load as model_load
+from inhouse.model.template import stop_token_ids
 
 
 def is_adapter_folder(path: Path) -> bool:
@@ -34,7 +35,10 @@ def merged_model(ref: str, dtype: torch.dtype = torch.bfloat16):
     info = registry.lineage(path)
     base = base_of(path, info)
     model = PeftModel.from_pretrained(model_load.load_model(base, dtype), path).merge_and_unload()
-    return model, AutoTokenizer.from_pretrained(path), info | {"path": str(path)}
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    # Every token that ends a turn, so a merged folder stops where the adapter did in any engine.
+    model.generation_config.eos_token_id = sorted(stop_token_ids(tokenizer, model.generation_config.eos_token_id))
+    return model, tokenizer, info | {"path": str(path)}
 
 
 def _inputs(ref: str) -> list[Path]:
@@ -47,6 +51,12 @@ def _inputs(ref: str) -> list[Path]:
 OUTPUT_KIND = "merged model"
 
 
+def merged_lineage(info: dict, name: str, dtype: str) -> dict:
+    return {"name": name, "kind": "merged", "base_model": info.get("base_model"), "merged_from": info.get("name"),
+            "merged_dtype": dtype, "parent": info, "versions": versions(),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
 def merge(ref: str, name: str | None = None, dtype: torch.dtype = torch.bfloat16, out: Path | None = None,
           overwrite: bool = False) -> Path:
     """Write the merged model into the library as `<adapter>-merged`, or into the folder `out` (atomically)."""
@@ -54,9 +64,7 @@ def merge(ref: str, name: str | None = None, dtype: torch.dtype = torch.bfloat16
     model, tokenizer, info = merged_model(ref, dtype)
     name = name or f"{info.get('name') or Path(info['path']).name}-merged"
 
-    lineage = {"name": name, "kind": "merged", "base_model": info.get("base_model"), "merged_from": info.get("name"),
-               "merged_dtype": str(dtype).removeprefix("torch."), "parent": info, "versions": versions(),
-               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    lineage = merged_lineage(info, name, str(dtype).removeprefix("torch."))
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
