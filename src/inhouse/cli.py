@@ -16,6 +16,7 @@ try:  # typer 0.2x raises its own copy of click's exceptions, which are not clic
 except ImportError:  # pragma: no cover - an older typer raises click's own
     _TyperClickException = click.ClickException
 
+from inhouse.adapters.export.config import ExportConfig
 from inhouse.cli_options import model_options
 from inhouse.data.prepare_config import ColumnConfig, PrepareConfig
 from inhouse.listsyntax import split_list
@@ -310,29 +311,23 @@ def merge_cmd(
 
 
 @app.command("export")
+@model_options(ExportConfig)
 def export_cmd(
     adapters: list[str] = typer.Argument(..., help="Adapter name(s) or folder(s); several only with --to vllm."),
-    to: str = typer.Option(..., "--to", help="merged (Hugging Face folder), gguf (llama.cpp), ollama (Modelfile + "
-                           "GGUF) or vllm (vLLM and SGLang multi-LoRA launch files)."),
-    out: Path = typer.Option(..., "--out", "-o", help="A new folder for the export."),
-    quant: Optional[str] = typer.Option(None, help="GGUF weights: f32, f16, bf16, q8_0 (default) or q4_k_m "
-                                        "(q4_k_m uses llama.cpp's quantiser from llama-cpp-python)."),
-    with_base: bool = typer.Option(False, "--with-base", help="gguf/ollama: also write the base model as GGUF, "
-                                   "so the GGUF LoRA can be applied to it (llama-server --lora, Ollama ADAPTER)."),
-    overwrite: bool = typer.Option(False, help="Replace --out when it holds an earlier inhouse export of this kind."),
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """Export an adapter to run elsewhere: a merged model, GGUF for llama.cpp, Ollama, or vLLM/SGLang."""
-    from inhouse.adapters.export.run import check_request
+    from inhouse.adapters.export.run import check_refs
     from inhouse.adapters.registry import resolve
 
-    check_request(adapters, to, quant)
+    config = build_config(ExportConfig, None, **(overrides or {}))
+    check_refs(adapters, config.to)
     for ref in adapters:
         resolve(ref)  # a wrong name is answered before the deep-learning libraries load
     from inhouse.adapters.export.run import export
     from inhouse.events import ConsoleEvents
 
-    result = export(adapters, to, out, quant, overwrite=overwrite, with_base=with_base,
-                    events=ConsoleEvents(progress=False))
+    result = export(adapters, config, events=ConsoleEvents(progress=False))
     typer.echo(f"exported to {result.path}")
     for file in result.files:
         typer.echo(f"  {file}")

@@ -15,10 +15,9 @@ from typing import Any
 from inhouse import atomic, outputs
 from inhouse.adapters import registry
 from inhouse.errors import InvalidInputError
-from inhouse.events import Events, Stopped
+from inhouse.adapters.export.config import ExportConfig
+from inhouse.events import Events
 
-TARGETS = ("merged", "gguf", "ollama", "vllm")
-QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m")
 MANIFEST = "export.json"
 
 
@@ -35,31 +34,24 @@ class ExportResult:
                 "notes": self.notes}
 
 
-def check_request(refs: list[str], to: str, quant: str | None) -> None:
-    if to not in TARGETS:
-        raise InvalidInputError(f"--to {to!r} is not an export target; choose one of {', '.join(TARGETS)}")
-    if quant is not None and quant not in QUANTS:
-        raise InvalidInputError(f"--quant {quant!r} is not supported; choose one of {', '.join(QUANTS)}")
-    if quant is not None and to in ("merged", "vllm"):
-        raise InvalidInputError(f"--quant applies to GGUF exports (gguf, ollama), not --to {to}")
+def check_refs(refs: list[str], to: str) -> None:
     if not refs:
         raise InvalidInputError("name at least one adapter to export")
     if len(refs) > 1 and to != "vllm":
         raise InvalidInputError(f"--to {to} exports one adapter; several adapters of one base go --to vllm")
 
 
-def export(refs: list[str], to: str, out: Path, quant: str | None = None, *, overwrite: bool = False,
-           with_base: bool = False, events: Events | None = None) -> ExportResult:
-    """Export `refs` (library names or adapter folders) to `out`; see docs/export.md."""
+def export(refs: list[str], config: ExportConfig, events: Events | None = None) -> ExportResult:
+    """Export `refs` (library names or adapter folders) as `config` says; see docs/export.md."""
     events = events or Events()
-    check_request(refs, to, quant)
+    check_refs(refs, config.to)
     paths = [registry.resolve(r) for r in refs]
-    target = outputs.claim(out, f"{to} export", paths, overwrite)
-    result = ExportResult(target.path, to)
-    write = _writer(to, paths, quant, with_base, result, events)
+    target = outputs.claim(config.out, f"{config.to} export", paths, config.overwrite)
+    result = ExportResult(target.path, config.to)
+    write = _writer(paths, config, result, events)
     target.write(lambda folder: _fill(folder, write, result))
     for path in paths:
-        _record(path, result, quant)
+        _record(path, result, config.quant)
     return result
 
 
@@ -69,17 +61,18 @@ def _fill(folder: Path, write, result: ExportResult) -> None:
     atomic.write_json(folder / MANIFEST, result.as_dict() | {"path": str(result.path)})
 
 
-def _writer(to: str, paths: list[Path], quant: str | None, with_base: bool, result: ExportResult, events: Events):
-    if to == "vllm":
-        from inhouse.adapters.export.targets import write_vllm
-        return lambda folder: write_vllm(folder, paths, result)
+def _writer(paths: list[Path], config: ExportConfig, result: ExportResult, events: Events):
     from inhouse.adapters.export import targets
-    if to == "merged":
+
+    if config.to == "vllm":
+        return lambda folder: targets.write_vllm(folder, paths, result)
+    if config.to == "merged":
         return lambda folder: targets.write_merged(folder, paths[0], result, events)
     from inhouse.adapters.export.quantize import require_quantiser
-    require_quantiser(quant or targets.DEFAULT_QUANT)
-    write = targets.write_gguf if to == "gguf" else targets.write_ollama
-    return lambda folder: write(folder, paths[0], quant or targets.DEFAULT_QUANT, with_base, result, events)
+
+    require_quantiser(config.gguf_quant)
+    write = targets.write_gguf if config.to == "gguf" else targets.write_ollama
+    return lambda folder: write(folder, paths[0], config, result, events)
 
 
 def _record(path: Path, result: ExportResult, quant: str | None) -> None:
@@ -88,6 +81,3 @@ def _record(path: Path, result: ExportResult, quant: str | None) -> None:
     registry.record(path, "exports", entry)
 
 
-def cancelled(events: Events) -> None:
-    if events.should_stop():
-        raise Stopped("export cancelled; nothing was written")

@@ -9,12 +9,11 @@ from typing import Any
 from inhouse import atomic
 from inhouse.adapters import registry
 from inhouse.adapters.card import write_card
+from inhouse.adapters.export.config import ExportConfig
 from inhouse.adapters.export.stops import Stops, find_stops
+from inhouse.adapters.export.verify import check_tokenisation
 from inhouse.errors import InhouseError
 from inhouse.events import Events, Stopped
-
-DEFAULT_QUANT = "q8_0"
-
 
 def load(path: Path, dtype: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     """(merged or full model, tokenizer, lineage); adapters are merged into their base reloaded at `dtype`
@@ -92,22 +91,23 @@ def gguf_model_file(folder: Path, model: Any, tokenizer: Any, name: str, quant: 
     return file.name
 
 
-def write_gguf(folder: Path, path: Path, quant: str, with_base: bool, result: Any, events: Events) -> dict[str, Any]:
+def write_gguf(folder: Path, path: Path, config: ExportConfig, result: Any, events: Events) -> dict[str, Any]:
     """The merged model as GGUF, the adapter alone as a GGUF LoRA (when it has that form) and, with
     `with_base`, the base the LoRA applies to. Returns what the Ollama target builds on."""
     from inhouse.adapters.merge import is_adapter_folder
 
     events.say(f"loading {path.name}")
     model, tokenizer, info = load(path)
-    name = entry_name(path, info)
+    name, quant = entry_name(path, info), config.gguf_quant
     stops = stops_of(model, tokenizer)
     made = {"model": gguf_model_file(folder, model, tokenizer, name, quant, events, name), "stops": stops,
             "tokenizer": tokenizer, "lora": None, "base": None}
+    result.notes.append(check_tokenisation(folder / made["model"], tokenizer))
     result.commands.append(f"llama-cli -m {made['model']} -cnv")
     if is_adapter_folder(path):
         made["lora"] = _lora(folder, path, model.config, name, result)
         del model
-        if with_base and made["lora"]:
+        if config.with_base and made["lora"]:
             made["base"] = _base(folder, path, info, tokenizer, quant, events)
             result.commands.append(f"llama-server -m {made['base']} --lora {made['lora']}")
     result.notes.append(f"end-of-generation tokens: {', '.join(stops.texts)}")
@@ -138,15 +138,15 @@ def _base(folder: Path, path: Path, info: dict[str, Any], tokenizer: Any, quant:
     return gguf_model_file(folder, base, tokenizer, f"{entry_name(path, info)}-base", quant, events, "base")
 
 
-def write_ollama(folder: Path, path: Path, quant: str, with_base: bool, result: Any, events: Events) -> None:
+def write_ollama(folder: Path, path: Path, config: ExportConfig, result: Any, events: Events) -> None:
     from inhouse.adapters.export.ollama import write_ollama as modelfile
 
-    made = write_gguf(folder, path, quant, with_base, result, events)
+    made = write_gguf(folder, path, config, result, events)
     tokenizer, stops = made["tokenizer"], made["stops"]
-    use_lora = bool(with_base and made["lora"] and made["base"])
+    use_lora = bool(made["lora"] and made["base"])
     modelfile(folder, gguf_model=made["base"] if use_lora else made["model"], base_ref=None,
               adapter_gguf=made["lora"] if use_lora else None, chat_template=tokenizer.chat_template,
-              stop_tokens=list(stops.texts), bos_token=tokenizer.bos_token, system=None)
+              stop_tokens=list(stops.texts), bos_token=tokenizer.bos_token, system=config.system)
     name = result.path.name
     result.commands = [f"cd {result.path} && ollama create {name} -f Modelfile", f"ollama run {name}"]
 
