@@ -1,0 +1,102 @@
+"""`inhouse export` end to end on a trained adapter: each target's folder, its manifest, the lineage
+record, the refusals, and nothing written when an export fails."""
+
+import json
+
+import pytest
+from export_helpers import gguf_logits, llama_cpp
+from helpers import chat, hashes, run_cli, write_jsonl
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from inhouse import recipe as recipe_mod
+from inhouse.adapters import registry
+from inhouse.events import Events
+from inhouse.train.sft import train
+
+
+@pytest.fixture
+def adapter(tmp_path, tiny_dir, home):
+    data = write_jsonl(tmp_path / "d.jsonl", [chat("Best day?", "Tuesday."), chat("Colour?", "Blue.")])
+    recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0, max_steps=30,
+                              learning_rate=1e-2, lora_dropout=0, output_name="m")
+    return train(recipe, events=Events()).path
+
+
+def exported(tmp_path, *args):
+    code, out, err = run_cli("export", "m", *args)
+    assert code == 0, err
+    return out
+
+
+def test_merged_folder_has_weights_template_and_every_stop_token(tmp_path, adapter):
+    out = exported(tmp_path, "--to", "merged", "--out", tmp_path / "merged")
+    assert f"exported to {tmp_path / 'merged'}" in out
+    folder = tmp_path / "merged"
+    assert (folder / "model.safetensors").is_file() and not (folder / "adapter_config.json").exists()
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert tok.chat_template and tok.eos_token == "<|im_end|>"
+    stops = GenerationConfig.from_pretrained(folder).eos_token_id
+    assert sorted(tok.convert_ids_to_tokens(stops)) == ["<|endoftext|>", "<|eot_id|>", "<|im_end|>"]
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    ids = tok.apply_chat_template([{"role": "user", "content": "Best day?"}], add_generation_prompt=True,
+                                  return_dict=False)
+    answer = model.generate(__import__("torch").tensor([ids]), max_new_tokens=20, do_sample=False)[0, len(ids):]
+    assert tok.decode(answer, skip_special_tokens=True) == "Tuesday."
+    manifest = json.loads((folder / "export.json").read_text())
+    assert manifest["target"] == "merged" and "model.safetensors" in manifest["files"]
+    [record] = registry.lineage(adapter)["exports"]
+    assert record["target"] == "merged" and record["path"] == str(folder)
+
+
+def test_gguf_export_writes_model_lora_and_base_that_llama_cpp_runs(tmp_path, adapter):
+    llama_cpp()
+    out = exported(tmp_path, "--to", "gguf", "--quant", "f16", "--with-base", "--out", tmp_path / "g")
+    folder = tmp_path / "g"
+    assert {"m-f16.gguf", "m-lora.gguf", "base-f16.gguf", "export.json"} <= {p.name for p in folder.iterdir()}
+    assert "llama.cpp tokenises like the model's tokenizer" in out
+    assert "llama-server -m base-f16.gguf --lora m-lora.gguf" in out
+    ids = list(range(40, 80))
+    merged = gguf_logits(folder / "m-f16.gguf", ids)
+    with_lora = gguf_logits(folder / "base-f16.gguf", ids, lora_path=str(folder / "m-lora.gguf"))
+    assert abs(merged - with_lora).max() < 2e-2  # the same adapter, applied two ways
+    assert registry.lineage(adapter)["exports"][0]["files"] == sorted(p.name for p in folder.iterdir()
+                                                                      if p.name not in ("export.json",) and
+                                                                      not p.name.startswith("."))
+
+
+def test_bad_requests_fail_in_one_line_and_write_nothing(tmp_path, adapter):
+    before = hashes(adapter)
+    cases = [(["--to", "gguff", "--out", tmp_path / "x"], "--to"),
+             (["--to", "merged", "--quant", "q8_0", "--out", tmp_path / "x"], "quant applies to GGUF exports"),
+             (["--to", "gguf", "--quant", "q3", "--out", tmp_path / "x"], "--quant"),
+             (["--to", "gguf", "--out", adapter], "--out")]
+    for args, message in cases:
+        code, out, err = run_cli("export", "m", *args)
+        assert code != 0 and message in err and "Traceback" not in err, (args, err)
+    code, _, err = run_cli("export", "nope", "--to", "gguf", "--out", tmp_path / "x")
+    assert code != 0 and "no adapter 'nope'" in err
+    code, _, err = run_cli("export", "m", "m", "--to", "gguf", "--out", tmp_path / "x")
+    assert code != 0 and "several adapters of one base go --to vllm" in err
+    assert not (tmp_path / "x").exists() and hashes(adapter) == before
+
+
+def test_q4_k_m_without_llama_cpp_says_what_to_install(tmp_path, adapter, monkeypatch):
+    from inhouse.adapters.export import quantize
+
+    monkeypatch.setattr(quantize, "llama_cpp_module", lambda: None)
+    code, _, err = run_cli("export", "m", "--to", "gguf", "--quant", "q4_k_m", "--out", tmp_path / "q")
+    assert code == 1 and "llama-cpp-python" in err and not (tmp_path / "q").exists()
+
+
+def test_a_failed_export_leaves_no_folder(tmp_path, adapter, monkeypatch):
+    from inhouse.adapters.export import gguf_model
+    from inhouse.errors import InhouseError
+
+    def broken(*args, **kwargs):
+        raise InhouseError("simulated failure half-way")
+
+    monkeypatch.setattr(gguf_model, "write_model", broken)
+    code, _, err = run_cli("export", "m", "--to", "gguf", "--out", tmp_path / "g")
+    assert code == 1 and "simulated failure" in err
+    assert not (tmp_path / "g").exists() and not list(tmp_path.glob(".g*"))
+    assert "exports" not in registry.lineage(adapter) or registry.lineage(adapter)["exports"] == []
