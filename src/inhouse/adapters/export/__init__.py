@@ -1,0 +1,1 @@
+"""Export adapters and merged models to the engines that run them."""
