@@ -97,10 +97,15 @@ def dumps(data: Any, **options: Any) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """JSON through `write_text`: after a crash the file is the old one or the new one, never a mix."""
+    write_text(path, dumps(data, indent=2))
+
+
+def write_text(path: Path, text: str) -> None:
     """Temp file, fsync, rename: after a crash the file is the old one or the new one, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(dumps(data, indent=2))
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
