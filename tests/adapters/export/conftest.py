@@ -20,8 +20,8 @@ def go_render(tmp_path_factory):
     if go is None:
         pytest.skip(GO_MISSING)
     folder = tmp_path_factory.mktemp("go-render")
-    env = {**os.environ, "GOCACHE": os.environ.get("GOCACHE") or str(folder / "cache"), "GO111MODULE": "off",
-           "GOPATH": str(folder / "gopath")}
+    env = {**os.environ, "GOCACHE": os.environ.get("GOCACHE") or str(folder / "cache"),
+           "GOPATH": os.environ.get("GOPATH") or str(folder / "gopath")}
     binary = folder / "render"
     built = subprocess.run([go, "build", "-o", str(binary), str(SOURCE)], env=env, capture_output=True, text=True,
                            timeout=300)

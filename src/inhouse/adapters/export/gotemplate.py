@@ -105,7 +105,7 @@ def translate(chat_template: str, *, bos_token: str | None = None, eos_token: st
         layout = replace(turns, system=system)
         failure = verify(layout, render, strip)
         if failure is None:
-            return Translation(emit(layout), layout, _notes(layout, render))
+            return Translation(emit(layout), layout, _notes(layout, render, chat_template))
         failures.append(failure)
     raise TemplateTranslationError(f"the chat template cannot be written as an Ollama template: {failures[0]}")
 
@@ -270,8 +270,10 @@ def _where_system_goes(layout: Layout) -> str:
     return "in a turn of its own" if layout.system else "nowhere (the template has no system role)"
 
 
-def _notes(layout: Layout, render: Render) -> tuple[str, ...]:
+def _notes(layout: Layout, render: Render, chat_template: str) -> tuple[str, ...]:
     notes = [f"system prompt: {_where_system_goes(layout)}", "tool definitions, calls and results are not rendered"]
+    if "strftime_now" in chat_template:
+        notes.append("the Jinja template writes today's date; the Ollama template keeps the date of the export")
     padded = "\n" + USER_1 + "\n"
     if padded not in render([_msg("user", padded)]):
         notes.append("the Jinja template trims whitespace around message contents; Ollama's template does not")
