@@ -115,12 +115,13 @@ def config_argv(config: dict) -> list[str]:
 
 def test_the_config_files_say_what_the_commands_say(tmp_path, two):
     paths = write_serving(tmp_path / "out", BASE, two)
-    assert [p.name for p in paths] == ["vllm.yaml", "sglang.yaml", "SERVING.md"]
-    vllm = yaml.safe_load(paths[0].read_text(encoding="utf-8"))
+    assert [p.name for p in paths] == ["vllm.sh", "vllm.yaml", "sglang.sh", "sglang.yaml", "SERVING.md"]
+    vllm_sh, vllm_yaml, sglang_sh, sglang_yaml, guide = (p.read_text(encoding="utf-8") for p in paths)
+    assert shlex.split(vllm_sh) == vllm_command(BASE, two) and shlex.split(sglang_sh) == sglang_command(BASE, two)
+    vllm = yaml.safe_load(vllm_yaml)
     assert ["vllm", "serve", vllm.pop("model"), *config_argv(vllm)] == vllm_command(BASE, two)
-    sglang = yaml.safe_load(paths[1].read_text(encoding="utf-8"))
+    sglang = yaml.safe_load(sglang_yaml)
     assert ["python", "-m", "sglang.launch_server", *config_argv(sglang)] == sglang_command(BASE, two)
-    guide = paths[2].read_text(encoding="utf-8")
     assert shlex.join(vllm_command(BASE, two)) in guide and shlex.join(sglang_command(BASE, two)) in guide
     assert 'model="support"' in guide and f'model="{BASE}:support"' in guide
 

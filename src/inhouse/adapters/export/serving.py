@@ -116,7 +116,8 @@ def sglang_config(base: str, adapters: list[LoraModule]) -> dict:
 def _argv(config: dict) -> list[str]:
     argv: list[str] = []
     for key, value in config.items():
-        argv += [f"--{key}"] if value is True else [f"--{key}", *map(str, value if isinstance(value, list) else [value])]
+        values = value if isinstance(value, list) else [] if value is True else [value]
+        argv += [f"--{key}", *map(str, values)]
     return argv
 
 
@@ -145,10 +146,10 @@ def _guide(base: str, adapters: list[LoraModule]) -> str:
     listed = ", ".join(f"{a.name} (rank {a.rank}, {a.path})" for a in adapters)
     return (f"# Serve {len(adapters)} adapter(s) on {base}\n\nAdapters: {listed}\n\n"
             f"## vLLM\n\n    {shlex.join(vllm_command(base, adapters))}\n\n"
-            "or `vllm serve --config vllm.yaml`. Ask for an adapter by its name:\n\n"
+            "(`sh vllm.sh`), or `vllm serve --config vllm.yaml`. Ask for an adapter by its name:\n\n"
             + _indent(client_snippet(first, VLLM_PORT))
             + f"\n## SGLang\n\n    {shlex.join(sglang_command(base, adapters))}\n\n"
-            "or `python -m sglang.launch_server --config sglang.yaml`. Ask for BASE:ADAPTER "
+            "(`sh sglang.sh`), or `python -m sglang.launch_server --config sglang.yaml`. Ask for BASE:ADAPTER "
             "(older SGLang: the base, with `extra_body={\"lora_path\": ADAPTER}`):\n\n"
             + _indent(client_snippet(f"{base}:{first}", SGLANG_PORT)))
 
@@ -158,10 +159,13 @@ def _indent(text: str) -> str:
 
 
 def write_serving(folder: Path, base: str, adapters: list[LoraModule]) -> list[Path]:
-    """Write vllm.yaml, sglang.yaml and SERVING.md (commands and client calls) into `folder`."""
+    """Write into `folder` each server's launch command (`vllm.sh`, `sglang.sh`: the one command line),
+    its `--config` YAML, and SERVING.md with both and the client calls."""
     folder = Path(folder)
-    files = {"vllm.yaml": _yaml(vllm_config(base, adapters)), "sglang.yaml": _yaml(sglang_config(base, adapters)),
-             "SERVING.md": _guide(base, adapters)}
+    files = {"vllm.sh": shlex.join(vllm_command(base, adapters)) + "\n",
+             "vllm.yaml": _yaml(vllm_config(base, adapters)),
+             "sglang.sh": shlex.join(sglang_command(base, adapters)) + "\n",
+             "sglang.yaml": _yaml(sglang_config(base, adapters)), "SERVING.md": _guide(base, adapters)}
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         atomic.write_text(folder / name, text)
