@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -35,6 +36,13 @@ def write_folder(out: Path, write: Callable[[Path], None], replace: Callable[[],
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return out
+
+
+def final_name(folder: Path) -> str:
+    """The name `folder` will have once in place: a staging folder of `write_folder` gives its target's
+    name (a writer that names things after its folder must not take the temporary name)."""
+    staged = re.fullmatch(r"\.(.+)\.staging-\d+-[^.]+", folder.name)
+    return staged.group(1) if staged else folder.name
 
 
 def _swap(staged: Path, out: Path, replace: Callable[[], None] | None) -> None:

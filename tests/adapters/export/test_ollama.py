@@ -4,6 +4,7 @@ import pytest
 from adapters.export.chat_templates import FAMILIES
 from transformers.utils.chat_template_utils import render_jinja_template
 
+from inhouse import atomic
 from inhouse.adapters.export.gotemplate import TemplateTranslationError, to_go_template
 from inhouse.adapters.export.ollama import ModelfileError, parse_modelfile, quote, write_ollama
 
@@ -34,6 +35,11 @@ def test_the_modelfile_holds_every_instruction_in_the_documented_format(tmp_path
     guide = (tmp_path / "OLLAMA.md").read_text(encoding="utf-8")
     assert f"ollama create {tmp_path.name.lower()} -f Modelfile" in guide and "ollama run " in guide
     assert "folded into the first user message" in guide
+
+
+def test_the_model_is_named_after_the_export_folder_even_while_it_is_being_staged(tmp_path):
+    out = atomic.write_folder(tmp_path / "Support Bot.v2", export)
+    assert "ollama create support-bot.v2 -f Modelfile" in (out / "OLLAMA.md").read_text(encoding="utf-8")
 
 
 def test_from_a_base_model_name_when_there_is_no_gguf(tmp_path):

@@ -93,8 +93,8 @@ def modelfile_text(folder: Path, *, gguf_model: str | None, base_ref: str | None
 
 
 def model_name(folder: Path) -> str:
-    """A name `ollama create` accepts, from the folder's name."""
-    return re.sub(r"[^a-z0-9_.-]+", "-", folder.name.lower()).strip("-._") or "model"
+    """A name `ollama create` accepts, from the folder's name (its final one when it is a staging folder)."""
+    return re.sub(r"[^a-z0-9_.-]+", "-", atomic.final_name(folder).lower()).strip("-._") or "model"
 
 
 def _guide(name: str, notes: tuple[str, ...]) -> str:
