@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -35,6 +36,13 @@ def write_folder(out: Path, write: Callable[[Path], None], replace: Callable[[],
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return out
+
+
+def final_name(folder: Path) -> str:
+    """The name `folder` will have once in place: a staging folder of `write_folder` gives its target's
+    name (a writer that names things after its folder must not take the temporary name)."""
+    staged = re.fullmatch(r"\.(.+)\.staging-\d+-[^.]+", folder.name)
+    return staged.group(1) if staged else folder.name
 
 
 def _swap(staged: Path, out: Path, replace: Callable[[], None] | None) -> None:
@@ -97,10 +105,15 @@ def dumps(data: Any, **options: Any) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """JSON through `write_text`: after a crash the file is the old one or the new one, never a mix."""
+    write_text(path, dumps(data, indent=2))
+
+
+def write_text(path: Path, text: str) -> None:
     """Temp file, fsync, rename: after a crash the file is the old one or the new one, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(dumps(data, indent=2))
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
