@@ -25,7 +25,7 @@ def llama_cpp_module():
 def require_quantiser(quant: str) -> None:
     if quant in K_QUANTS and llama_cpp_module() is None:
         raise InhouseError(f"--quant {quant} uses llama.cpp's quantiser, which comes with llama-cpp-python: "
-                           "pip install 'inhouse[gguf]' (or choose --quant q8_0, f16 or bf16)")
+                           "pip install llama-cpp-python, inhouse's gguf extra (or choose --quant q8_0, f16 or bf16)")
 
 
 def quantize(source: Path, target: Path, quant: str) -> None:

@@ -12,6 +12,7 @@ from inhouse.adapters.card import write_card
 from inhouse.adapters.export.config import ExportConfig
 from inhouse.adapters.export.stops import Stops, find_stops
 from inhouse.adapters.export.verify import check_tokenisation
+from inhouse.adapters.export.vocab import adds_special
 from inhouse.errors import InhouseError
 from inhouse.events import Events, Stopped
 
@@ -101,7 +102,7 @@ def write_gguf(folder: Path, path: Path, config: ExportConfig, result: Any, even
     name, quant = entry_name(path, info), config.gguf_quant
     stops = stops_of(model, tokenizer)
     made = {"model": gguf_model_file(folder, model, tokenizer, name, quant, events, name), "stops": stops,
-            "tokenizer": tokenizer, "lora": None, "base": None}
+            "tokenizer": tokenizer, "info": info, "lora": None, "base": None}
     result.notes.append(check_tokenisation(folder / made["model"], tokenizer))
     result.commands.append(f"llama-cli -m {made['model']} -cnv")
     if is_adapter_folder(path):
@@ -144,10 +145,11 @@ def write_ollama(folder: Path, path: Path, config: ExportConfig, result: Any, ev
     made = write_gguf(folder, path, config, result, events)
     tokenizer, stops = made["tokenizer"], made["stops"]
     use_lora = bool(made["lora"] and made["base"])
+    name = entry_name(path, made["info"])
     modelfile(folder, gguf_model=made["base"] if use_lora else made["model"], base_ref=None,
               adapter_gguf=made["lora"] if use_lora else None, chat_template=tokenizer.chat_template,
-              stop_tokens=list(stops.texts), bos_token=tokenizer.bos_token, system=config.system)
-    name = result.path.name
+              stop_tokens=list(stops.texts), bos_token=tokenizer.bos_token, system=config.system,
+              eos_token=tokenizer.eos_token, engine_adds_bos=adds_special(tokenizer)["bos"], name=name)
     result.commands = [f"cd {result.path} && ollama create {name} -f Modelfile", f"ollama run {name}"]
 
 

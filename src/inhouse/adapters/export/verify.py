@@ -16,7 +16,7 @@ from inhouse.errors import InhouseError
 
 PROBE = ["Hello, world! It's 12345 o'clock.", "  two  spaces\tand a tab\nnew line\r\n",
          "naïve café — 東京 🙂 Ελληνικά русский", "def f(x):\n    return {'a': [1, 2.5]}\n"]
-NOT_CHECKED = "not checked in llama.cpp (pip install 'inhouse[gguf]' to have every GGUF export checked)"
+NOT_CHECKED = "not checked in llama.cpp (install llama-cpp-python, inhouse's gguf extra, to have every GGUF export checked)"
 
 
 def probe_texts(tokenizer: Any) -> list[str]:
