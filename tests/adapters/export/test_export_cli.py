@@ -100,3 +100,37 @@ def test_a_failed_export_leaves_no_folder(tmp_path, adapter, monkeypatch):
     assert code == 1 and "simulated failure" in err
     assert not (tmp_path / "g").exists() and not list(tmp_path.glob(".g*"))
     assert "exports" not in registry.lineage(adapter) or registry.lineage(adapter)["exports"] == []
+
+
+@pytest.mark.parametrize("config", [{"modules_to_save": ["lm_head"]}, {"target_modules": ["q_proj", "embed_tokens"]}],
+                         ids=["trained-head", "lora-on-embeddings"])
+def test_adapters_that_train_the_head_or_embeddings_merge_exactly_and_skip_the_gguf_lora(tmp_path, tiny_dir, home,
+                                                                                       config):
+    """The merged folder and the merged GGUF carry such adapters; the adapter-only GGUF LoRA is left out
+    with the reason in the notes, rather than written wrong."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from inhouse.adapters.export.config import ExportConfig
+    from inhouse.adapters.export.run import export
+    from inhouse.model.load import load_model
+
+    torch.manual_seed(0)
+    settings = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False} | config
+    peft = get_peft_model(load_model(str(tiny_dir), torch.float32), LoraConfig(**settings)).eval()
+    if "modules_to_save" in config:
+        with torch.no_grad():
+            peft.base_model.model.lm_head.modules_to_save["default"].weight.mul_(1.5)
+    peft.save_pretrained(tmp_path / "adapter")
+    ids = torch.arange(30, 70)[None]
+    with torch.no_grad():
+        want = peft(ids).logits
+    merged = export([str(tmp_path / "adapter")], ExportConfig(to="merged", out=tmp_path / "merged"))
+    model = AutoModelForCausalLM.from_pretrained(merged.path, dtype=torch.float32)
+    with torch.no_grad():
+        assert (model(ids).logits - want).abs().max() < 0.05  # merged in bf16
+    result = export([str(tmp_path / "adapter")], ExportConfig(to="gguf", quant="f32", out=tmp_path / "g"))
+    assert not list(result.path.glob("*-lora.gguf")) and any("no GGUF LoRA" in n for n in result.notes)
+    llama_cpp()
+    got = gguf_logits(next(result.path.glob("*-f32.gguf")), ids[0].tolist())
+    assert abs(got - want[0].numpy()).max() < 1e-3
