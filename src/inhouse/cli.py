@@ -34,7 +34,7 @@ rag_app = typer.Typer(no_args_is_help=True, help="Index documents and search the
 app.add_typer(rag_app, name="rag")
 jobs_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs submitted to `inhouse serve` (the same queue).")
 app.add_typer(jobs_app, name="jobs")
-adapters_app = typer.Typer(help="The adapter library (INHOUSE_HOME/adapters): list, show, tag, compare.")
+adapters_app = typer.Typer(help="The adapter library (INHOUSE_HOME/adapters): list, show, tag, compare, remove.")
 app.add_typer(adapters_app, name="adapters")
 
 @app.callback()
@@ -249,6 +249,34 @@ def adapters_tag(name: str = typer.Argument(..., help="Library name."),
 
     tags = tag(entry_folder(name), label, remove).tags
     typer.echo(f"{name}: {'tags ' + ', '.join(tags) if tags else 'no tags'}")
+
+
+@adapters_app.command("rm")
+def adapters_rm(name: str = typer.Argument(..., help="Library name."),
+                yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking.")) -> None:
+    """Delete an entry, after asking; refused while a job or a server uses it.
+
+    In use means: a queued or running fine-tuning job trains on it or publishes it (its checkpoints
+    too), or a running `inhouse serve` has it loaded."""
+    from inhouse.adapters.listing import human_size, size_on_disk
+    from inhouse.adapters.registry import entry_folder
+    from inhouse.adapters.remove import check_unused, remove
+
+    folder = entry_folder(name)
+    check_unused(name)  # before asking: a refusal should not wait for an answer
+    if not yes and not _confirmed(f"remove {name!r} ({folder}, {human_size(size_on_disk(folder))})?"):
+        typer.echo("nothing removed (answer y, or pass --yes)", err=True)
+        raise typer.Exit(1)
+    remove(name)
+    typer.echo(f"removed {name!r}")
+
+
+def _confirmed(question: str) -> bool:
+    """The user's yes; no answer (end of input, Ctrl-C) is a no."""
+    try:
+        return typer.confirm(question, default=False)
+    except (click.exceptions.Abort, typer.Abort):
+        return False
 
 
 @rag_app.command("index")

@@ -1,18 +1,22 @@
-"""`inhouse adapters` list, show, tag and diff, as a user meets them."""
+"""`inhouse adapters` list, show, tag, diff and rm, as a user meets them."""
 
 import io
 import json
+import os
 import shutil
+import subprocess
 import sys
 from unittest import mock
 
 import pytest
 from helpers import chat, run_cli, write_jsonl
 
-from inhouse.adapters import registry
+from inhouse import atomic
+from inhouse.adapters import registry, servers
 from inhouse.adapters.diff import diff
 from inhouse.adapters.lineage import Lineage, sha256_file
 from inhouse.adapters.listing import size_on_disk
+from inhouse.jobs.store import Store, now
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +133,86 @@ def test_diff_compares_a_merged_model_by_its_adapters_training():
     d = diff(merged, other)
     assert [(c.field, c.a, c.b, c.delta) for c in d.recipe] == [("lora_r", 4, 8, 4)] and d.same_recipe == 1
     assert [(c.field, c.delta) for c in d.metrics] == [("validation_loss", -0.5), ("note", None)]
+
+
+def test_rm_asks_first(library):
+    code, out, err = cli("adapters", "rm", "a", answer="n\n")
+    assert code == 1 and "remove 'a'" in out and "nothing removed" in err and (library / "a").is_dir()
+    code, out, err = cli("adapters", "rm", "a")  # no answer at all (closed input) is a no
+    assert code == 1 and (library / "a").is_dir()
+    code, out, err = cli("adapters", "rm", "a", answer="y\n")
+    assert code == 0 and "removed 'a'" in out and not (library / "a").exists()
+    code, out, err = cli("adapters", "rm", "b", "--yes")
+    assert code == 0 and "remove 'b'" not in out and not (library / "b").exists()
+    assert list(library.iterdir()) == []  # no trash left behind
+    one_line_error(cli("adapters", "rm", "b", "--yes"), "no adapter 'b'")
+
+
+def job(store: Store, job_id: str, status: str, output_name: str, base: str = "builtin:tiny") -> None:
+    store.insert("jobs", {"id": job_id, "created_at": now(), "status": status, "model": "tiny", "base": base,
+                          "training_file": "file-1", "seed": 0, "hyperparameters": {}, "method": {}, "recipe": {},
+                          "output_name": output_name})
+
+
+def test_rm_is_refused_while_a_job_uses_the_adapter(library):
+    store = Store()
+    job(store, "ftjob-running", "running", "a")
+    job(store, "ftjob-queued", "queued", "other", base=str(library / "b"))
+    job(store, "ftjob-done", "succeeded", "b")
+    registry.publish("a-step-10", lambda folder: None, Lineage(name="a-step-10", kind="checkpoint"))
+    one_line_error(cli("adapters", "rm", "a", "--yes"), "adapter 'a' is in use", "ftjob-running (running) publishes it")
+    one_line_error(cli("adapters", "rm", "a-step-10", "--yes"), "ftjob-running")
+    one_line_error(cli("adapters", "rm", "b", "--yes"), "ftjob-queued (queued) trains on it")
+    assert (library / "a").is_dir() and (library / "b").is_dir() and (library / "a-step-10").is_dir()
+    store.update("jobs", "ftjob-running", status="cancelled")
+    store.update("jobs", "ftjob-queued", status="failed")
+    for name in ("a", "a-step-10", "b"):
+        assert cli("adapters", "rm", name, "--yes")[0] == 0
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_rm_is_refused_while_a_live_server_has_it_loaded(library, home):
+    registration = servers.register(["a"], base="builtin:tiny", port=8000)  # this process, alive
+    try:
+        one_line_error(cli("adapters", "rm", "a", "--yes"), f"inhouse serve (pid {os.getpid()}) has it loaded")
+        registration.update(["b"])  # `a` was evicted, `b` loaded
+        one_line_error(cli("adapters", "rm", "b", "--yes"), "has it loaded")
+        assert cli("adapters", "rm", "a", "--yes")[0] == 0
+    finally:
+        registration.close()
+    assert cli("adapters", "rm", "b", "--yes")[0] == 0
+
+
+def test_registrations_of_dead_or_other_processes_are_ignored(library, home):
+    folder = home / "servers"
+    folder.mkdir()
+    pid = dead_pid()
+    atomic.write_json(folder / f"{pid}.json", {"pid": pid, "started": None, "adapters": ["a"]})
+    if servers.started(os.getpid()) is not None:  # Linux: /proc tells when a process started
+        # this pid, but recorded by a process that started at another time: the pid was reused
+        atomic.write_json(folder / f"{os.getpid()}.json", {"pid": os.getpid(), "started": "1", "adapters": ["b"]})
+    (folder / "garbage.json").write_text("{not json", encoding="utf-8")
+    assert servers.live() == []
+    assert cli("adapters", "rm", "a", "--yes")[0] == 0 and cli("adapters", "rm", "b", "--yes")[0] == 0
+    servers.register([], base="x").close()  # a new server clears the stale files
+    assert list(folder.iterdir()) == []
+
+
+def test_a_removal_cut_short_leaves_nothing_under_the_name(library, monkeypatch):
+    """The folder leaves its name in one rename; a crash while deleting the files leaves only hidden trash."""
+    from inhouse.adapters.remove import remove
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.shutil, "rmtree", crash)
+    with pytest.raises(KeyboardInterrupt):
+        remove("a")
+    assert not (library / "a").exists() and "a" not in registry.names()
+    assert [r for r in json.loads(cli("adapters", "list", "--json")[1]) if r["name"] == "a"] == []
+    assert [p.name.split("-")[0] for p in library.iterdir() if p.name.startswith(".")] == [".a.trash"]

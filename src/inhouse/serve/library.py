@@ -51,6 +51,15 @@ async def get_adapter(name: str) -> dict[str, Any]:
     return (await run_in_threadpool(adapter_lineage, name)).dump()
 
 
+@router.delete("/adapters/{name}")
+async def delete_adapter(name: str) -> dict[str, Any]:
+    """Remove an entry, refused (409) while a fine-tuning job or a server (this one too) uses it."""
+    from inhouse.adapters.remove import remove
+
+    await run_in_threadpool(remove, plain(name, "adapter"))
+    return {"id": name, "object": "model", "deleted": True}
+
+
 @router.post("/adapters/{name}/merge")
 async def merge_adapter(name: str) -> dict[str, Any]:
     """Merge into the base (reloaded in bf16); the merged model joins the library as `<name>-merged`."""
