@@ -46,3 +46,10 @@ def test_delete_removes_an_unused_entry_and_refuses_a_loaded_one(server):
     assert (server.home / "adapters" / "facts" / "inhouse.json").is_file()
     assert call(server, "DELETE", "/v1/adapters/nope")[0] == 404
     assert call(server, "DELETE", "/v1/adapters/..")[0] in (404, 405)
+
+
+def test_the_comparison_page_shows_the_recipe_diff(server):
+    with urllib.request.urlopen(server.url + "/ui/models/compare?a=facts&b=polite") as response:
+        page = response.read().decode("utf-8")
+    assert response.status == 200 and "Recipe differences" in page
+    assert "<td>output_name</td><td>facts</td><td>polite</td>" in page and "<td>lora_r</td>" not in page
