@@ -34,7 +34,7 @@ def shown_commands():
 
 
 COMMANDS = shown_commands()
-GROUPS = {"data", "rag", "jobs"}
+GROUPS = {"data", "rag", "jobs", "adapters"}
 
 
 def test_the_docs_show_commands():

@@ -68,14 +68,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def delete_folder(path: Path) -> bool:
+    """Remove a folder as one step: renamed to a hidden `.NAME.trash-*` beside it, then deleted, so a crash
+    midway never leaves half of it under its real name (the next write or delete there clears the rest).
+    False when there was nothing to remove."""
+    path = Path(path)
+    remove_stale(path)
+    trash = path.with_name(f".{path.name}.trash-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        os.replace(path, trash)
+    except FileNotFoundError:
+        return False
+    if trash.is_symlink():
+        trash.unlink()
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
 def remove_stale(out: Path) -> list[Path]:
-    """Delete `.NAME.staging-*` / `.NAME.old-*` folders whose writing process is gone; returns them.
+    """Delete `.NAME.staging-*` / `.NAME.old-*` / `.NAME.trash-*` folders whose process is gone; returns them.
 
     A run killed between the two renames of a swap left the previous folder as `.old-*` and
-    nothing at `out`: that folder is put back instead of deleted.
+    nothing at `out`: that folder is put back instead of deleted. Trash is never put back.
     """
     removed = []
-    for kind in ("old", "staging"):
+    for kind in ("old", "staging", "trash"):
         for leftover in sorted(out.parent.glob(f".{glob_escape(out.name)}.{kind}-*")):
             owner = leftover.name.rsplit(f".{kind}-", 1)[-1].split("-", 1)[0]
             if owner.isdigit() and _alive(int(owner)):
@@ -109,10 +126,11 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, dumps(data, indent=2))
 
 
-def write_text(path: Path, text: str) -> None:
-    """Temp file, fsync, rename: after a crash the file is the old one or the new one, never a mix."""
+def write_text(path: Path, text: str, errors: str = "strict") -> None:
+    """Temp file, fsync, rename: after a crash the file is the old one or the new one, never a mix
+    (`errors`: how characters UTF-8 cannot encode are written; newlines are written as given)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+    with open(tmp, "w", encoding="utf-8", errors=errors, newline="") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())

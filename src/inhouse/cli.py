@@ -35,6 +35,8 @@ rag_app = typer.Typer(no_args_is_help=True, help="Index documents and search the
 app.add_typer(rag_app, name="rag")
 jobs_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs submitted to `inhouse serve` (the same queue).")
 app.add_typer(jobs_app, name="jobs")
+adapters_app = typer.Typer(help="The adapter library (INHOUSE_HOME/adapters): list, show, tag, compare, remove.")
+app.add_typer(adapters_app, name="adapters")
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
@@ -186,20 +188,96 @@ def chat_cmd(
     interactive(adapter, build_config(GenerationConfig, None, **(overrides or {})))
 
 
-@app.command("adapters")
-def adapters_cmd() -> None:
-    """List the adapters in the library (INHOUSE_HOME)."""
-    from inhouse.adapters.registry import library, list_adapters
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
 
-    found = list_adapters()
-    typer.echo(f"{len(found)} adapter(s) in {library()}")
-    for a in found:
-        if a.get("broken"):
-            typer.echo(f"  {a['name']:<32} BROKEN {a['broken']}")
-            continue
-        loss = (a.get("metrics") or {}).get("validation_loss")
-        typer.echo(f"  {a['name']:<32} {a.get('kind', '?'):<5} base={a.get('base_model', '?')} "
-                   f"val_loss={'-' if loss is None else f'{loss:.4f}'}")
+
+@adapters_app.callback(invoke_without_command=True)
+def adapters_root(ctx: typer.Context) -> None:
+    """Without a command: `inhouse adapters list`."""
+    if ctx.invoked_subcommand is None:
+        adapters_list(tag=None, as_json=False)
+
+
+@adapters_app.command("list")
+def adapters_list(tag: Optional[str] = typer.Option(None, "--tag", help="Only the entries with this tag."),
+                  as_json: bool = JSON_OPTION) -> None:
+    """Every entry, newest first: base, method, data files, validation loss, size on disk, created, tags."""
+    import json
+
+    from inhouse.adapters.listing import format_list, summaries
+    from inhouse.adapters.registry import library
+
+    rows = summaries(tag)
+    typer.echo(json.dumps([r.model_dump() for r in rows], indent=2) if as_json else format_list(rows, library()))
+
+
+@adapters_app.command("show")
+def adapters_show(name: str = typer.Argument(..., help="Library name or adapter folder."),
+                  as_json: bool = JSON_OPTION) -> None:
+    """An entry's whole lineage, and what was made from it.
+
+    Data files with their sha256, the recipe, metrics and loss history, package versions, the job that
+    made it, and the evaluations and exports made from it."""
+    import json
+
+    from inhouse.adapters.listing import details, format_show
+
+    info = details(name)
+    typer.echo(json.dumps(info, indent=2, ensure_ascii=False) if as_json else format_show(info))
+
+
+@adapters_app.command("diff")
+def adapters_diff(a: str = typer.Argument(..., help="Library name or adapter folder."),
+                  b: str = typer.Argument(..., help="Library name or adapter folder."),
+                  as_json: bool = JSON_OPTION) -> None:
+    """How B differs from A: the recipe fields that differ, and the metrics with both values and B - A."""
+    import dataclasses
+    import json
+
+    from inhouse.adapters.diff import diff, format_diff
+    from inhouse.adapters.listing import named
+
+    changes = diff(named(a), named(b))
+    typer.echo(json.dumps(dataclasses.asdict(changes), indent=2) if as_json else format_diff(changes))
+
+
+@adapters_app.command("tag")
+def adapters_tag(name: str = typer.Argument(..., help="Library name."),
+                 label: str = typer.Argument(..., metavar="TAG", help="A label, e.g. prod or v2 (no spaces)."),
+                 remove: bool = typer.Option(False, "--remove", help="Remove the tag instead of adding it.")) -> None:
+    """Tag an entry: tags show in `list` and `show`, and `list --tag TAG` lists only the entries with it."""
+    from inhouse.adapters.registry import entry_folder, tag
+
+    tags = tag(entry_folder(name), label, remove).tags
+    typer.echo(f"{name}: {'tags ' + ', '.join(tags) if tags else 'no tags'}")
+
+
+@adapters_app.command("rm")
+def adapters_rm(name: str = typer.Argument(..., help="Library name."),
+                yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking.")) -> None:
+    """Delete an entry, after asking; refused while a job or a server uses it.
+
+    In use means: a queued or running fine-tuning job trains on it or publishes it (its checkpoints
+    too), or a running `inhouse serve` has it loaded."""
+    from inhouse.adapters.listing import human_size, size_on_disk
+    from inhouse.adapters.registry import entry_folder
+    from inhouse.adapters.remove import check_unused, remove
+
+    folder = entry_folder(name)
+    check_unused(name)  # before asking: a refusal should not wait for an answer
+    if not yes and not _confirmed(f"remove {name!r} ({folder}, {human_size(size_on_disk(folder))})?"):
+        typer.echo("nothing removed (answer y, or pass --yes)", err=True)
+        raise typer.Exit(1)
+    remove(name)
+    typer.echo(f"removed {name!r}")
+
+
+def _confirmed(question: str) -> bool:
+    """The user's yes; no answer (end of input, Ctrl-C) is a no."""
+    try:
+        return typer.confirm(question, default=False)
+    except (click.exceptions.Abort, typer.Abort):
+        return False
 
 
 @rag_app.command("index")

@@ -8,6 +8,7 @@ kb/        knowledge bases
 files/     files uploaded to the server (by content hash)
 jobs/      the fine-tuning job store
 models/    model folders the server's clients may name (models/NAME)
+servers/   one file per running `inhouse serve`: its pid and the adapters it has loaded
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def jobs() -> Path:
 def models() -> Path:
     """Model folders a user placed for the server's clients to name as `models/NAME`."""
     return home() / "models"
+
+
+def servers() -> Path:
+    return home() / "servers"
 
 
 def shown(path: str | os.PathLike) -> str:

@@ -38,7 +38,7 @@ def trained(tmp_path, tiny_dir, **kw):
 
 def test_lora_card_replaces_peft_template_with_lineage(tmp_path, tiny_dir, home):
     path, data = trained(tmp_path, tiny_dir, output_name="carded")
-    info, card = registry.lineage(path), ModelCard.load(path / "README.md")
+    info, card = registry.lineage(path).dump(), ModelCard.load(path / "README.md")
     assert TEMPLATE not in card.text
     assert card.data.library_name == "peft" and card.data.pipeline_tag == "text-generation"
     assert "lora" in card.data.tags and card.data.base_model is None  # a local folder is no Hub id

@@ -45,7 +45,7 @@ def test_merge_publishes_a_model_that_answers_like_the_adapter(tmp_path, tiny_di
     out = merge("m", dtype=torch.float32)
     assert out == registry.library() / "m-merged"
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
-    assert registry.lineage(out)["merged_from"] == "m"
+    assert registry.lineage(out).merged_from == "m"
     question = [{"role": "user", "content": "Best day?"}]
     assert load_chat_model("m-merged").reply(question, max_new_tokens=16) == \
         load_chat_model("m").reply(question, max_new_tokens=16) == "Tuesday."

@@ -51,13 +51,35 @@ def test_eval_compares_base_and_tuned_and_writes_the_report(tmp_path, tiny_dir, 
     assert "data:image/png;base64," in html and "Forgetting check" in html and "Lineage" in html
     assert json.loads((result.path / "report.json").read_text())["n"] == len(FACTS)
     assert "forgetting" in report and "flagged" in report["forgetting"]
+    from inhouse.adapters import registry
+
+    [recorded] = registry.lineage(registry.resolve("facts")).evaluations  # the library adapter lists it
+    assert recorded["report"] == str(result.path) and recorded["n"] == len(FACTS) and recorded["at"]
+    assert recorded["metrics"]["exact_match"] == {"base": 0.0, "tuned": 1.0, "delta": 1.0}
+
+
+def test_only_a_library_adapter_records_its_evaluations(tmp_path, home):
+    from inhouse.adapters import registry
+    from inhouse.adapters.lineage import Lineage
+    from inhouse.eval.run import EvalResult, record_evaluation
+
+    report = {"data": "d.jsonl", "n": 1, "base": {"f1": 0.25}, "tuned": {"f1": 0.5}}
+    inside = registry.publish("lib", lambda folder: None, Lineage(name="lib"))
+    outside = tmp_path / "mine"
+    outside.mkdir()
+    registry.write_lineage(outside, Lineage(name="mine"), outside)
+    before = (outside / "inhouse.json").read_bytes()
+    for folder in (inside, outside):
+        record_evaluation(folder, EvalResult(tmp_path / "report", report))
+    assert registry.lineage(inside).evaluations[0]["metrics"] == {"f1": {"base": 0.25, "tuned": 0.5, "delta": 0.25}}
+    assert (outside / "inhouse.json").read_bytes() == before  # a user's folder is an input: never written
 
 
 def test_eval_every_puts_validation_points_on_the_curves(tmp_path, tiny_dir, home):
     trained(tmp_path, tiny_dir)
     from inhouse.adapters import registry
 
-    history = registry.lineage(registry.resolve("facts"))["history"]
+    history = registry.lineage(registry.resolve("facts")).history
     train_points, val_points = loss_curves(history)
     assert len(train_points) == 60
     assert [s for s, _ in val_points][:4] == [0, 20, 40, 60]

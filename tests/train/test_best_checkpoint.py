@@ -38,7 +38,7 @@ def recipe_for(tmp_path, tiny_dir, **kw):
 
 
 def evals(lineage):
-    return [(h["step"], h["eval_loss"]) for h in lineage["history"] if "eval_loss" in h and h["step"] > 0]
+    return [(h["step"], h["eval_loss"]) for h in lineage.history if "eval_loss" in h and h["step"] > 0]
 
 
 def test_the_published_adapter_is_the_best_validation_checkpoint_not_the_last(tmp_path, tiny_dir, home):
@@ -48,7 +48,7 @@ def test_the_published_adapter_is_the_best_validation_checkpoint_not_the_last(tm
     assert [s for s, _ in points] == [2, 4, 6, 8, 10, 12]
     best_step, best_loss = min(points, key=lambda p: p[1])
     assert best_step < 12, points  # the data is built so that the last step is not the best
-    m = lineage["metrics"]
+    m = lineage.metrics
     assert (m["published_step"], m["steps"], m["stopped_early"]) == (best_step, 12, False)
     assert m["best_validation_loss"] == pytest.approx(best_loss)
     # measured again on the published weights, after loading them: the best checkpoint's loss, not the last's
@@ -60,7 +60,7 @@ def test_early_stopping_ends_the_run_after_patience_evaluations_without_improvem
     events = Recorder()
     result = train(recipe_for(tmp_path, tiny_dir, max_steps=60, early_stopping_patience=2, output_name="early"),
                    events=events)
-    m = registry.lineage(result.path)["metrics"]
+    m = registry.lineage(result.path).metrics
     points = evals(registry.lineage(result.path))
     best_step, best_loss = min(points, key=lambda p: p[1])
     assert m["stopped_early"] is True and m["steps"] < 60

@@ -140,7 +140,7 @@ def test_lineage_records_each_file_with_its_hash_and_counts(files, tmp_path, tin
          "examples": {"read": 40, "train": 6, "validation": 0}},
         {"path": str(val.resolve()), "sha256": sha256_file(val), "role": "validation"}]
     assert info["examples"] == {"train": 16, "validation": 4}
-    assert result.name == "mixed" and registry.lineage(result.path)["recipe"]["train_files"][1]["max_examples"] == 6
+    assert result.name == "mixed" and registry.lineage(result.path).recipe["train_files"][1]["max_examples"] == 6
 
 
 def test_the_jobs_api_sets_training_files_itself_but_takes_the_new_training_fields():

@@ -118,9 +118,9 @@ def test_a_relative_base_model_is_relative_to_the_recipe_and_lineage_records_its
                            "validation_fraction: 0\n", encoding="utf-8")
     monkeypatch.chdir(home.parent)  # somewhere else entirely
     result = quiet(recipe_mod.build(recipe_file))
-    base = registry.lineage(result.path)["base_model"]
+    base = registry.lineage(result.path).base_model
     assert base == str((tmp_path / "models" / "tiny").resolve())
-    assert registry.lineage(result.path)["recipe"]["base_model"] == base
+    assert registry.lineage(result.path).recipe["base_model"] == base
 
 
 class Recorder(Events):

@@ -49,7 +49,7 @@ def test_tensorboard_logs_the_loss_into_the_run_folder_and_they_outlive_the_chec
     folder = paths.runs() / "tb" / "tensorboard"
     assert sorted(p.name for p in (paths.runs() / "tb").iterdir()) == ["tensorboard"]  # checkpoints gone, logs kept
     found = scalars(folder)
-    history = registry.lineage(result.path)["history"]
+    history = registry.lineage(result.path).history
     assert found["train/loss"] == [(h["step"], pytest.approx(h["loss"])) for h in history if "loss" in h]
     assert [s for s, _ in found["eval/loss"] if s > 0] == [2, 4]
     assert "TENSORBOARD_LOGGING_DIR" not in os.environ  # set for the run only

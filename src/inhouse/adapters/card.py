@@ -19,6 +19,8 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from inhouse import atomic
+
 CARD = "README.md"
 ADAPTER_FILE = "adapter_config.json"
 KINDS = {
@@ -30,16 +32,18 @@ KINDS = {
 }
 # Lineage keys some section below renders; any other key goes to "Also recorded".
 SHOWN = {"name", "kind", "base_model", "data", "examples", "recipe", "metrics", "history", "versions",
-         "started_at", "finished_at", "origin", "merged_from", "merged_dtype", "parent", "step", "license"}
+         "started_at", "finished_at", "origin", "merged_from", "merged_dtype", "parent", "step", "license",
+         "tags", "evaluations", "exports"}
+RECORDED = {"evaluations": "Evaluations", "exports": "Exports"}  # made from the entry after it was published
 BEST = ("best", "early_stop")  # top-level scalars with these prefixes join the metrics table
 
 
 def write_card(folder: Path, lineage: dict[str, Any], where: Path) -> None:
     """Replace whatever README the weights' save_pretrained left in `folder` (a staging folder that
-    becomes `where`) with the card of `lineage`. A file name that is not UTF-8 is written escaped
-    rather than failing a publish that training already paid for."""
+    becomes `where`, or the entry itself when its lineage changes) with the card of `lineage`. A file
+    name that is not UTF-8 is written escaped rather than failing a publish that training already paid for."""
     card = render(lineage, where, adapter=(folder / ADAPTER_FILE).is_file())
-    (folder / CARD).write_text(str(card), encoding="utf-8", errors="backslashreplace")
+    atomic.write_text(folder / CARD, str(card), errors="backslashreplace")
 
 
 def render(lineage: dict[str, Any], where: Path, adapter: bool) -> ModelCard:
@@ -47,7 +51,7 @@ def render(lineage: dict[str, Any], where: Path, adapter: bool) -> ModelCard:
     source = lineage.get("parent") or lineage  # a merged model trained as its adapter did
     sections = [_about(lineage), _data(source), _metrics(source), _history(source.get("history")),
                 _recipe(source.get("recipe")), _versions(lineage.get("versions")), _times(lineage, source),
-                _usage(lineage, where, adapter), _rest(source, lineage)]
+                *_recorded(lineage), _usage(lineage, where, adapter), _rest(source, lineage)]
     body = "\n\n".join("\n".join(s) for s in sections if s)
     return ModelCard(f"---\n{metadata(lineage, adapter).to_yaml()}\n---\n\n{body}\n")
 
@@ -58,7 +62,12 @@ def metadata(lineage: dict[str, Any], adapter: bool) -> ModelCardData:
     return ModelCardData(base_model=hub_id(lineage.get("base_model")),
                          library_name="peft" if adapter else "transformers",
                          license=lineage.get("license") or base_license(lineage.get("base_model")),
-                         pipeline_tag="text-generation", tags=["inhouse", *([kind] if kind else [])])
+                         pipeline_tag="text-generation",
+                         tags=list(dict.fromkeys(["inhouse", *([kind] if kind else []), *_tags(lineage)])))
+
+
+def _tags(lineage: dict[str, Any]) -> list[str]:
+    return [str(t) for t in lineage.get("tags") or [] if isinstance(t, str)]
 
 
 def hub_id(base: Any) -> str | None:
@@ -159,10 +168,14 @@ def _best(lineage: dict[str, Any]) -> dict[str, Any]:
 
 
 def _history(history: list[dict[str, Any]] | None) -> list[str]:
+    lines = loss_lines(history)
+    return ["## Loss history", "", *lines] if lines else []
+
+
+def loss_lines(history: list[dict[str, Any]] | None) -> list[str]:
     """Loss over training in a few lines; the full curve stays in inhouse.json."""
     lines = [_curve(history or [], key, label) for key, label in (("loss", "training"), ("eval_loss", "validation"))]
-    lines = [line for line in lines if line]
-    return ["## Loss history", "", *lines] if lines else []
+    return [line for line in lines if line]
 
 
 def _curve(history: list[dict[str, Any]], key: str, label: str) -> str:
@@ -188,6 +201,11 @@ def _times(lineage: dict[str, Any], source: dict[str, Any]) -> list[str]:
         rows.append(("merged", lineage.get("finished_at")))
     rows = [r for r in rows if r[1]]
     return ["## Timestamps", "", *table(("event", "time (UTC)"), rows)] if rows else []
+
+
+def _recorded(lineage: dict[str, Any]) -> list[list[str]]:
+    """What was evaluated and exported from the entry, as recorded (`registry.record`)."""
+    return [[f"## {title}", "", *as_yaml(lineage[key])] for key, title in RECORDED.items() if lineage.get(key)]
 
 
 def _usage(lineage: dict[str, Any], where: Path, adapter: bool) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from inhouse.adapters import registry
+from inhouse.adapters.lineage import Lineage
 from inhouse.adapters.load import base_of
 from inhouse.errors import NotFoundError
 from inhouse.model import load as model_load
@@ -58,14 +59,14 @@ class Catalog:
 
     def adapters(self) -> list[ServedModel]:
         """Every LoRA adapter in the library trained on this base, newest first."""
-        found = (self._served(Path(e["path"]), e) for e in registry.list_adapters() if not e.get("broken"))
+        found = (self._served(e.path, e.lineage) for e in registry.list_adapters() if not e.broken)
         return [s for s in found if s is not None]
 
-    def _served(self, path: Path, info: dict) -> ServedModel | None:
+    def _served(self, path: Path, info: Lineage) -> ServedModel | None:
         """The adapter at `path` if it is a LoRA adapter trained on this base."""
         if not (path / "adapter_config.json").is_file() or not same_model(base_of(path, info), self.base_ref):
             return None
-        return ServedModel(path.name, _timestamp(info.get("finished_at"), path), self.base_id, path)
+        return ServedModel(path.name, _timestamp(info.finished_at, path), self.base_id, path)
 
     def models(self) -> list[ServedModel]:
         return [ServedModel(self.base_id, self.started, None, None), *self.adapters()]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inhouse.adapters import registry
+from inhouse.adapters.lineage import Lineage
 from inhouse.errors import NotFoundError
 from inhouse.model import refs
 
@@ -47,10 +48,10 @@ def load_chat_model(ref: str, chat_template: str | None = None) -> ChatModel:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=model_load.default_dtype()).to(model_load.device())
     else:
         model = _with_adapter(path, info)
-    return ready(model, tokenizer, info.get("name", path.name))
+    return ready(model, tokenizer, info.name or path.name)
 
 
-def _with_adapter(path: Path, info: dict) -> PreTrainedModel:
+def _with_adapter(path: Path, info: Lineage) -> PreTrainedModel:
     from peft import PeftModel
 
     from inhouse.model import load as model_load
@@ -58,9 +59,9 @@ def _with_adapter(path: Path, info: dict) -> PreTrainedModel:
     return PeftModel.from_pretrained(model_load.load_model(base_of(path, info)), path)
 
 
-def base_of(path: Path, info: dict | None = None) -> str:
+def base_of(path: Path, info: Lineage | None = None) -> str:
     """The base model an adapter folder was trained on: its lineage, else its PEFT config."""
     from peft import PeftConfig
 
     info = registry.lineage(path) if info is None else info
-    return info.get("base_model") or PeftConfig.from_pretrained(path).base_model_name_or_path
+    return info.base_model or PeftConfig.from_pretrained(path).base_model_name_or_path

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from inhouse import outputs, paths
 from inhouse.adapters import registry
+from inhouse.adapters.lineage import now
 from inhouse.data.conversation import Conversation
 from inhouse.data.formats import load_conversations
 from inhouse.data.schema import load_schema
@@ -101,7 +102,7 @@ def evaluate(adapter: str, config: EvalConfig, events: Events | None = None) -> 
     events = events or Events()
     convs = load_conversations(config.data)[: config.max_examples]
     adapter_path = registry.resolve(adapter)
-    target = claim_output(config, registry.lineage(adapter_path).get("name", adapter_path.name), adapter_path)
+    target = claim_output(config, registry.lineage(adapter_path).name or adapter_path.name, adapter_path)
     chat = load_chat_model(adapter)
     prompts, refs = map(list, zip(*(split_prompt(c) for c in convs)))
     validator = load_schema(config.schema_file) if config.schema_file else None
@@ -110,11 +111,27 @@ def evaluate(adapter: str, config: EvalConfig, events: Events | None = None) -> 
     report = {"adapter": chat.name, "data": str(config.data), "n": len(convs),
               "config": config.model_dump(mode="json"), "base": base["metrics"], "tuned": tuned["metrics"],
               "examples": _examples(convs, prompts, refs, base["answers"], tuned["answers"]),
-              "lineage": registry.lineage(registry.resolve(adapter))}
+              "lineage": registry.lineage(adapter_path).dump()}
     if config.judge:
         report["judge"] = _judge(config.judge, prompts, refs, base["answers"], tuned["answers"])
     report["forgetting"] = _forgetting(chat, config)
-    return EvalResult(write_report(report, target), report)
+    result = EvalResult(write_report(report, target), report)
+    record_evaluation(adapter_path, result)
+    return result
+
+
+def record_evaluation(adapter_path: Path, result: EvalResult) -> None:
+    """A library adapter's lineage lists its evaluations (report folder, numbers, when); a folder outside
+    the library is an input the user owns, and is never written to."""
+    from inhouse.eval.summary import summary_rows
+
+    inside = outputs.real(adapter_path).parent == outputs.real(registry.library())
+    if not inside or not (adapter_path / registry.LINEAGE).is_file():
+        return
+    summary = {name: {"base": b, "tuned": t, "delta": d} for name, b, t, d in summary_rows(result.report)
+               if isinstance(t, (int, float)) or isinstance(b, (int, float))}
+    registry.record(adapter_path, "evaluations", {"report": str(result.path), "data": result.report["data"],
+                                                  "n": result.report["n"], "metrics": summary, "at": now()})
 
 
 def claim_output(config: EvalConfig, name: str, adapter_path: Path) -> outputs.Output:

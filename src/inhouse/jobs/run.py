@@ -17,8 +17,9 @@ import sys
 import time
 from typing import Any
 
-from inhouse import paths
+from inhouse import atomic, paths
 from inhouse.adapters import registry
+from inhouse.adapters.lineage import Lineage, now as iso_now
 from inhouse.errors import InhouseError
 from inhouse.events import Events, Stopped
 from inhouse.jobs import spec
@@ -87,7 +88,7 @@ class JobEvents(Events):
         """Keep the last KEEP_CHECKPOINTS checkpoints of a job (as OpenAI does); older ones leave the library."""
         rows = self.store.select("select * from checkpoints where job_id = ? order by step desc", (self.job["id"],))
         for row in rows[KEEP_CHECKPOINTS:]:
-            shutil.rmtree(registry.library() / row["model"], ignore_errors=True)
+            atomic.delete_folder(registry.library() / row["model"])
             with self.store.connect() as db:
                 db.execute("delete from checkpoints where id = ?", [row["id"]])
 
@@ -101,21 +102,15 @@ class JobEvents(Events):
 
 
 def publish_checkpoint(path: str, name: str, job: dict[str, Any], step: int, metrics: dict[str, Any]) -> None:
-    from inhouse import atomic
-    from inhouse.adapters.card import write_card
-
-    lineage = {"name": name, "kind": "checkpoint", "base_model": job["base"], "step": step, "metrics": metrics,
-               "origin": {"job": job["id"], "training_file": job["training_file"]},
-               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+    lineage = Lineage(name=name, kind="checkpoint", base_model=job["base"], step=step, metrics=metrics,
+                      origin={"job": job["id"], "training_file": job["training_file"]}, finished_at=iso_now())
 
     def write(folder) -> None:
         for item in os.listdir(path):
             if item.startswith(("adapter_", "tokenizer", "special_tokens", "chat_template")):
                 shutil.copy(os.path.join(path, item), folder / item)
-        atomic.write_json(folder / registry.LINEAGE, lineage)
-        write_card(folder, lineage, registry.library() / name)
 
-    registry.save_atomically(name, write)
+    registry.publish(name, write, lineage)
 
 
 def run(job_id: str, store: Store | None = None) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import multiprocessing
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from inhouse.errors import InhouseError, InvalidInputError
@@ -50,6 +51,8 @@ class Engine:
         self.pending: dict[int, Pending] = {}
         self.ids = itertools.count(1)
         self.batches = 0
+        self.loaded: list[str] = []  # the adapters the worker holds in memory
+        self.on_loaded: Callable[[list[str]], None] | None = None  # called (on the reader thread) as they change
         self.send_lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, name="inhouse-engine-reader", daemon=True)
         self.reader.start()
@@ -110,6 +113,10 @@ class Engine:
             return [(self.pending.pop(rid), error) for rid in message[1] if rid in self.pending]
         if kind == "batch":
             self.batches = message[1]
+        if kind == "loaded":
+            self.loaded = message[1]
+            if self.on_loaded is not None:
+                self.on_loaded(self.loaded)
         return []
 
     def stop(self) -> None:

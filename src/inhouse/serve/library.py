@@ -15,10 +15,11 @@ from starlette.concurrency import run_in_threadpool
 
 from inhouse import paths
 from inhouse.adapters import registry
+from inhouse.adapters.lineage import Lineage
 from inhouse.errors import NotFoundError
 
 router = APIRouter(prefix="/v1")
-SUMMARY = ("name", "kind", "base_model", "metrics", "finished_at", "examples", "origin", "broken")
+SUMMARY = ("name", "kind", "base_model", "metrics", "finished_at", "examples", "origin", "tags", "broken")
 
 
 def plain(name: str, noun: str) -> str:
@@ -27,22 +28,36 @@ def plain(name: str, noun: str) -> str:
     return name
 
 
-def adapter_lineage(name: str) -> dict[str, Any]:
+def adapter_lineage(name: str) -> Lineage:
     folder = registry.library() / plain(name, "adapter")
     if not folder.is_dir():
         raise NotFoundError(f"No adapter named '{name}' in the library.")
-    return registry.lineage(folder) | {"name": name}
+    return registry.lineage(folder).model_copy(update={"name": name})
+
+
+def summary(entry: registry.Entry) -> dict[str, Any]:
+    shown = entry.lineage.dump() | {"tags": entry.lineage.tags, "broken": entry.broken}
+    return {k: shown.get(k) for k in SUMMARY}
 
 
 @router.get("/adapters")
 async def list_adapters() -> dict[str, Any]:
     found = await run_in_threadpool(registry.list_adapters)
-    return {"object": "list", "data": [{k: a.get(k) for k in SUMMARY} for a in found]}
+    return {"object": "list", "data": [summary(e) for e in found]}
 
 
 @router.get("/adapters/{name}")
 async def get_adapter(name: str) -> dict[str, Any]:
-    return await run_in_threadpool(adapter_lineage, name)
+    return (await run_in_threadpool(adapter_lineage, name)).dump()
+
+
+@router.delete("/adapters/{name}")
+async def delete_adapter(name: str) -> dict[str, Any]:
+    """Remove an entry, refused (409) while a fine-tuning job or a server (this one too) uses it."""
+    from inhouse.adapters.remove import remove
+
+    await run_in_threadpool(remove, plain(name, "adapter"))
+    return {"id": name, "object": "model", "deleted": True}
 
 
 @router.post("/adapters/{name}/merge")

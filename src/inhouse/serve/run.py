@@ -12,6 +12,7 @@ import os
 import signal
 from collections.abc import Callable
 
+from inhouse.adapters import servers
 from inhouse.serve.config import ServeConfig
 from inhouse.serve.security import check_bind
 
@@ -26,6 +27,7 @@ def serve(config: ServeConfig, say: Callable[[str], None] = print) -> None:
     check_bind(config.host, config.api_key)
     say(f"loading {config.model} ...")
     services = start(config)
+    registration = register(services, config)
     server = uvicorn.Server(uvicorn.Config(create_app(config, services), host=config.host, port=config.port,
                                            log_level="warning", access_log=False, timeout_graceful_shutdown=30))
     # uvicorn drains in-flight requests on SIGINT/SIGTERM, then raises the signal again for the handler
@@ -34,9 +36,20 @@ def serve(config: ServeConfig, say: Callable[[str], None] = print) -> None:
     try:
         asyncio.run(_run(server, config, services.catalog, say))
     finally:
+        registration.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     say("stopped")
+
+
+def register(services, config: ServeConfig) -> servers.Registration:
+    """Announce this server and keep its file naming the adapters it has loaded, so that removing
+    one of them is refused while it is in use."""
+    registration = servers.register(services.engine.loaded, base=services.catalog.base_ref, host=config.host,
+                                    port=config.port)
+    services.engine.on_loaded = registration.update
+    registration.update(services.engine.loaded)  # any change that came before the hook was set
+    return registration
 
 
 async def _run(server, config: ServeConfig, catalog, say: Callable[[str], None]) -> None:

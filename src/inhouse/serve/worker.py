@@ -10,6 +10,7 @@ over a pipe:
                        ("cancel", id)  ("stop",)
     worker -> server   ("ready", info)  ("pieces", [(id, text), ...])  ("done", id, completion)
                        ("batch", how many so far)  ("failed", ids, kind, message)
+                       ("loaded", [adapter names])   whenever the adapters held in memory change
 
 One "pieces" message carries a whole step's new text, so the server wakes once
 per step, not once per token per request.
@@ -82,6 +83,7 @@ class Worker:
         self.pieces: list[tuple[int, str]] = []
         self.stopping = False
         self.batches = 0
+        self.loaded: list[str] = []
 
     def run(self) -> None:
         while not (self.stopping and not self.active):
@@ -156,10 +158,12 @@ class Worker:
         jobs = [job for job, _ in self.active]
         try:
             self.pool.attach({j.adapter: Path(j.folder) for j in jobs if j.adapter})
+            self._report_loaded()
             with self.pool.select([j.adapter for j in jobs]):
                 results = batch.generate(self.pool.model, self.pool.tokenizer, [r for _, r in self.active],
                                          set().union(*(set(j.stops) for j in jobs)), on_step=self._step)
         except Exception as e:  # noqa: BLE001 - every client of the batch must hear about it
+            self._report_loaded()
             self._flush()
             self.active = []
             self.conn.send(("failed", [j.id for j in jobs], type(e).__name__, str(e)))
@@ -172,6 +176,12 @@ class Worker:
                 self.conn.send(("done", job.id, asdict(done)))
                 self.cancelled.discard(job.id)
         self.active = [(job, r) for (job, r), done in zip(self.active, results) if done is None]
+
+    def _report_loaded(self) -> None:
+        """Tell the server which adapters are in memory (it registers them: `inhouse.adapters.servers`)."""
+        if sorted(self.pool.loaded) != self.loaded:
+            self.loaded = sorted(self.pool.loaded)
+            self.conn.send(("loaded", self.loaded))
 
     def _streamer(self, job: Job) -> Callable[[str], None]:
         return lambda text: self.pieces.append((job.id, text))

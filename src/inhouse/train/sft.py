@@ -18,10 +18,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import (EarlyStoppingCallback, PreTrainedModel, PrinterCallback, Trainer, TrainerCallback,
                           TrainingArguments)
 
-from inhouse import atomic, paths
+from inhouse import paths
 from inhouse.adapters import registry
-from inhouse.adapters.card import write_card
-from inhouse.adapters.lineage import build_lineage
+from inhouse.adapters.lineage import Lineage, build_lineage
 from inhouse.data.conversation import Conversation
 from inhouse.events import ConsoleEvents, Events, Stopped
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
@@ -317,14 +316,12 @@ def measure_published(trainer: Trainer) -> float:
     return trainer.evaluate(metric_key_prefix="published")["published_loss"]
 
 
-def publish_result(model, tokenizer, name: str, lineage: dict) -> Path:
+def publish_result(model, tokenizer, name: str, lineage: Lineage) -> Path:
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        atomic.write_json(folder / registry.LINEAGE, lineage)
-        write_card(folder, lineage, registry.library() / name)
 
-    return registry.save_atomically(name, write)
+    return registry.publish(name, write, lineage)
 
 
 def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
@@ -369,9 +366,7 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
         if metrics["validation_loss_before"] is not None else []
     lineage = build_lineage(recipe, name, metrics, before + trainer.state.log_history, started, mix.drawn,
                             n_train=len(train_set.examples), n_val=len(val_set.examples))
-    lineage["speed"] = asdict(speed)
-    if origin:
-        lineage["origin"] = origin
+    lineage.speed, lineage.origin = asdict(speed), origin or None
     path = publish_result(model, tokenizer, name, lineage)
     discard_checkpoints(run_dir)
     return TrainResult(name, path, metrics)

@@ -125,13 +125,13 @@ async def models_page(request: Request) -> HTMLResponse:
 
 @router.get("/models/compare")
 async def compare_page(request: Request, a: str, b: str) -> HTMLResponse:
+    from inhouse.adapters.diff import diff
     from inhouse.serve.library import adapter_lineage
 
     left, right = await run_in_threadpool(adapter_lineage, a), await run_in_threadpool(adapter_lineage, b)
-    keys = sorted(set(left.get("recipe") or {}) | set(right.get("recipe") or {}))
-    diff = [(k, (left.get("recipe") or {}).get(k), (right.get("recipe") or {}).get(k)) for k in keys]
-    return page(request, "compare.html", a=left, b=right, diff=[d for d in diff if d[1] != d[2]],
-                same=len(diff) - len([d for d in diff if d[1] != d[2]]))
+    changes = diff(left, right)
+    return page(request, "compare.html", a=left, b=right, diff=[(c.field, c.a, c.b) for c in changes.recipe],
+                same=changes.same_recipe)
 
 
 @router.get("/playground")
