@@ -33,7 +33,9 @@ def merged_model(ref: str, dtype: torch.dtype = torch.bfloat16):
     info = registry.lineage(path)
     base = base_of(path, info)
     model = PeftModel.from_pretrained(model_load.load_model(base, dtype), path).merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    # inhouse saves the tokenizer (and its chat template) with every adapter; another tool's folder may not
+    has_own = any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = AutoTokenizer.from_pretrained(path) if has_own else model_load.load_tokenizer(base)
     # Every token that ends a turn, so a merged folder stops where the adapter did in any engine.
     model.generation_config.eos_token_id = sorted(stop_token_ids(tokenizer, model.generation_config.eos_token_id))
     return model, tokenizer, info.model_copy(update={"path": str(path)})

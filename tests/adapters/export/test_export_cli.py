@@ -44,7 +44,7 @@ def test_merged_folder_has_weights_template_and_every_stop_token(tmp_path, adapt
     assert tok.decode(answer, skip_special_tokens=True) == "Tuesday."
     manifest = json.loads((folder / "export.json").read_text())
     assert manifest["target"] == "merged" and "model.safetensors" in manifest["files"]
-    [record] = registry.lineage(adapter)["exports"]
+    [record] = registry.lineage(adapter).exports
     assert record["target"] == "merged" and record["path"] == str(folder)
 
 
@@ -59,7 +59,7 @@ def test_gguf_export_writes_model_lora_and_base_that_llama_cpp_runs(tmp_path, ad
     merged = gguf_logits(folder / "m-f16.gguf", ids)
     with_lora = gguf_logits(folder / "base-f16.gguf", ids, lora_path=str(folder / "m-lora.gguf"))
     assert abs(merged - with_lora).max() < 2e-2  # the same adapter, applied two ways
-    assert registry.lineage(adapter)["exports"][0]["files"] == sorted(p.name for p in folder.iterdir()
+    assert registry.lineage(adapter).exports[0]["files"] == sorted(p.name for p in folder.iterdir()
                                                                       if p.name not in ("export.json",) and
                                                                       not p.name.startswith("."))
 
@@ -99,7 +99,7 @@ def test_a_failed_export_leaves_no_folder(tmp_path, adapter, monkeypatch):
     code, _, err = run_cli("export", "m", "--to", "gguf", "--out", tmp_path / "g")
     assert code == 1 and "simulated failure" in err
     assert not (tmp_path / "g").exists() and not list(tmp_path.glob(".g*"))
-    assert "exports" not in registry.lineage(adapter) or registry.lineage(adapter)["exports"] == []
+    assert "exports" not in registry.lineage(adapter) or registry.lineage(adapter).exports == []
 
 
 @pytest.mark.parametrize("config", [{"modules_to_save": ["lm_head"]}, {"target_modules": ["q_proj", "embed_tokens"]}],
@@ -128,9 +128,39 @@ def test_adapters_that_train_the_head_or_embeddings_merge_exactly_and_skip_the_g
     merged = export([str(tmp_path / "adapter")], ExportConfig(to="merged", out=tmp_path / "merged"))
     model = AutoModelForCausalLM.from_pretrained(merged.path, dtype=torch.float32)
     with torch.no_grad():
-        assert (model(ids).logits - want).abs().max() < 0.05  # merged in bf16
+        got = model(ids).logits
+        assert ((got - want).norm() / want.norm()).item() < 2e-2  # merged in bf16: rounding only
     result = export([str(tmp_path / "adapter")], ExportConfig(to="gguf", quant="f32", out=tmp_path / "g"))
     assert not list(result.path.glob("*-lora.gguf")) and any("no GGUF LoRA" in n for n in result.notes)
     llama_cpp()
     got = gguf_logits(next(result.path.glob("*-f32.gguf")), ids[0].tolist())
     assert abs(got - want[0].numpy()).max() < 1e-3
+
+
+def test_ollama_folder_runs_from_its_own_gguf_or_base_plus_adapter(tmp_path, adapter):
+    from inhouse.adapters.export.ollama import parse_modelfile
+
+    exported(tmp_path, "--to", "ollama", "--quant", "f16", "--out", tmp_path / "o")
+    parsed = parse_modelfile((tmp_path / "o" / "Modelfile").read_text())
+    assert (tmp_path / "o" / "m-f16.gguf").is_file() and "ollama create m -f Modelfile" in (tmp_path / "o" / "OLLAMA.md").read_text()
+    assert parsed["from"] == "./m-f16.gguf" and parsed["adapter"] == []
+    assert parsed["parameters"]["stop"] == ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"]
+    assert parsed["template"].startswith("{{ if .System }}<|im_start|>system")
+    exported(tmp_path, "--to", "ollama", "--quant", "q8_0", "--with-base", "--system", "Be brief.", "--out", tmp_path / "b")
+    parsed = parse_modelfile((tmp_path / "b" / "Modelfile").read_text())
+    assert (parsed["from"], parsed["adapter"], parsed["system"]) == ("./base-q8_0.gguf", ["./m-lora.gguf"], "Be brief.")
+    assert [e["target"] for e in registry.lineage(adapter).exports] == ["ollama", "ollama"]
+
+
+def test_vllm_serves_several_adapters_of_one_base(tmp_path, adapter, tiny_dir):
+    data = write_jsonl(tmp_path / "d2.jsonl", [chat("Hi?", "Hello.")])
+    recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0, max_steps=2,
+                              lora_r=16, output_name="m2")
+    second = train(recipe, events=Events()).path
+    code, out, err = run_cli("export", "m", "m2", "--to", "vllm", "--out", tmp_path / "v")
+    assert code == 0, err
+    command = (tmp_path / "v" / "vllm.sh").read_text()
+    assert "--enable-lora" in command and '"name": "m"' in command and '"name": "m2"' in command
+    assert "--max-lora-rank 16" in command and "--max-loras 2" in command and str(tiny_dir) in command
+    assert "sglang.launch_server" in (tmp_path / "v" / "sglang.sh").read_text()
+    assert registry.lineage(adapter).exports[0]["target"] == registry.lineage(second).exports[0]["target"] == "vllm"

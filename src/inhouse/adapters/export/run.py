@@ -76,6 +76,10 @@ def _writer(paths: list[Path], config: ExportConfig, result: ExportResult, event
 
 
 def _record(path: Path, result: ExportResult, quant: str | None) -> None:
+    """In the adapter's lineage; a folder inhouse did not make (no inhouse.json) is told so, not changed."""
+    if not (path / registry.LINEAGE).is_file():
+        result.notes.append(f"{path} has no inhouse.json: this export is not recorded there")
+        return
     entry = {"target": result.target, "quant": quant, "path": str(result.path), "files": result.files,
              "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     registry.record(path, "exports", entry)

@@ -65,7 +65,7 @@ def lora_module(path: Path, name: str) -> LoraModule:
     path = Path(path).expanduser().resolve()
     config = _adapter_config(path)
     rank = max([config["r"], *(config.get("rank_pattern") or {}).values()])
-    base = registry.lineage(path).get("base_model") or config.get("base_model_name_or_path")
+    base = registry.lineage(path).base_model or config.get("base_model_name_or_path")
     if not base:
         raise ServingError(f"{path}: neither inhouse.json nor adapter_config.json names the base model")
     return LoraModule(name, path, rank, str(base))

@@ -6,17 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from inhouse import atomic
 from inhouse.adapters import registry
-from inhouse.adapters.card import write_card
 from inhouse.adapters.export.config import ExportConfig
+from inhouse.adapters.lineage import Lineage
 from inhouse.adapters.export.stops import Stops, find_stops
 from inhouse.adapters.export.verify import check_tokenisation
 from inhouse.adapters.export.vocab import adds_special
 from inhouse.errors import InhouseError
 from inhouse.events import Events, Stopped
 
-def load(path: Path, dtype: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+def load(path: Path, dtype: Any = None) -> tuple[Any, Any, Lineage]:
     """(merged or full model, tokenizer, lineage); adapters are merged into their base reloaded at `dtype`
     (float32 by default: the adapter's update is added before any rounding)."""
     import torch
@@ -28,11 +27,11 @@ def load(path: Path, dtype: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     if is_adapter_folder(path):
         return merged_model(str(path), dtype)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    return model, AutoTokenizer.from_pretrained(path), registry.lineage(path) | {"path": str(path)}
+    return model, AutoTokenizer.from_pretrained(path), registry.lineage(path).model_copy(update={"path": str(path)})
 
 
-def entry_name(path: Path, info: dict[str, Any]) -> str:
-    return str(info.get("name") or path.name)
+def entry_name(path: Path, info: Lineage) -> str:
+    return str(info.name or path.name)
 
 
 def stops_of(model: Any, tokenizer: Any) -> Stops:
@@ -51,8 +50,7 @@ def write_merged(folder: Path, path: Path, result: Any, events: Events) -> None:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     lineage = merged_lineage(info, f"{entry_name(path, info)}-merged", "bfloat16")
-    atomic.write_json(folder / registry.LINEAGE, lineage)
-    write_card(folder, lineage, result.path)
+    registry.write_lineage(folder, lineage, result.path)
     result.commands = [f"python -c \"from transformers import pipeline; print(pipeline('text-generation', "
                        f"'{result.path}')([{{'role': 'user', 'content': 'Hello'}}]))\"",
                        f"vllm serve {result.path}"]
