@@ -7,7 +7,7 @@ a failure or a cancel leaves nothing behind under --out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,7 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "target": self.target, "files": self.files, "commands": self.commands,
-                "notes": self.notes}
+        return asdict(self) | {"path": str(self.path)}
 
 
 def check_refs(refs: list[str], to: str) -> None:
@@ -58,7 +57,7 @@ def export(refs: list[str], config: ExportConfig, events: Events | None = None) 
 def _fill(folder: Path, write, result: ExportResult) -> None:
     write(folder)
     result.files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    atomic.write_json(folder / MANIFEST, result.as_dict() | {"path": str(result.path)})
+    atomic.write_json(folder / MANIFEST, result.as_dict())
 
 
 def _writer(paths: list[Path], config: ExportConfig, result: ExportResult, events: Events):
