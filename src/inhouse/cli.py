@@ -101,7 +101,8 @@ def data_scan(
 @data_app.command("prepare")
 @model_options(PrepareConfig, exclude=("rules",))
 def data_prepare(
-    file: Path = typer.Argument(..., help="Raw data: chat/Alpaca/prompt-completion/ShareGPT JSON(L), CSV or Parquet."),
+    file: Path = typer.Argument(..., help="Raw data: chat/Alpaca/prompt-completion/ShareGPT JSON(L), CSV or Parquet; "
+                                "or preference pairs (written as OpenAI's preference JSONL)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for train/validation/test JSONL and the report."),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="YAML with these options (and rules:)."),
     overwrite: bool = typer.Option(False, help="Replace --out when it holds an earlier inhouse preparation "
@@ -116,7 +117,7 @@ def data_prepare(
     prepared = prepare(file, config)
     folder = write_prepared(prepared, file, config, target)
     removed, changed = prepared.counts["examples_removed"], prepared.counts["examples_changed"]
-    typer.echo(f"{prepared.counts['loaded']} examples read; {removed} removed, {changed} changed; train "
+    typer.echo(f"{prepared.counts['loaded']} {prepared.unit} read; {removed} removed, {changed} changed; train "
                f"{len(prepared.train)}, validation {len(prepared.validation)}, test {len(prepared.test)}")
     typer.echo(f"written to {folder} (report: {folder / 'report.md'})")
 
