@@ -1,9 +1,9 @@
 """Every key of an example is used, known to be harmless metadata, or reported: never silently dropped.
 
 Some files look trainable but carry meaning the supervised loader would throw away: preference pairs
-(read by `preference_formats` for DPO, refused here for supervised training), binary feedback labels, images or audio, or simply a field of content nobody expected. Each gets a
-problem naming the line and what is not supported; `data prepare` refuses such a file instead of
-writing splits without it.
+(read by `preference_formats` for DPO, refused here for supervised training), binary feedback labels,
+images or audio, or simply a field of content nobody expected. Each gets a problem naming the line and
+what is not supported; `data prepare` refuses such a file instead of writing splits without it.
 """
 
 from __future__ import annotations

@@ -306,8 +306,8 @@ def _pair(prompt: list[Message], prompt_at: str, sides: list[Side], tools: tuple
         _check_answer(answer, key, offset)
     (chosen, _, _), (rejected, key, _) = sides
     if _keys(chosen) == _keys(rejected):
-        raise _Bad("identical_answers", key, "is the same as the chosen answer (after normalising whitespace): "
-                   "the pair prefers nothing")
+        raise _Bad("identical_answers", key, "is the same as the chosen answer (up to whitespace): the pair "
+                   "prefers nothing")
     return tuple(prompt), tuple(chosen), tuple(rejected), tools
 
 
@@ -326,8 +326,8 @@ def _check_answer(answer: list[Message], key: str, offset: int) -> None:
 
 
 def _key(m: Message) -> tuple:
-    """What makes two messages the same turn: role, normalised text and the calls made."""
-    return m.role, normalize_text(m.content), tuple((c.name, c.arguments) for c in m.tool_calls)
+    """What makes two messages the same turn: role, text up to whitespace, and the calls made."""
+    return m.role, " ".join(normalize_text(m.content).split()), tuple((c.name, c.arguments) for c in m.tool_calls)
 
 
 def _keys(messages: list[Message]) -> list[tuple]:
