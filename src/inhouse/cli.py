@@ -46,7 +46,8 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 @data_app.command("check")
 @model_options(ColumnConfig)
 def data_check(
-    file: Path = typer.Argument(..., help="Data file: chat/Alpaca/prompt-completion/ShareGPT JSON(L), CSV or Parquet."),
+    file: Path = typer.Argument(..., help="Data file: chat/Alpaca/prompt-completion/ShareGPT JSON(L), CSV or Parquet; "
+                                "or preference pairs (prompt/chosen/rejected, OpenAI's preferred_output)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model whose tokenizer and chat template "
                                         "measure the lengths (without it: structure only, nothing to load)."),
     max_seq_length: int = typer.Option(Recipe.model_fields["max_seq_length"].default,
@@ -55,10 +56,10 @@ def data_check(
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Validate a data file (and, with --model, its token lengths); exit 1 on any problem."""
-    from inhouse.data.check import check_dataset, format_report
+    from inhouse.data.check import check_file, format_report
 
     columns = build_config(ColumnConfig, None, **(overrides or {})).columns()
-    report = check_dataset(file, _token_counter(model, chat_template), max_seq_length, columns)
+    report = check_file(file, _token_counter(model, chat_template), max_seq_length, columns)
     typer.echo(format_report(report))
     raise typer.Exit(0 if report.ok else 1)
 
@@ -100,7 +101,8 @@ def data_scan(
 @data_app.command("prepare")
 @model_options(PrepareConfig, exclude=("rules",))
 def data_prepare(
-    file: Path = typer.Argument(..., help="Raw data: chat/Alpaca/prompt-completion/ShareGPT JSON(L), CSV or Parquet."),
+    file: Path = typer.Argument(..., help="Raw data: chat/Alpaca/prompt-completion/ShareGPT JSON(L), CSV or Parquet; "
+                                "or preference pairs (written as OpenAI's preference JSONL)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for train/validation/test JSONL and the report."),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="YAML with these options (and rules:)."),
     overwrite: bool = typer.Option(False, help="Replace --out when it holds an earlier inhouse preparation "
@@ -115,7 +117,7 @@ def data_prepare(
     prepared = prepare(file, config)
     folder = write_prepared(prepared, file, config, target)
     removed, changed = prepared.counts["examples_removed"], prepared.counts["examples_changed"]
-    typer.echo(f"{prepared.counts['loaded']} examples read; {removed} removed, {changed} changed; train "
+    typer.echo(f"{prepared.counts['loaded']} {prepared.unit} read; {removed} removed, {changed} changed; train "
                f"{len(prepared.train)}, validation {len(prepared.validation)}, test {len(prepared.test)}")
     typer.echo(f"written to {folder} (report: {folder / 'report.md'})")
 

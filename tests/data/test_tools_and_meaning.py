@@ -6,7 +6,7 @@ import pytest
 from helpers import run_cli
 
 from inhouse.data.conversation import ToolCall
-from inhouse.data.formats import load_dataset
+from inhouse.data.formats import load_conversations, load_dataset
 from inhouse.data.prepare import PrepareConfig, prepare, to_record
 from inhouse.errors import InhouseError
 from inhouse.model import tiny
@@ -148,13 +148,23 @@ PREFERENCE_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("row", PREFERENCE_ROWS)
-def test_preference_pairs_are_named_never_trained_as_plain_chat(tmp_path, row):
+@pytest.mark.parametrize("row", PREFERENCE_ROWS[:2])
+def test_preference_pairs_are_checked_as_pairs_never_trained_as_plain_chat(tmp_path, row):
     path = write(tmp_path, [row])
     code, out, err = run_cli("data", "check", path)
-    assert code == 1 and "preference_data" in out and "dpo" in out
-    with pytest.raises(InhouseError, match=r"tools.jsonl:1: preference_data.*nothing was written"):
+    assert code == 0 and "1 pair, 1 valid" in out and "method: dpo" in out
+    with pytest.raises(InhouseError, match=r"^\S*tools.jsonl: this is preference data .*`method: dpo`"):
+        load_conversations(path)
+
+
+def test_a_pair_in_a_conversation_file_or_a_half_pair_is_named(tmp_path):
+    path = write(tmp_path, [openai_example(), PREFERENCE_ROWS[2]])
+    code, out, err = run_cli("data", "check", path)
+    assert code == 1 and "tools.jsonl:2: preference_data [rejected]" in out and "method: dpo" in out
+    with pytest.raises(InhouseError, match=r"tools.jsonl:2: preference_data.*nothing was written"):
         prepare(path, PrepareConfig())
+    code, out, err = run_cli("data", "check", write(tmp_path, [PREFERENCE_ROWS[2]]))
+    assert code == 1 and "tools.jsonl:1: missing_chosen [chosen]" in out
 
 
 @pytest.mark.parametrize(("row", "code", "field"), [

@@ -40,6 +40,11 @@ ALPACA = {"instruction": "Say hi", "input": "", "output": "hi"}
 COMPLETION = {"prompt": "Where is my order?", "completion": "It ships tomorrow."}
 SHAREGPT = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
 BASES = {"chat": CHAT, "alpaca": ALPACA, "completion": COMPLETION, "sharegpt": SHAREGPT}
+USER, ANSWER = {"role": "user", "content": "Where is my order?"}, {"role": "assistant", "content": "It ships tomorrow."}
+PAIRS = {"pair-openai": {"input": {"messages": [USER]}, "preferred_output": [ANSWER],
+                         "non_preferred_output": [{"role": "assistant", "content": "No idea."}]},
+         "pair-trl": {"prompt": [USER], "chosen": [ANSWER], "rejected": "No idea."},
+         "pair-implicit": {"chosen": [USER, ANSWER], "rejected": [USER, {"role": "assistant", "content": "No idea."}]}}
 ODD_VALUES: list[Any] = [None, True, 0, -1, 1.5, 1e308, 10**30, "", "x", [], {}, [None], {"a": 1}, "\x00",
                          "\ud800", float("nan")]
 
@@ -121,6 +126,18 @@ def wrong_types() -> Iterator[tuple[str, str, bytes]]:
                     text = json.dumps(_replaced(base, at, odd))
                 yield "wrong-type", f"{fmt}-{where}-{n}", _lines_with(text)
         yield "wrong-type", f"{fmt}-unknown-key", _lines_with(json.dumps({**base, "zzz": {"deep": [1]}}))
+
+
+def wrong_pairs() -> Iterator[tuple[str, str, bytes]]:
+    """Every field of each preference shape replaced by every odd value, and removed, between good pairs of
+    the same shape (so the file is read as pairs)."""
+    for fmt, base in PAIRS.items():
+        good = [json.dumps(base).replace("my order", f"order {i}") for i in range(4)]
+        for at in _paths(base):
+            where = ".".join(map(str, at)) or "root"
+            for n, odd in enumerate([*ODD_VALUES, _DELETE] if at else ODD_VALUES):
+                lines = [*good[:2], json.dumps(_replaced(base, at, odd)), *good[2:]]
+                yield "preference", f"{fmt}-{where}-{n}", ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
 
 
 def broken_json(rng: random.Random) -> Iterator[tuple[str, str, bytes]]:
@@ -320,6 +337,9 @@ def data_cases(rng: random.Random) -> list[Case]:
         env = (("INHOUSE_MAX_EXAMPLE_MB", SMALL_LIMIT_MB),) if kind in ("huge-line", "csv") else ()
         for command in ("check", "scan", "prepare"):
             found.append(Case(f"{command}/{kind}/{label}{name[4:]}", command, kind, name, data, env=env))
+    for kind, label, data in wrong_pairs():  # apart from payloads(): the rag and HTTP draws stay as they were
+        found += [Case(f"{command}/{kind}/{label}", command, kind, "pairs.jsonl", data)
+                  for command in ("check", "scan", "prepare")]
     big = json.dumps({"prompt": "hi", "completion": "y" * 3 * 2**20})  # a few MB against a 2 MB limit
     for command in ("check", "scan", "prepare"):
         found.append(Case(f"{command}/huge-line/3mb-line", command, "huge-line", "big.jsonl", _lines_with(big),

@@ -11,10 +11,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inhouse.data.conversation import ROLES, Conversation, Problem
 from inhouse.data.formats import ColumnMap, each_record, summarise
 from inhouse.paths import shown
+
+if TYPE_CHECKING:
+    from inhouse.data.preference_check import PairReport
 
 # How many over-long examples to name before just counting them.
 SHOW_TOO_LONG = 5
@@ -71,6 +75,22 @@ def token_stats(lengths: Sequence[int]) -> TokenStats | None:
     return TokenStats(s[0], nearest_rank(s, 50), nearest_rank(s, 95), s[-1], sum(s))
 
 
+def check_file(
+    path: str | Path,
+    count_tokens: Callable[[Conversation], int] | None,
+    max_seq_length: int,
+    columns: ColumnMap | None = None,
+) -> DatasetReport | PairReport:
+    """`data check`: conversations, or preference pairs when the file holds them (same flags, same exit).
+    The pair checker builds on this module, so it is imported here rather than at the top."""
+    from inhouse.data.preference_check import check_pairs
+    from inhouse.data.preference_formats import is_preference_file
+
+    if columns is None and is_preference_file(path):
+        return check_pairs(path, count_tokens, max_seq_length)
+    return check_dataset(path, count_tokens, max_seq_length, columns)
+
+
 def check_dataset(
     path: str | Path,
     count_tokens: Callable[[Conversation], int] | None,
@@ -114,16 +134,20 @@ def _count_turns(report: DatasetReport, roles: Counter[str], conv: Conversation)
         report.no_user.append(conv.where)
 
 
-def format_report(report: DatasetReport) -> str:
+def format_report(report: DatasetReport | PairReport) -> str:
     """Plain text for a terminal or a CI log (no colour codes)."""
+    if not isinstance(report, DatasetReport):
+        from inhouse.data.preference_check import format_pair_report
+
+        return format_pair_report(report)
     lines = [_headline(report), _messages_line(report)]
     if report.no_user:
         more = f" (and {len(report.no_user) - 3} more)" if len(report.no_user) > 3 else ""
-        lines.append(f"Warning: {_n(len(report.no_user), 'example')} without a user turn: "
+        lines.append(f"Warning: {plural(len(report.no_user), 'example')} without a user turn: "
                      f"{', '.join(report.no_user[:3])}{more}")
     lines += _token_lines(report)
     if report.problems:
-        lines.append(f"Problems ({_problem_counts(report.problems)}):")
+        lines.append(f"Problems ({problem_counts(report.problems)}):")
         lines += [f"  {line}" for line in summarise(report.problems)]
     lines.append(_verdict(report))
     return "\n".join(lines)
@@ -131,7 +155,7 @@ def format_report(report: DatasetReport) -> str:
 
 def _headline(r: DatasetReport) -> str:
     bad = r.total - r.valid
-    return f"{r.path}: {r.format} format, {_n(r.total, 'example')}, {r.valid} valid, {bad} with problems"
+    return f"{r.path}: {r.format} format, {plural(r.total, 'example')}, {r.valid} valid, {bad} with problems"
 
 
 def _messages_line(r: DatasetReport) -> str:
@@ -149,14 +173,14 @@ def _token_lines(r: DatasetReport) -> list[str]:
         return ["Tokens: not counted (give --model to measure lengths with its tokenizer and chat template)"] if r.valid else []
     lines = [f"Tokens per example: min {t.min}, median {t.median}, p95 {t.p95}, max {t.max} (total {t.total})"]
     if r.too_long:
-        lines.append(f"Longer than max_seq_length {r.max_seq_length}: {_n(len(r.too_long), 'example')}")
+        lines.append(f"Longer than max_seq_length {r.max_seq_length}: {plural(len(r.too_long), 'example')}")
         lines += [f"  {where}: {n} tokens" for where, n in r.too_long[:SHOW_TOO_LONG]]
         if len(r.too_long) > SHOW_TOO_LONG:
             lines.append(f"  ... and {len(r.too_long) - SHOW_TOO_LONG} more")
     return lines
 
 
-def _problem_counts(problems: list[Problem]) -> str:
+def problem_counts(problems: list[Problem]) -> str:
     counts = Counter(p.code for p in problems)
     return ", ".join(f"{code} {n}" for code, n in counts.items())
 
@@ -165,9 +189,9 @@ def _verdict(r: DatasetReport) -> str:
     if r.ok:
         return "OK: ready to train"
     if r.problems:
-        return f"NOT READY: fix {_n(len(r.problems), 'problem')} above (training refuses a file with problems)"
+        return f"NOT READY: fix {plural(len(r.problems), 'problem')} above (training refuses a file with problems)"
     return "NOT READY: no usable examples"
 
 
-def _n(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"

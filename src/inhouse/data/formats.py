@@ -19,7 +19,7 @@ from inhouse.data import tools as tool_rules
 from inhouse.data.conversation import ROLES, Conversation, Message, Problem, ToolCall
 from inhouse.data.keys import HARMLESS as HARMLESS_KEYS
 from inhouse.data.keys import PREFERENCE as PREFERENCE_KEYS
-from inhouse.data.keys import KeyProblem, check_example, check_part
+from inhouse.data.keys import KeyProblem, check_example, check_part, preference_refusal
 from inhouse.data.tools import ToolProblem, tools_of
 from inhouse.data.read import Record, read_records, read_table, table_kind
 from inhouse.errors import InhouseError, InvalidInputError
@@ -29,12 +29,16 @@ CHAT = "chat"
 SHAREGPT = "sharegpt"
 ALPACA = "alpaca"
 PROMPT_COMPLETION = "prompt_completion"
-PREFERENCE = "preference"  # recognised so it can be refused by name (preference tuning is not built yet)
+# Preference pairs (DPO) are read by `preference_formats`; here they are recognised so that supervised
+# training refuses them by name instead of dropping the rejected answers.
+PREFERENCE = "preference"
 FORMATS: dict[str, str] = {
     CHAT: '{"messages": [{"role": ..., "content": ...}, ...]}',
     SHAREGPT: '{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}, ...]}',
     ALPACA: '{"instruction": ..., "input": ..., "output": ...}',
     PROMPT_COMPLETION: '{"prompt": ..., "completion": ...}',
+    PREFERENCE: '{"prompt": ..., "chosen": ..., "rejected": ...} or {"input": {"messages": [...]}, '
+                '"preferred_output": [...], "non_preferred_output": [...]} (for method dpo)',
 }
 MESSAGE_KEYS = ("role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call")
 # ShareGPT speaker names seen in the wild, compared case-insensitively.
@@ -491,9 +495,16 @@ def _row_meta(row: dict, cols: ColumnMap) -> dict:
     return meta
 
 
+class PreferenceNotConversations(InvalidInputError):
+    """A preference file given where conversations are read (supervised training, evaluation)."""
+
+
 def load_conversations(path: str | Path, columns: ColumnMap | None = None) -> list[Conversation]:
-    """Load for training: any problem at all stops the run, with a pointer to the report."""
+    """Load for training: any problem at all stops the run, with a pointer to the report. A preference
+    file is refused as a whole, in one line that names `method: dpo`."""
     result = load_dataset(path, columns)
+    if result.format == PREFERENCE:
+        raise PreferenceNotConversations(f"{shown(path)}: {preference_refusal('pairs of chosen and rejected answers')}")
     check = f"run 'inhouse data check {shlex.quote(shown(path))}'"
     if result.problems:
         first, more = result.problems[0], len(result.problems) - 1

@@ -1,9 +1,9 @@
 """Every key of an example is used, known to be harmless metadata, or reported: never silently dropped.
 
-Some files look trainable but carry meaning the supervised loader would throw away: preference pairs,
-binary feedback labels, images or audio, or simply a field of content nobody expected. Each gets a
-problem naming the line and what is not supported; `data prepare` refuses such a file instead of
-writing splits without it.
+Some files look trainable but carry meaning the supervised loader would throw away: preference pairs
+(read by `preference_formats` for DPO, refused here for supervised training), binary feedback labels,
+images or audio, or simply a field of content nobody expected. Each gets a problem naming the line and
+what is not supported; `data prepare` refuses such a file instead of writing splits without it.
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ class KeyProblem(Exception):
 
 
 def check_example(obj: dict[str, Any], used: frozenset[str] | set[str]) -> None:
-    """Refuse preference, feedback and media data by name, and any other key that is neither used nor
-    harmless metadata."""
-    if preference := [k for k in PREFERENCE if k in obj]:
-        raise KeyProblem("preference_data", preference[0],
-                         f"this is preference data ({', '.join(preference)}): it trains with preference tuning "
-                         "(method dpo), which inhouse does not have yet; supervised training would drop the "
-                         "rejected answers")
+    """Refuse preference (unless `used` reads it), feedback and media data by name, and any other key that
+    is neither used nor harmless metadata."""
+    if preference := [k for k in PREFERENCE if k in obj and k not in used]:
+        raise KeyProblem("preference_data", preference[0], preference_refusal(", ".join(preference)))
     if "label" in obj and isinstance(obj["label"], bool):
         raise KeyProblem("feedback_label", "label", "a true/false 'label' is binary feedback (KTO-style data): "
                          "supervised training would train on the bad answers too; this is not supported")
@@ -44,6 +41,13 @@ def check_example(obj: dict[str, Any], used: frozenset[str] | set[str]) -> None:
         if key not in used and key not in HARMLESS:
             raise KeyProblem("unrecognized_key", key, f"unknown field {key!r} would be dropped; remove it, or "
                              f"rename it if it holds the text to train on (this format uses: {', '.join(sorted(used))})")
+
+
+def preference_refusal(what: str) -> str:
+    """Why a preference pair cannot train as a conversation, and the fix; shared by the per-line problem
+    and the one-line refusal of a whole preference file."""
+    return (f"this is preference data ({what}): train it with `method: dpo` in the recipe; supervised "
+            "training (lora, qlora, full) reads conversations and would drop the rejected answers")
 
 
 def check_part(part: Any, where: str) -> str:

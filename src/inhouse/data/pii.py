@@ -36,6 +36,8 @@ from inhouse.data.conversation import Conversation, Message, Problem
 from inhouse.data.pii_allow import Allowlist, parse_allow  # noqa: F401 - parse_allow is part of this API
 from inhouse.data.prepare_config import PII_KINDS
 from inhouse.data.formats import ColumnMap, UnrecognisedFormat, each_record, summarise
+from inhouse.data.preference import PreferencePair
+from inhouse.data.preference_formats import each_pair, is_preference_file, named_messages
 from inhouse.data.read import Record, read_records
 from inhouse.errors import InhouseError
 from inhouse.paths import shown
@@ -191,7 +193,9 @@ class ScanRow:
     """One finding as `inhouse data scan` reports it: where, what, masked.
 
     `message` is the index of the message it is in, or None for a record that
-    is not a valid example; `role` then names the JSON field (or "raw text").
+    is not a conversation; `role` then names the place: the JSON field of a record
+    that is not a valid example (or "raw text"), or a preference pair's message
+    ("chosen[0] assistant").
     """
 
     kind: str
@@ -261,7 +265,7 @@ def scan_file(path: str | Path, kinds: set[str] | None = None, columns: ColumnMa
     """
     report, source = ScanReport([], []), shown(path)
     try:
-        _, outcomes = each_record(path, columns)
+        outcomes = _outcomes(path, columns)
     except UnrecognisedFormat as e:
         report.note = f"{e}; every string in the file was scanned"
         outcomes = ((rec, rec.problem or Problem("unrecognized_format", source, rec.line, "not a known format"))
@@ -269,10 +273,26 @@ def scan_file(path: str | Path, kinds: set[str] | None = None, columns: ColumnMa
     for record, item in outcomes:
         if isinstance(item, Conversation):
             report.rows += scan_rows(item, kinds, allow)
+        elif isinstance(item, PreferencePair):
+            report.rows += _pair_rows(item, kinds, allow)
         else:
             report.unusable.append(item)
             report.rows += _raw_rows(source, record, kinds, allow)
     return report
+
+
+def _outcomes(path: str | Path, columns: ColumnMap | None) -> Iterator[tuple[Record, Any]]:
+    """Each record with the conversation, preference pair or problem it became."""
+    if columns is None and is_preference_file(path):
+        return each_pair(path)[1]
+    return each_record(path, columns)[1]
+
+
+def _pair_rows(pair: PreferencePair, kinds: set[str] | None, allow: Allowlist | None) -> list[ScanRow]:
+    names, messages = zip(*named_messages(pair), strict=True)
+    found = scan_conversation(Conversation(messages), kinds, allow)
+    return [ScanRow(f.kind, pair.source, pair.line, None, f"{names[i]} {messages[i].role}", f.masked, f.allowed_by)
+            for i, f in found]
 
 
 def _raw_rows(source: str, record: Record, kinds: set[str] | None, allow: Allowlist | None) -> list[ScanRow]:

@@ -8,6 +8,7 @@ the input file is only read, and the output folder appears all at once.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -18,11 +19,12 @@ from inhouse.data import dedup, split
 from inhouse.data.conflicts import find_conflicts
 from inhouse.data import pii as pii_detect
 from inhouse.data import schema as structured
-from inhouse.data.conversation import Conversation
+from inhouse.data.conversation import Conversation, Message, Problem
 from inhouse.data.formats import load_dataset
 from inhouse.data.prepare_config import PrepareConfig
 from inhouse.data.normalize import normalize_conversation
 from inhouse.data.keys import UNSUPPORTED
+from inhouse.data.preference_formats import is_preference_file
 from inhouse.errors import InhouseError, InvalidInputError
 from inhouse.events import Events, Stopped
 from inhouse.paths import shown
@@ -45,29 +47,45 @@ class Prepared:
     test: list[Conversation]
     events: list[Event] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
+    unit: str = "examples"  # or "pairs": the splits hold PreferencePairs, written as OpenAI's preference JSONL
 
 
 def prepare(path: str | Path, config: PrepareConfig, events: Events | None = None) -> Prepared:
     """Run every step in memory; nothing is written. Each step is a `stage` event; a stop request
-    between steps raises Stopped."""
+    between steps raises Stopped. A file of preference pairs goes through the same steps, done to pairs
+    (`prepare_pairs`)."""
+    if config.columns() is None and is_preference_file(path):
+        from inhouse.data.prepare_pairs import prepare_pairs  # it builds on this module
+
+        return prepare_pairs(path, config, events)
     events = events or Events()
     events.say(f"prepare: loading {path}")
     loaded = load_dataset(path, config.columns())
-    refuse_unsupported(loaded.problems)
-    changes = [Event("load", "removed", f"{p.source}:{p.line}", f"{p.code}: {p.message}") for p in loaded.problems]
-    counts: dict[str, Any] = {"loaded": loaded.total, "valid": len(loaded.conversations)}
-    convs = loaded.conversations
-    for name, step in STEPS:
+    return run_steps(path, (loaded.conversations, loaded.problems, loaded.total), STEPS, config, events)
+
+
+Loaded = tuple[list[Any], list[Problem], int]  # usable items, problems, records read
+Step = Callable[[list[Any], PrepareConfig, list[Event]], list[Any]]
+
+
+def run_steps(path: str | Path, loaded: Loaded, steps: tuple[tuple[str, Step], ...], config: PrepareConfig,
+              events: Events, unit: str = "examples") -> Prepared:
+    """Refuse what cannot be represented, then each step in turn, then split and balance."""
+    items, problems, total = loaded
+    refuse_unsupported(problems)
+    changes = [Event("load", "removed", f"{p.source}:{p.line}", f"{p.code}: {p.message}") for p in problems]
+    counts: dict[str, Any] = {"loaded": total, "valid": len(items)} | ({"unit": unit} if unit != "examples" else {})
+    for name, step in steps:
         if events.should_stop():
             raise Stopped(f"data preparation stopped on request before the {name} step; nothing was written")
-        events.say(f"prepare: {name} ({len(convs)} examples)")
-        convs = step(convs, config, changes)
-        counts[f"after_{name}"] = len(convs)
-    if not convs:
+        events.say(f"prepare: {name} ({len(items)} {unit})")
+        items = step(items, config, changes)
+        counts[f"after_{name}"] = len(items)
+    if not items:
         removed = Counter(e.step for e in changes if e.action == "removed")
-        raise InhouseError(f"{path}: no example survived preparation (removed by step: "
+        raise InhouseError(f"{path}: no {unit[:-1]} survived preparation (removed by step: "
                            + ", ".join(f"{k} {v}" for k, v in removed.items()) + ")")
-    return _split_and_balance(convs, config, changes, counts)
+    return replace(_split_and_balance(items, config, changes, counts), unit=unit)
 
 
 def refuse_unsupported(problems: list) -> None:
@@ -94,30 +112,43 @@ def _normalize(convs, config, events):
 def _dedup(convs, config, events):
     if not config.dedup:
         return convs
+    return [convs[i] for i in dedup_kept(convs, config, events)]
+
+
+def dedup_kept(convs: list[Conversation], config: PrepareConfig, events: list[Event], what: str = "") -> list[int]:
+    """Indexes of the examples deduplication keeps; each removal is an event (`what` says what was compared)."""
     result = dedup.deduplicate(convs, threshold=config.near_duplicate_threshold)
     for kind, clusters in (("exact duplicate", result.exact), ("near duplicate", result.near)):
         for c in clusters:
             for r in c.removed:
                 sim = "" if kind.startswith("exact") else f", Jaccard >= {c.similarity:.2f}"
-                events.append(Event("dedup", "removed", convs[r].where, f"{kind} of {convs[c.kept].where}{sim}"))
-    return [convs[i] for i in result.kept]
+                events.append(Event("dedup", "removed", convs[r].where,
+                                    f"{kind}{what} of {convs[c.kept].where}{sim}"))
+    return result.kept
 
 
 def _conflicts(convs, config, events):
-    """Report every conflict with both lines; with `first` or `drop`, remove what the option says."""
-    found = find_conflicts(convs, config.near_duplicate_threshold)
-    gone: set[int] = set()
-    for c in found:
+    found = []
+    for c in find_conflicts(convs, config.near_duplicate_threshold):
         what = "the same prompt" if c.similarity == 1.0 else f"a near-identical prompt (Jaccard >= {c.similarity:.2f})"
-        reason = f"{what} as {convs[c.first].where} with a different answer"
+        found.append((c.first, c.other, f"{what} as {convs[c.first].where} with a different answer"))
+    return act_on_conflicts(convs, found, config, events, "its prompt is answered differently elsewhere")
+
+
+def act_on_conflicts(items: list, found: list[tuple[int, int, str]], config: PrepareConfig, events: list[Event],
+                     first_reason: str) -> list:
+    """Report every conflict (first, other, reason) with both lines; with `first` or `drop`, remove what
+    the option says (the first one's removal is said with `first_reason`)."""
+    gone: set[int] = set()
+    for first, other, reason in found:
         if config.conflicts == "keep":
-            events.append(Event("conflicts", "flagged", convs[c.other].where, reason))
+            events.append(Event("conflicts", "flagged", items[other].where, reason))
             continue
-        gone |= {c.other} | ({c.first} if config.conflicts == "drop" else set())
-        events.append(Event("conflicts", "removed", convs[c.other].where, reason))
-    for i in sorted(i for i in gone if i not in {c.other for c in found}):
-        events.append(Event("conflicts", "removed", convs[i].where, "its prompt is answered differently elsewhere"))
-    return [conv for i, conv in enumerate(convs) if i not in gone]
+        gone |= {other} | ({first} if config.conflicts == "drop" else set())
+        events.append(Event("conflicts", "removed", items[other].where, reason))
+    for i in sorted(i for i in gone if i not in {other for _, other, _ in found}):
+        events.append(Event("conflicts", "removed", items[i].where, first_reason))
+    return [item for i, item in enumerate(items) if i not in gone]
 
 
 def _pii(convs, config, events):
@@ -126,17 +157,20 @@ def _pii(convs, config, events):
     if config.pii == "off":
         return convs
     allow = pii_detect.parse_allow(config.pii_allow)
-    out = []
-    for conv in convs:
-        redacted, found = pii_detect.redact_conversation(conv, set(config.pii_kinds), allow)
-        acted = [(i, f) for i, f in found if not f.allowed]
-        events.extend(Event("pii", "allowed", conv.where, allowed_reason(f)) for _, f in found if f.allowed)
-        if acted:
-            what = ", ".join(f"{f.kind} {f.masked} in messages[{i}]" for i, f in acted)
-            events.append(Event("pii", "removed" if config.pii == "drop" else "changed", conv.where, what))
-        if not acted or config.pii == "redact":
-            out.append(redacted)
-    return out
+    redacted = (pii_one(conv, config, allow, events, lambda i: f"messages[{i}]") for conv in convs)
+    return [conv for conv in redacted if conv is not None]
+
+
+def pii_one(conv: Conversation, config: PrepareConfig, allow: pii_detect.Allowlist, events: list[Event],
+            name: Callable[[int], str]) -> Conversation | None:
+    """One example redacted, or None when `drop` removes it; `name` says where message i is."""
+    redacted, found = pii_detect.redact_conversation(conv, set(config.pii_kinds), allow)
+    acted = [(i, f) for i, f in found if not f.allowed]
+    events.extend(Event("pii", "allowed", conv.where, allowed_reason(f)) for _, f in found if f.allowed)
+    if acted:
+        what = ", ".join(f"{f.kind} {f.masked} in {name(i)}" for i, f in acted)
+        events.append(Event("pii", "removed" if config.pii == "drop" else "changed", conv.where, what))
+    return redacted if not acted or config.pii == "redact" else None
 
 
 def allowed_reason(finding: pii_detect.Finding) -> str:
@@ -147,24 +181,35 @@ def allowed_reason(finding: pii_detect.Finding) -> str:
 def _structured(convs, config, events):
     if not config.schema_file and not config.rules:
         return convs
+    return [convs[i] for i in structured_kept(convs, config, events, lambda i: f"messages[{i}]")]
+
+
+def structured_kept(convs: list[Conversation], config: PrepareConfig, events: list[Event],
+                    name: Callable[[int], str]) -> list[int]:
+    """Indexes of the examples the schema and rules keep (all, with keep_invalid); every failure an event."""
     validator = structured.load_schema(config.schema_file) if config.schema_file else None
     failures = structured.check_structured(convs, validator, structured.parse_rules(config.rules), config.json_messages)
     action = "kept_invalid" if config.keep_invalid else "removed"
     for f in failures:
-        events.append(Event("schema", action, f.where, f"messages[{f.message_index}] {f.kind} at {f.path}: {f.reason}"))
-    kept, _ = structured.filter_structured(convs, failures, config.keep_invalid)
-    return kept
+        events.append(Event("schema", action, f.where, f"{name(f.message_index)} {f.kind} at {f.path}: {f.reason}"))
+    bad = set() if config.keep_invalid else {f.example for f in failures}
+    return [i for i in range(len(convs)) if i not in bad]
 
 
-def _length(convs, config, events):
-    if config.max_seq_length is None:
-        return convs
+def length_counter(config: PrepareConfig) -> Callable[[Conversation], int]:
+    """Tokens of an example rendered with --model's tokenizer and chat template, as training counts them."""
     from inhouse.model.load import load_tokenizer
     from inhouse.model.template import apply_template_choice, token_counter
 
     tokenizer = load_tokenizer(config.model)
     apply_template_choice(tokenizer, None)
-    count = token_counter(tokenizer)
+    return token_counter(tokenizer)
+
+
+def _length(convs, config, events):
+    if config.max_seq_length is None:
+        return convs
+    count = length_counter(config)
     out = []
     for conv in convs:
         n = count(conv)
@@ -238,13 +283,19 @@ def example_counts(events: list[Event]) -> dict[str, Any]:
 def to_record(conv: Conversation) -> dict[str, Any]:
     """Chat JSONL (OpenAI fine-tuning format): weights, tool calls (arguments as JSON text), tool results,
     tool definitions and category preserved."""
-    messages = []
-    for m in conv.messages:
+    tools = {"tools": list(conv.tools)} if conv.tools else {}
+    return {"messages": message_records(conv.messages)} | tools | dict(conv.meta)
+
+
+def message_records(messages: Iterable[Message]) -> list[dict[str, Any]]:
+    """Messages as OpenAI's files write them: weight 0 kept, tool-call arguments as the JSON text read."""
+    out = []
+    for m in messages:
         record = m.as_dict() | ({"weight": 0} if m.role == "assistant" and not m.weight else {})
         for call, raw in zip(record.get("tool_calls", []), m.tool_calls):
             call["function"]["arguments"] = raw.arguments
-        messages.append(record)
-    return {"messages": messages} | ({"tools": list(conv.tools)} if conv.tools else {}) | dict(conv.meta)
+        out.append(record)
+    return out
 
 
 OUTPUT_KIND = "prepared data"
@@ -262,13 +313,17 @@ def write_prepared(prepared: Prepared, source: str | Path, config: PrepareConfig
     from inhouse.data.prepare_report import render_markdown
 
     target = out if isinstance(out, outputs.Output) else claim_output(out, source, config, overwrite)
+    if prepared.unit == "pairs":
+        from inhouse.data.prepare_pairs import to_pair_record as as_record
+    else:
+        as_record = to_record
 
     def write(folder: Path) -> None:
         for name in ("train", "validation", "test"):
             rows = getattr(prepared, name)
             if rows or name == "train":
                 (folder / f"{name}.jsonl").write_text(
-                    "".join(atomic.dumps(to_record(c)) + "\n" for c in rows), encoding="utf-8")
+                    "".join(atomic.dumps(as_record(c)) + "\n" for c in rows), encoding="utf-8")
         report = {"source": shown(source), "config": config.model_dump(mode="json"), "counts": prepared.counts,
                   "events": [asdict(e) for e in prepared.events]}
         (folder / "report.json").write_text(atomic.dumps(report, indent=2), encoding="utf-8")

@@ -9,8 +9,9 @@ STEP_ORDER = ("load", "normalize", "dedup", "conflicts", "pii", "schema", "lengt
 
 def render_markdown(report: dict[str, Any]) -> str:
     counts, events = report["counts"], report["events"]
+    unit = counts.get("unit", "examples")
     lines = [f"# Data preparation report: {report['source']}", "", "## Summary", "",
-             "| step | removed | changed | flagged | examples after |", "|---|---:|---:|---:|---:|"]
+             f"| step | removed | changed | flagged | {unit} after |", "|---|---:|---:|---:|---:|"]
     by_step = counts.get("by_step", {})
     after = {"load": counts["valid"], "normalize": counts.get("after_normalize"), "dedup": counts.get("after_dedup"),
              "conflicts": counts.get("after_conflicts"), "pii": counts.get("after_pii"), "schema": counts.get("after_structured"),
@@ -20,9 +21,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {step} | {mine.get('removed', 0)} | {mine.get('changed', 0)} | {mine.get('flagged', 0)} "
                      f"| {after[step]} |")
     split = counts["split"]
-    lines += ["", f"Loaded {counts['loaded']} examples; {counts.get('examples_removed', 0)} removed, "
+    lines += ["", f"Loaded {counts['loaded']} {unit}; {counts.get('examples_removed', 0)} removed, "
               f"{counts.get('examples_changed', 0)} changed; split: train {split['train']}, validation "
-              f"{split['validation']}, test {split['test']}. Counts are examples (one example with several "
+              f"{split['validation']}, test {split['test']}. Counts are {unit} (one {unit[:-1]} with several "
               "problems counts once).", ""]
     lines += _balance(counts) + _strata(counts) + _allowed(counts)
     for step in STEP_ORDER:
