@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -36,6 +37,9 @@ from inhouse.train.packing import PackedCollator
 from inhouse.train.progress import EventsCallback, FiniteLossGuard, NonFiniteLoss
 from inhouse.train.speed import OffloadSteps, SpeedPlan, plan, prepare_model
 from inhouse.train.tracking import TRACKING_DIR, check_installed, tracking_env
+
+if TYPE_CHECKING:
+    from inhouse.train.pairs import PairSet
 
 
 @dataclass
@@ -178,7 +182,7 @@ def default_name(recipe: Recipe) -> str:
     return f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def describe_data(train: EncodedSet, val: EncodedSet, events: Events) -> None:
+def describe_data(train: EncodedSet | PairSet, val: EncodedSet | PairSet, events: Events) -> None:
     events.say(f"data: {len(train.examples)} training and {len(val.examples)} validation examples, "
                f"{train.tokens:,} training tokens")
     for where, n in (train.too_long + val.too_long)[:5]:
@@ -389,7 +393,12 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
 
     Progress goes to `events` (the console by default); `events.should_stop()` ends training at the
     next step and publishes nothing. `origin` (e.g. the job that asked for the run) joins the lineage.
+    method dpo runs preference tuning instead (inhouse.train.dpo), through the same steps.
     """
+    if recipe.method == "dpo":
+        from inhouse.train import dpo
+
+        return dpo.train(recipe, resume=resume, events=events, callbacks=callbacks, origin=origin)
     events = ConsoleEvents() if events is None else events
     run = begin_run(recipe, resume, events)
     recipe = run.recipe
