@@ -1,5 +1,6 @@
 """DPO on TRL's DPOTrainer: learns a toy preference, masks as SFT does, keeps no copy of the base, publishes."""
 
+import io
 import json
 
 import pytest
@@ -259,3 +260,42 @@ def test_recipe_and_speed_refusals(tiny_dir, home):
     with pytest.raises(InhouseError, match="no adapter 'missing'"):
         dpo.train_dpo(recipe_mod.build(base_model=str(tiny_dir), method="dpo", init_adapter="missing"), TRAIN, [],
                       events=Events())
+
+
+# --- the jobs API -------------------------------------------------------------------------------
+
+
+def uploaded(store, rows, name):
+    from inhouse.jobs.files import save_upload
+
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    return save_upload(store, io.BytesIO(data), name, "fine-tune", 1 << 20)["id"]
+
+
+def test_the_jobs_api_maps_openais_dpo_method_to_the_recipe(home):
+    from inhouse.jobs import spec
+    from inhouse.jobs.store import Store
+    from inhouse.serve.openai import CreateJobRequest
+
+    store, caps = Store(), spec.Capabilities("tiny", tiny.NAME)
+    prefs = uploaded(store, openai_pairs(PAIRS[:4]), "prefs.jsonl")
+    chats = uploaded(store, [chat("hi", "hello")] * 2, "chat.jsonl")
+    body = CreateJobRequest(model="tiny", training_file=prefs, recipe={"dpo_loss": "ipo"},
+                            method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.3, "n_epochs": 2}}})
+    job = spec.create_job(store, body, caps)
+    assert job["method"]["type"] == "dpo" and job["method"]["dpo"]["hyperparameters"]["beta"] == 0.3
+    recipe = spec.recipe_for(job, store)
+    assert (recipe.method, recipe.dpo_beta, recipe.dpo_loss, recipe.epochs) == ("dpo", 0.3, "ipo", 2)
+    for method, file, param in (({"type": "dpo"}, chats, "training_file"), ({"type": "supervised"}, prefs, "training_file"),
+                                ({"type": "dpo", "dpo": {"hyperparameters": {"beta": -1}}}, prefs, "hyperparameters.beta"),
+                                ({"type": "supervised", "supervised": {"hyperparameters": {"beta": 1}}}, chats,
+                                 "hyperparameters.beta"), ({"type": "reinforcement"}, prefs, "method.type")):
+        with pytest.raises(spec.BadField) as err:
+            spec.create_job(store, CreateJobRequest(model="tiny", training_file=file, method=method), caps)
+        assert err.value.param == param, (method, err.value)
+    with pytest.raises(spec.BadField, match="contradicts"):
+        spec.create_job(store, CreateJobRequest(model="tiny", training_file=prefs, method={"type": "dpo"},
+                                                recipe={"method": "lora"}), caps)
+    with pytest.raises(spec.BadField, match="init_adapter"):
+        spec.create_job(store, CreateJobRequest(model="tiny", training_file=prefs, method={"type": "dpo"},
+                                                recipe={"init_adapter": "/etc"}), caps)
