@@ -262,6 +262,21 @@ def test_recipe_and_speed_refusals(tiny_dir, home):
                       events=Events())
 
 
+def test_eval_on_held_out_pairs_reports_reward_accuracy(trained, tmp_path, monkeypatch):
+    from inhouse.eval.config import EvalConfig
+    from inhouse.eval.run import evaluate
+
+    result, _, _, home = trained
+    monkeypatch.setenv("INHOUSE_HOME", str(home))
+    data = write_jsonl(tmp_path / "held-out.jsonl", openai_pairs(HELD_OUT))
+    config = EvalConfig(data=data, out=tmp_path / "report", generation={"max_new_tokens": 8})
+    report = evaluate("polite", config).report
+    assert report["n"] == 8 and report["tuned"]["pairs"] == 8
+    assert report["tuned"]["reward_accuracy"] == pytest.approx(result.metrics["reward_accuracy"])
+    assert report["tuned"]["loss"] == pytest.approx(result.metrics["chosen_loss"], rel=1e-4)
+    assert "reward_accuracy" not in report["base"]
+
+
 # --- the jobs API -------------------------------------------------------------------------------
 
 
