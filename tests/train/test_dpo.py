@@ -301,10 +301,11 @@ def test_the_jobs_api_maps_openais_dpo_method_to_the_recipe(home):
     assert job["method"]["type"] == "dpo" and job["method"]["dpo"]["hyperparameters"]["beta"] == 0.3
     recipe = spec.recipe_for(job, store)
     assert (recipe.method, recipe.dpo_beta, recipe.dpo_loss, recipe.epochs) == ("dpo", 0.3, "ipo", 2)
-    for method, file, param in (({"type": "dpo"}, chats, "training_file"), ({"type": "supervised"}, prefs, "training_file"),
-                                ({"type": "dpo", "dpo": {"hyperparameters": {"beta": -1}}}, prefs, "hyperparameters.beta"),
-                                ({"type": "supervised", "supervised": {"hyperparameters": {"beta": 1}}}, chats,
-                                 "hyperparameters.beta"), ({"type": "reinforcement"}, prefs, "method.type")):
+    refused = [({"type": "dpo"}, chats, "training_file"), ({"type": "supervised"}, prefs, "training_file"),
+               ({"type": "dpo", "dpo": {"hyperparameters": {"beta": -1}}}, prefs, "hyperparameters.beta"),
+               ({"type": "supervised", "supervised": {"hyperparameters": {"beta": 1}}}, chats, "hyperparameters.beta"),
+               ({"type": "reinforcement"}, prefs, "method.type")]
+    for method, file, param in refused:
         with pytest.raises(spec.BadField) as err:
             spec.create_job(store, CreateJobRequest(model="tiny", training_file=file, method=method), caps)
         assert err.value.param == param, (method, err.value)
@@ -314,3 +315,24 @@ def test_the_jobs_api_maps_openais_dpo_method_to_the_recipe(home):
     with pytest.raises(spec.BadField, match="init_adapter"):
         spec.create_job(store, CreateJobRequest(model="tiny", training_file=prefs, method={"type": "dpo"},
                                                 recipe={"init_adapter": "/etc"}), caps)
+
+
+def test_a_dpo_job_runs_to_a_published_dpo_adapter(home):
+    from inhouse.jobs import run as job_run
+    from inhouse.jobs import spec
+    from inhouse.jobs.store import Store
+    from inhouse.serve.openai import CreateJobRequest
+
+    store = Store()
+    prefs = uploaded(store, openai_pairs(PAIRS[:8]), "prefs.jsonl")
+    body = CreateJobRequest(model="tiny", training_file=prefs, suffix="polite", recipe={"max_steps": 2},
+                            method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}})
+    job = spec.create_job(store, body, spec.Capabilities("tiny", tiny.NAME))
+    store.update("jobs", job["id"], status="running")  # as the worker does before it starts the process
+    job_run.run(job["id"], store)
+    done = store.get("jobs", job["id"], "job")
+    assert done["status"] == "succeeded", done["error"]
+    lineage = registry.lineage(registry.resolve(done["fine_tuned_model"]))
+    assert lineage.kind == "dpo" and lineage.recipe["dpo_beta"] == 0.2 and lineage.origin["job"] == job["id"]
+    messages = [e["message"] for e in store.select("select * from events where job_id = ?", (job["id"],))]
+    assert any("reward accuracy=0.5000" in m for m in messages)  # the validation point before training
