@@ -28,6 +28,9 @@ COMMANDS = [
     (["rag", "eval"], SearchConfig, ("where", "min_similarity", "k"), ["--queries", "q", "--qrels", "r"]),
 ]
 REQUIRED = {"data": "held.jsonl", "kb": "handbook"}  # what a required field gets when it is not the one tested
+# Recipe fields valid only beside others: a DPO setting is refused without method dpo
+COMPANIONS = {"reference": ["--method", "dpo", "--init-adapter", "a"], "init_adapter": ["--method", "dpo"],
+              "dpo_qlora": ["--method", "dpo"]}
 
 
 def flags(config, exclude):
@@ -112,7 +115,8 @@ def test_every_flag_reaches_its_field(words, config, exclude, args, capture, tmp
         needed = [f"--{k}={v}" for k, v in REQUIRED.items()
                   if k != path[-1] and k in {p[-1] for p, i in flags(config, exclude) if i.is_required()}]
         with pytest.raises(Captured) as got:
-            result = run_cli(*words, *args, flag, *values, *needed, env={"INHOUSE_HOME": str(tmp_path)})
+            companions = COMPANIONS.get(path[-1], []) if config is Recipe else []
+            result = run_cli(*words, *args, flag, *values, *needed, *companions, env={"INHOUSE_HOME": str(tmp_path)})
             pytest.fail(f"{words} {flag} {values}: {result}")
         assert field_of(got.value.config, path) == expected, (words, flag)
 

@@ -12,7 +12,7 @@ Kinds used today:
     train_begin step, total_steps
     step        step, total_steps (after every optimizer step)
     metrics     step, loss, learning_rate, grad_norm, mean_token_accuracy, tokens_per_second, epoch
-    eval        step, valid_loss, valid_mean_token_accuracy
+    eval        step, valid_loss, valid_mean_token_accuracy; DPO adds valid_reward_accuracy, valid_reward_margin
     checkpoint  step, path
     early_stop  step, best_step, best_valid_loss, patience (validation loss stopped improving)
     train_end   step
@@ -81,9 +81,11 @@ class ConsoleEvents(Events):
         if tokens_per_second is not None:
             self.postfix["tok/s"] = f"{tokens_per_second:,.0f}"
 
-    def _eval(self, valid_loss: float | None = None, **_: Any) -> None:
+    def _eval(self, valid_loss: float | None = None, valid_reward_accuracy: float | None = None, **_: Any) -> None:
         if valid_loss is not None:
             self.postfix["val_loss"] = f"{valid_loss:.4f}"
+        if valid_reward_accuracy is not None:
+            self.postfix["reward_acc"] = f"{valid_reward_accuracy:.2f}"
 
     def _early_stop(self, step: int, best_step: int, best_valid_loss: float, patience: int, **_: Any) -> None:
         self.print(f"early stop at step {step}: validation loss has not improved for {patience} evaluations "

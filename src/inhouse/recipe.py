@@ -25,6 +25,11 @@ MAX_LORA_R = 1024
 MAX_SEQ_LENGTH = 1_048_576  # 1M tokens: the longest context of any open model today
 MAX_WEIGHT = 1000  # a training file's sampling factor
 MAX_SEED = 2**32 - 1  # numpy's seed range (transformers' set_seed seeds numpy too)
+MAX_DPO_BETA = 100.0  # beyond this the reference pins the model: nothing would be learned
+# The preference losses of TRL 1.16's DPOTrainer that need no further settings (exo_pair and robust need label
+# smoothing, sft is no preference loss).
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero",
+              "apo_down", "discopop", "sigmoid_norm")
 
 
 class TrainFile(BaseModel):
@@ -71,7 +76,12 @@ class Recipe(BaseModel):
     train_files: list[TrainFile] | None = Field(None, description="Several training files mixed, instead of train_file: path[:weight][:max_examples=N] each (e.g. a.jsonl:2,b.jsonl:max_examples=500); in YAML also a list of {path, weight, max_examples}. weight = examples per epoch as a multiple of the file's (0.5 = a seeded half); max_examples = a seeded cap.")
     validation_file: Path | None = Field(None, description="Held-out data; when absent, validation_fraction of train_file is held out.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of the training data (of each file in train_files) held out for validation loss when no validation_file is given.")
-    method: Literal["lora", "qlora", "full"] = Field("lora", description="lora: train a small adapter; qlora: the same on a 4-bit NF4 base (CUDA); full: update every weight.")
+    method: Literal["lora", "qlora", "full", "dpo"] = Field("lora", description="lora: train a small adapter; qlora: the same on a 4-bit NF4 base (CUDA); full: update every weight; dpo: preference tuning (DPO) of a LoRA adapter on chosen/rejected pairs.")
+    dpo_beta: float = Field(0.1, gt=0, le=MAX_DPO_BETA, description="method dpo: how far the tuned model may drift from the reference (higher = stays closer); with dpo_loss ipo it is IPO's tau.")
+    dpo_loss: Literal[DPO_LOSSES] = Field("sigmoid", description="method dpo: TRL's preference loss; sigmoid is DPO's own, ipo, hinge and the others are its published variants.")
+    reference: Literal["base", "adapter"] = Field("base", description="method dpo: the model the preference is measured against; base = the base model (the adapter switched off), adapter = init_adapter's weights kept frozen. Neither holds a second copy of the base weights.")
+    init_adapter: str | None = Field(None, description="method dpo: start from this library adapter (e.g. a supervised one; its LoRA settings replace the lora_* fields) instead of a fresh one.")
+    dpo_qlora: bool = Field(False, description="method dpo: train on the base quantised to 4-bit NF4, as method qlora does (CUDA, bitsandbytes).")
     lora_r: int = Field(16, ge=1, le=MAX_LORA_R, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, le=4 * MAX_LORA_R, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
@@ -112,6 +122,21 @@ class Recipe(BaseModel):
         if self.train_file is not None and self.train_files is not None:
             raise ValueError("set train_file or train_files, not both (train_file is the one-file shorthand)")
         return self
+
+    @model_validator(mode="after")
+    def _dpo_fields_need_dpo(self) -> Recipe:
+        """Settings only DPO reads would be ignored silently by any other method."""
+        if self.method != "dpo" and (self.init_adapter or self.dpo_qlora or self.reference != "base"):
+            raise ValueError("init_adapter, reference and dpo_qlora are settings of method dpo; set method: dpo "
+                             "or remove them")
+        if self.reference == "adapter" and not self.init_adapter:
+            raise ValueError("reference: adapter needs init_adapter (the library adapter to start from and "
+                             "measure against)")
+        return self
+
+    def quantized(self) -> bool:
+        """Whether the base is loaded in 4-bit NF4: method qlora, or dpo with dpo_qlora."""
+        return self.method == "qlora" or (self.method == "dpo" and self.dpo_qlora)
 
     def sources(self) -> list[TrainFile]:
         """The training files as a mix: train_file is a mix of one."""

@@ -27,6 +27,7 @@ KINDS = {
     "lora": "a LoRA adapter",
     "qlora": "a QLoRA adapter (LoRA trained on the base quantised to 4-bit NF4)",
     "full": "a full fine-tune (every weight trained)",
+    "dpo": "a LoRA adapter preference-tuned with DPO (chosen over rejected answers)",
     "checkpoint": "an intermediate checkpoint of a fine-tuning job",
     "merged": "a model with a LoRA adapter merged into its base weights",
 }

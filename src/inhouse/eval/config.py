@@ -15,7 +15,7 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    data: Path = Field(..., description="Held-out conversations (chat JSONL, Alpaca, prompt/completion).")
+    data: Path = Field(..., description="Held-out conversations (chat JSONL, Alpaca, prompt/completion), or preference pairs (OpenAI's preference JSONL: adds reward accuracy and margin).")
     schema_file: Path | None = Field(None, description="JSON Schema for structured answers (conformance rate).",
                                      json_schema_extra={"flag": "schema"})
     judge: str | None = Field(None, description="Judge model or adapter for 1-5 rubric scores (off when unset).")

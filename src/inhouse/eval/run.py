@@ -1,9 +1,10 @@
 """`inhouse eval`: base model vs adapter on held-out conversations, honestly.
 
 For each held-out conversation the last assistant message is the reference and
-everything before it the prompt. Both models answer (batched, greedy by
-default), then: reference loss/perplexity/token accuracy, text and JSON
-metrics, optional LLM-as-judge, a forgetting check, and a report.
+everything before it the prompt (a file of preference pairs: its chosen answers, plus
+the adapter's reward accuracy and margin, inhouse.eval.preference). Both models answer
+(batched, greedy by default), then: reference loss/perplexity/token accuracy, text and
+JSON metrics, optional LLM-as-judge, a forgetting check, and a report.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from inhouse.errors import InhouseError
 from inhouse.events import Events, Stopped
 from inhouse.eval import metrics
 from inhouse.eval.config import EvalConfig
+from inhouse.eval.preference import chosen_conversations, held_out_pairs, preference_metrics
 from inhouse.adapters.load import load_chat_model
 from inhouse.model.generate import ChatModel
 from inhouse.model.template import encode
@@ -100,7 +102,8 @@ def evaluate(adapter: str, config: EvalConfig, events: Events | None = None) -> 
     from inhouse.eval.report import write_report
 
     events = events or Events()
-    convs = load_conversations(config.data)[: config.max_examples]
+    pairs = held_out_pairs(config.data, config.max_examples)
+    convs = chosen_conversations(pairs) if pairs else load_conversations(config.data)[: config.max_examples]
     adapter_path = registry.resolve(adapter)
     target = claim_output(config, registry.lineage(adapter_path).name or adapter_path.name, adapter_path)
     chat = load_chat_model(adapter)
@@ -108,6 +111,8 @@ def evaluate(adapter: str, config: EvalConfig, events: Events | None = None) -> 
     validator = load_schema(config.schema_file) if config.schema_file else None
     base = side(chat, convs, prompts, refs, config, validator, False, events)
     tuned = side(chat, convs, prompts, refs, config, validator, True, events)
+    if pairs:
+        tuned["metrics"] |= preference_metrics(chat, pairs, registry.lineage(adapter_path), config.batch_size)
     report = {"adapter": chat.name, "data": str(config.data), "n": len(convs),
               "config": config.model_dump(mode="json"), "base": base["metrics"], "tuned": tuned["metrics"],
               "examples": _examples(convs, prompts, refs, base["answers"], tuned["answers"]),

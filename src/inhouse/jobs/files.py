@@ -68,8 +68,11 @@ def _copy(stream: BinaryIO, limit: int) -> tuple[str, int]:
 def validate(path: Path, filename: str) -> str:
     """'' for a usable file, else its problems as `inhouse data check` words them (file:line: code ...)."""
     from inhouse.data.formats import load_dataset, summarise
+    from inhouse.train.pair_source import is_pair_file, read_pair_file
 
     try:
+        if is_pair_file(path):  # preference pairs, for a dpo job
+            return "" if read_pair_file(path) else f"{filename}: no usable examples"
         result = load_dataset(path)
     except InhouseError as e:
         return str(e).replace(str(path), filename)

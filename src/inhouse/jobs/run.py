@@ -63,10 +63,13 @@ class JobEvents(Events):
             self.store.update("jobs", self.job["id"], estimated_finish=int(self.started + elapsed * total_steps / step))
 
     def _eval(self, step: int, valid_loss: float, **data: Any) -> None:
-        self.latest |= {"valid_loss": valid_loss, "valid_mean_token_accuracy": data.get("valid_mean_token_accuracy")}
-        self.store.add_event(self.job["id"], f"Step {step}: validation loss={valid_loss:.4f}", kind="metrics",
+        extra = {k: data[k] for k in ("valid_reward_accuracy", "valid_reward_margin") if data.get(k) is not None}
+        self.latest |= {"valid_loss": valid_loss, "valid_mean_token_accuracy": data.get("valid_mean_token_accuracy"),
+                        **extra}
+        shown = "".join(f", {k.removeprefix('valid_').replace('_', ' ')}={v:.4f}" for k, v in extra.items())
+        self.store.add_event(self.job["id"], f"Step {step}: validation loss={valid_loss:.4f}{shown}", kind="metrics",
                              data={"step": step, "valid_loss": valid_loss,
-                                   "valid_mean_token_accuracy": data.get("valid_mean_token_accuracy")})
+                                   "valid_mean_token_accuracy": data.get("valid_mean_token_accuracy"), **extra})
 
     def _early_stop(self, step: int, best_step: int, best_valid_loss: float, patience: int, **_: Any) -> None:
         self.store.add_event(self.job["id"], f"Early stop at step {step}: validation loss has not improved for "

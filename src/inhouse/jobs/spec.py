@@ -1,7 +1,9 @@
 """A job request -> a checked job row -> the training recipe it runs.
 
 The request speaks OpenAI (`hyperparameters` or `method.supervised.hyperparameters`
-with n_epochs, batch_size, learning_rate_multiplier, each a number or "auto"),
+with n_epochs, batch_size, learning_rate_multiplier, each a number or "auto"; or
+`method: {"type": "dpo", "dpo": {"hyperparameters": {..., "beta"}}}`: preference tuning,
+recipe method dpo, on a training file of preference pairs),
 plus `recipe`: any recipe field (method: qlora, lora_r, max_seq_length...)
 except the ones that name files or folders, which the server sets itself,
 and `devices`: the GPUs the job runs on ("auto": the first one free).
@@ -17,12 +19,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from inhouse import paths
+from inhouse.adapters import registry
 from inhouse.errors import ConflictError, InvalidInputError, NotFoundError
 from inhouse.jobs.files import blob
 from inhouse.jobs.store import ACTIVE, Store, new_id, now
 from inhouse.model.template import BUILTIN_TEMPLATES
 from inhouse.model.tiny import NAME as BUILTIN
 from inhouse.recipe import Recipe
+from inhouse.train.pair_source import is_pair_file
 
 SERVER_SET = ("base_model", "train_file", "train_files", "validation_file", "output_name")
 DEFAULT_LR = Recipe.model_fields["learning_rate"].default
@@ -35,18 +39,45 @@ class BadField(InvalidInputError):
         self.param = param
 
 
-def hyperparameters(given: dict[str, Any] | None) -> dict[str, Any]:
-    """OpenAI's three, with "auto" resolved to the recipe's defaults."""
+METHODS = ("supervised", "dpo")  # OpenAI's method types this server trains
+
+
+def hyperparameters(given: dict[str, Any] | None, method: str = "supervised") -> dict[str, Any]:
+    """OpenAI's three (and DPO's beta), with "auto" resolved to the recipe's defaults."""
     given = {k: v for k, v in (given or {}).items() if v is not None and v != "auto"}
-    unknown = set(given) - {"n_epochs", "batch_size", "learning_rate_multiplier"}
+    known = {"n_epochs", "batch_size", "learning_rate_multiplier", *(("beta",) if method == "dpo" else ())}
+    unknown = set(given) - known
     if unknown:
         raise BadField(f"unknown hyperparameter {sorted(unknown)[0]!r}", f"hyperparameters.{sorted(unknown)[0]}")
-    return {"n_epochs": given.get("n_epochs", Recipe.model_fields["epochs"].default),
-            "batch_size": given.get("batch_size", Recipe.model_fields["batch_size"].default),
-            "learning_rate_multiplier": given.get("learning_rate_multiplier", 1.0)}
+    hp = {"n_epochs": given.get("n_epochs", Recipe.model_fields["epochs"].default),
+          "batch_size": given.get("batch_size", Recipe.model_fields["batch_size"].default),
+          "learning_rate_multiplier": given.get("learning_rate_multiplier", 1.0)}
+    return hp | ({"beta": given.get("beta", Recipe.model_fields["dpo_beta"].default)} if method == "dpo" else {})
 
 
-HP_FIELDS = {"epochs": "n_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate_multiplier"}
+HP_FIELDS = {"epochs": "n_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate_multiplier",
+             "dpo_beta": "beta"}
+
+
+def method_of(body: Any) -> tuple[str, dict[str, Any]]:
+    """The job's method type and its hyperparameters, as OpenAI's request names them."""
+    method = body.method or {"type": "supervised"}
+    kind = method.get("type")
+    if kind not in METHODS:
+        raise BadField(f"method type {kind!r} is not supported (use {' or '.join(map(repr, METHODS))})",
+                       "method.type")
+    return kind, hyperparameters((method.get(kind) or {}).get("hyperparameters") or body.hyperparameters, kind)
+
+
+def with_method(kind: str, recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe fields with the method the job type trains: a dpo job is recipe method dpo."""
+    asked = recipe.get("method")
+    if kind == "dpo" and asked not in (None, "dpo"):
+        raise BadField(f"recipe.method {asked!r} contradicts method type 'dpo'; leave recipe.method out",
+                       "recipe.method")
+    if kind != "dpo" and asked == "dpo":
+        raise BadField("recipe.method dpo needs method type 'dpo' (and a file of preference pairs)", "recipe.method")
+    return {**recipe, "method": "dpo"} if kind == "dpo" else recipe
 
 
 def check_hyperparameters(hp: dict[str, Any], recipe: dict[str, Any]) -> None:
@@ -57,7 +88,8 @@ def check_hyperparameters(hp: dict[str, Any], recipe: dict[str, Any]) -> None:
             raise BadField(f"hyperparameters.{name} must be a number or \"auto\", not {value!r}"[:200],
                            f"hyperparameters.{name}")
     values = {"epochs": hp["n_epochs"], "batch_size": hp["batch_size"],
-              "learning_rate": recipe.get("learning_rate", DEFAULT_LR) * hp["learning_rate_multiplier"]}
+              "learning_rate": recipe.get("learning_rate", DEFAULT_LR) * hp["learning_rate_multiplier"],
+              **({"dpo_beta": hp["beta"]} if "beta" in hp else {})}
     try:
         Recipe(**{**recipe, **values})
     except ValidationError as e:
@@ -74,6 +106,10 @@ def check_recipe(fields: dict[str, Any] | None) -> dict[str, Any]:
     for name in fields:
         if name in SERVER_SET:
             raise BadField(f"recipe.{name} is set by the server (from the job's files and model)", f"recipe.{name}")
+    start = fields.get("init_adapter")
+    if start is not None and start not in registry.names():
+        raise BadField(f"recipe.init_adapter must name an adapter of this server's library, not {str(start)[:200]!r}",
+                       "recipe.init_adapter")
     template = fields.get("chat_template")
     if template is not None and template not in BUILTIN_TEMPLATES:
         raise BadField(f"recipe.chat_template must be one of {', '.join(BUILTIN_TEMPLATES)} over HTTP",
@@ -178,22 +214,19 @@ def devices(asked: list[int] | str | None, gpus: tuple[int, ...]) -> list[int] |
 def create_job(store: Store, body: Any, caps: Capabilities) -> dict[str, Any]:
     """Check a create request and record the job (status validating_files)."""
     base = base_for(body.model, caps)
+    kind, hp = method_of(body)
     for param in ("training_file", "validation_file"):
         file_id = getattr(body, param)
         if file_id is not None:
-            _uploaded(store, file_id, param)
-    method = body.method or {"type": "supervised"}
-    if method.get("type") != "supervised":
-        raise BadField(f"method type {method.get('type')!r} is not supported yet (only 'supervised')", "method.type")
-    hp = hyperparameters(method.get("supervised", {}).get("hyperparameters") or body.hyperparameters)
-    recipe = check_recipe(body.recipe)
+            _fits_method(_uploaded(store, file_id, param), kind, param)
+    recipe = check_recipe(with_method(kind, body.recipe or {}))
     check_hyperparameters(hp, recipe)
     gpus = devices(body.devices, caps.gpus)
     job_id = new_id("ftjob")
     row = {"id": job_id, "created_at": now(), "status": "validating_files", "model": body.model, "base": base,
            "training_file": body.training_file, "validation_file": body.validation_file, "suffix": body.suffix,
            "seed": body.seed if body.seed is not None else secrets.randbelow(2**31), "metadata": body.metadata,
-           "hyperparameters": hp, "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+           "hyperparameters": hp, "method": {"type": kind, kind: {"hyperparameters": hp}},
            "recipe": recipe, "output_name": f"{body.suffix or 'ft'}-{job_id[6:14]}", "devices": gpus}
     store.insert("jobs", row)
     store.add_event(job_id, f"Validating training file: {body.training_file}")
@@ -205,6 +238,15 @@ def _uploaded(store: Store, file_id: str, param: str) -> dict[str, Any]:
         return store.get("files", file_id, "file")
     except NotFoundError:
         raise BadField(f"invalid {param}: no uploaded file with id '{file_id}'", param) from None
+
+
+def _fits_method(row: dict[str, Any], kind: str, param: str) -> None:
+    """A dpo job trains on preference pairs, a supervised one on conversations: a mix-up is refused now."""
+    pairs = is_pair_file(blob(row["sha256"]))
+    if pairs != (kind == "dpo"):
+        held = "preference pairs" if pairs else "conversations, not preference pairs"
+        want = "method type 'dpo'" if pairs else "method type 'supervised'"
+        raise BadField(f"invalid {param}: {row['id']} ({row['filename']}) holds {held}; train it with {want}", param)
 
 
 def file_problem(store: Store, job: dict[str, Any]) -> dict[str, Any] | None:
@@ -229,7 +271,8 @@ def recipe_for(job: dict[str, Any], store: Store) -> Recipe:
     return Recipe(**{**job["recipe"], "base_model": job["base"], "train_file": files["training_file"],
                      "validation_file": files["validation_file"], "seed": job["seed"], "output_name": job["output_name"],
                      "epochs": hp["n_epochs"], "batch_size": hp["batch_size"],
-                     "learning_rate": job["recipe"].get("learning_rate", DEFAULT_LR) * hp["learning_rate_multiplier"]})
+                     "learning_rate": job["recipe"].get("learning_rate", DEFAULT_LR) * hp["learning_rate_multiplier"],
+                     **({"dpo_beta": hp["beta"]} if "beta" in hp else {})})
 
 
 def cancel(store: Store, job_id: str) -> dict[str, Any]:

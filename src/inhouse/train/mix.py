@@ -8,8 +8,10 @@ weighting keeps a validation example from also being trained on as a repeated co
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from inhouse.data.conversation import Conversation
 from inhouse.data.formats import load_conversations
@@ -29,9 +31,12 @@ class Drawn:
 
 @dataclass
 class Mix:
-    train: list[Conversation]
+    train: list[Conversation]  # or preference pairs: whatever the reader gives
     validation: list[Conversation]
     drawn: list[Drawn]
+
+
+Reader = Callable[[Path], list[Any]]
 
 
 def sample(convs: list[Conversation], n: int, rng: random.Random) -> list[Conversation]:
@@ -48,26 +53,28 @@ def weigh(convs: list[Conversation], weight: float, rng: random.Random) -> list[
     return convs * whole + sample(convs, extra, rng)
 
 
-def draw(source: TrainFile, index: int, recipe: Recipe, hold_out: bool) -> tuple[list, list, Drawn]:
+def draw(source: TrainFile, index: int, recipe: Recipe, hold_out: bool,
+         read: Reader = load_conversations) -> tuple[list, list, Drawn]:
     """One file's training and validation examples. Each file has its own seeded generator, so adding a
     file to a mix does not change what the others give."""
     rng = random.Random(f"{recipe.seed}/{index}")
-    convs = load_conversations(Path(source.path))
+    convs = read(Path(source.path))
     used = sample(convs, source.max_examples, rng) if source.max_examples else convs
     train, val = split(used, recipe.validation_fraction, recipe.seed) if hold_out else (used, [])
     train = weigh(train, source.weight, rng)
     return train, val, Drawn(source, len(convs), len(train), len(val))
 
 
-def load_mix(recipe: Recipe) -> Mix:
-    """The recipe's training files mixed, and validation data (its file, or each file's hold-out)."""
+def load_mix(recipe: Recipe, read: Reader = load_conversations) -> Mix:
+    """The recipe's training files mixed, and validation data (its file, or each file's hold-out); `read`
+    turns one file into examples (conversations; preference pairs for DPO)."""
     hold_out = recipe.validation_file is None
     mix = Mix([], [], [])
     for index, source in enumerate(recipe.sources()):
-        train, val, drawn = draw(source, index, recipe, hold_out)
+        train, val, drawn = draw(source, index, recipe, hold_out, read)
         mix.train += train
         mix.validation += val
         mix.drawn.append(drawn)
     if not hold_out:
-        mix.validation = load_conversations(recipe.validation_file)
+        mix.validation = read(Path(recipe.validation_file))
     return mix

@@ -9,6 +9,8 @@ from transformers import TrainerCallback
 
 from inhouse.events import Events
 
+SCORES = ("reward_accuracy", "reward_margin")  # a DPO evaluation's (inhouse.train.rewards)
+
 
 class EventsCallback(TrainerCallback):
     """Turns the Trainer's logs into events (with non-padding tokens/s) and stops when asked to."""
@@ -37,7 +39,8 @@ class EventsCallback(TrainerCallback):
                             tokens_per_second=(state.num_input_tokens_seen - self.start_tokens) / elapsed)
         if "eval_loss" in logs:
             self.events.log("eval", step=state.global_step, valid_loss=logs["eval_loss"],
-                            valid_mean_token_accuracy=logs.get("eval_mean_token_accuracy"))
+                            valid_mean_token_accuracy=logs.get("eval_mean_token_accuracy"),
+                            **{f"valid_{k}": logs[f"eval_{k}"] for k in SCORES if f"eval_{k}" in logs})
 
     def on_save(self, args, state, control, **kwargs):
         path = f"{args.output_dir}/checkpoint-{state.global_step}"

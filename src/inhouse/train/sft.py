@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -22,6 +23,7 @@ from inhouse import paths
 from inhouse.adapters import registry
 from inhouse.adapters.lineage import Lineage, build_lineage
 from inhouse.data.conversation import Conversation
+from inhouse.data.formats import load_conversations
 from inhouse.events import ConsoleEvents, Events, Stopped
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
 from inhouse.model import load as model_load
@@ -30,11 +32,14 @@ from inhouse.model.template import IGNORE, apply_template_choice, preflight, sto
 from inhouse.recipe import MAX_STEPS, Recipe
 from inhouse.train import checkpoints
 from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all
-from inhouse.train.mix import Mix, load_mix
+from inhouse.train.mix import Mix, Reader, load_mix
 from inhouse.train.packing import PackedCollator
 from inhouse.train.progress import EventsCallback, FiniteLossGuard, NonFiniteLoss
-from inhouse.train.speed import SpeedPlan, offload_context, plan, prepare_model
+from inhouse.train.speed import OffloadSteps, SpeedPlan, plan, prepare_model
 from inhouse.train.tracking import TRACKING_DIR, check_installed, tracking_env
+
+if TYPE_CHECKING:
+    from inhouse.train.pairs import PairSet
 
 
 @dataclass
@@ -49,11 +54,11 @@ def load_splits(recipe: Recipe) -> tuple[list[Conversation], list[Conversation]]
     return mix.train, mix.validation
 
 
-def load_training_data(recipe: Recipe) -> Mix:
+def load_training_data(recipe: Recipe, read: Reader = load_conversations) -> Mix:
     if not recipe.sources():
         raise InvalidInputError("no training data: set train_file (or train_files) in the recipe, "
                                 "or pass --train-file")
-    return load_mix(recipe)
+    return load_mix(recipe, read)
 
 
 def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
@@ -120,9 +125,14 @@ def checkpoint_args(recipe: Recipe, n_train: int, has_val: bool, best: bool) -> 
 
 
 def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool) -> TrainingArguments:
+    return TrainingArguments(**trainer_settings(recipe, speed, run_dir, n_train, has_val))
+
+
+def trainer_settings(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool) -> dict:
+    """The Trainer's arguments every method shares (a method's own config class adds its fields)."""
     on_gpu = torch.cuda.is_available()
     # Packed rows hold batch_size examples each: the same examples per step as padding would.
-    return TrainingArguments(
+    return dict(
         output_dir=str(run_dir),
         per_device_train_batch_size=recipe.batch_size,
         per_device_eval_batch_size=recipe.batch_size,
@@ -172,7 +182,7 @@ def default_name(recipe: Recipe) -> str:
     return f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def describe_data(train: EncodedSet, val: EncodedSet, events: Events) -> None:
+def describe_data(train: EncodedSet | PairSet, val: EncodedSet | PairSet, events: Events) -> None:
     events.say(f"data: {len(train.examples)} training and {len(val.examples)} validation examples, "
                f"{train.tokens:,} training tokens")
     for where, n in (train.too_long + val.too_long)[:5]:
@@ -184,16 +194,12 @@ def describe_data(train: EncodedSet, val: EncodedSet, events: Events) -> None:
         raise InhouseError("no training example fits max_seq_length; raise it or shorten the data")
 
 
-class InhouseTrainer(Trainer):
+class InhouseTrainer(OffloadSteps, Trainer):
     """Trainer with optional activation offload around each training step."""
 
     def __init__(self, *args, speed: SpeedPlan, **kwargs):
         super().__init__(*args, **kwargs)
         self.speed = speed
-
-    def training_step(self, *args, **kwargs):
-        with offload_context(self.speed, self.model):
-            return super().training_step(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The loss, and the share of trained tokens predicted right (when the logits exist: Liger's
@@ -224,7 +230,7 @@ def token_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
 
 def load_base(recipe: Recipe):
     """Base model in the dtype its method trains best in, and its tokenizer."""
-    if recipe.method == "qlora":
+    if recipe.quantized():
         return quant.load_4bit(recipe.base_model), model_load.load_tokenizer(recipe.base_model)
     # Full fine-tuning keeps fp32 master weights (bf16 autocast does the math on a GPU).
     return model_load.load(recipe.base_model, torch.float32 if recipe.method == "full" else None)
@@ -256,11 +262,13 @@ def build_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_set:
     return trainer
 
 
-def run_training(trainer: Trainer, resume: Path | None, name: str, events: Events) -> dict[str, float | None]:
+def run_training(trainer: Trainer, resume: Path | None, name: str, events: Events,
+                 scores: tuple[str, ...] = ()) -> dict[str, float | None]:
     """Validation loss, training, validation loss; a Ctrl-C, a stop request or a non-finite loss publishes
-    nothing (the first two keep the run's checkpoints for --resume)."""
+    nothing (the first two keep the run's checkpoints for --resume). `scores` names further validation
+    metrics the trainer's evaluation reports (DPO's reward accuracy), kept before and after like the loss."""
     try:
-        return _train_and_measure(trainer, resume, events)
+        return _train_and_measure(trainer, resume, events, scores)
     except KeyboardInterrupt:
         raise InhouseError(f"interrupted: nothing was published; continue with "
                            f"'inhouse train ... --output-name {name} --resume'") from None
@@ -270,11 +278,10 @@ def run_training(trainer: Trainer, resume: Path | None, name: str, events: Event
                            "nothing was published. Lower learning_rate (or check the data) and train again") from None
 
 
-def _train_and_measure(trainer: Trainer, resume: Path | None, events: Events) -> dict[str, float | None]:
+def _train_and_measure(trainer: Trainer, resume: Path | None, events: Events,
+                       scores: tuple[str, ...]) -> dict[str, float | None]:
     has_val = trainer.eval_dataset is not None
-    before = trainer.evaluate()["eval_loss"] if has_val else None
-    if before is not None:
-        events.say(f"validation loss before training: {before:.4f}")
+    before = validation(trainer.evaluate(), "eval", scores, events, "before") if has_val else {}
     clock = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - clock
@@ -282,15 +289,23 @@ def _train_and_measure(trainer: Trainer, resume: Path | None, events: Events) ->
     if stopped is not None:
         raise Stopped(f"training stopped on request at step {stopped}; nothing was published")
     chosen = published_checkpoint(trainer, events)
-    after = measure_published(trainer) if has_val else None
-    if after is not None:
-        events.say(f"validation loss after training:  {after:.4f}")
+    after = validation(measure_published(trainer), "published", scores, events, "after") if has_val else {}
     return {
         "train_loss": _last_train_loss(trainer), "train_loss_mean": output.training_loss,
-        "validation_loss_before": before, "validation_loss": after, **chosen, "train_seconds": round(seconds, 2),
+        "validation_loss_before": before.get("validation_loss"), "validation_loss": after.get("validation_loss"),
+        **{f"{name}_before": before.get(name) for name in scores}, **{name: after.get(name) for name in scores},
+        **chosen, "train_seconds": round(seconds, 2),
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
         "steps": trainer.state.global_step, "trained_tokens": trainer.state.num_input_tokens_seen,
     }
+
+
+def validation(evaluation: dict, prefix: str, scores: tuple[str, ...], events: Events, when: str) -> dict:
+    """The validation loss and `scores` of one evaluation, said to the user."""
+    found = {"validation_loss": evaluation[f"{prefix}_loss"], **{n: evaluation[f"{prefix}_{n}"] for n in scores}}
+    events.say(f"{f'validation loss {when} training:':<32} {found['validation_loss']:.4f}"
+               + "".join(f", {n.replace('_', ' ')} {found[n]:.4f}" for n in scores))
+    return found
 
 
 def published_checkpoint(trainer: Trainer, events: Events) -> dict:
@@ -309,11 +324,11 @@ def published_checkpoint(trainer: Trainer, events: Events) -> dict:
     return {"published_step": step, "best_validation_loss": state.best_metric if best else None, "stopped_early": early}
 
 
-def measure_published(trainer: Trainer) -> float:
-    """Validation loss of the weights about to be published. Logged as `published_loss`, not `eval_loss`:
+def measure_published(trainer: Trainer) -> dict[str, float]:
+    """Validation metrics of the weights about to be published. Logged as `published_loss`, not `eval_loss`:
     a second point at the last step would draw the best checkpoint's loss as if the last step had it."""
     trainer.remove_callback(EarlyStoppingCallback)  # training is over; this is no evaluation it should count
-    return trainer.evaluate(metric_key_prefix="published")["published_loss"]
+    return trainer.evaluate(metric_key_prefix="published")
 
 
 def publish_result(model, tokenizer, name: str, lineage: Lineage) -> Path:
@@ -324,14 +339,20 @@ def publish_result(model, tokenizer, name: str, lineage: Lineage) -> Path:
     return registry.publish(name, write, lineage)
 
 
-def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
-          callbacks: list[TrainerCallback] | None = None, origin: dict | None = None) -> TrainResult:
-    """Fine-tune `recipe.base_model` on `recipe.train_file`; returns the published adapter.
+@dataclass
+class Run:
+    """One run's identity: its recipe (named, base resolved), its folder and where it resumes from."""
 
-    Progress goes to `events` (the console by default); `events.should_stop()` ends training at the
-    next step and publishes nothing. `origin` (e.g. the job that asked for the run) joins the lineage.
-    """
-    events = ConsoleEvents() if events is None else events
+    recipe: Recipe
+    name: str
+    run_dir: Path
+    resume_from: Path | None
+    started: datetime
+
+
+def begin_run(recipe: Recipe, resume: bool, events: Events) -> Run:
+    """Name the run, claim its folder (clearing debris, or finding the checkpoint to resume) and check
+    the trackers, before anything is loaded."""
     started = datetime.now(timezone.utc)
     name = recipe.output_name or default_name(recipe)
     # The lineage records where the base really is: a folder as an absolute path, not as typed.
@@ -339,14 +360,52 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     run_dir = run_dir_for(name, resume)
     resume_from = checkpoints.settle(run_dir, events)  # None for a new run, which may only clear debris
     check_installed(recipe.tracking)
-    mix = load_training_data(recipe)
-    check_length(recipe, len(mix.train))
+    return Run(recipe, name, run_dir, resume_from, started)
 
+
+def load_for_training(recipe: Recipe, events: Events) -> tuple[PreTrainedModel, object, set[int]]:
+    """The base model, its tokenizer with the recipe's chat template, and the ids that end a turn."""
     events.say(f"model: loading {recipe.base_model}")
     torch.manual_seed(recipe.seed)
     model, tokenizer = load_base(recipe)
     apply_template_choice(tokenizer, recipe.chat_template)
-    stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
+    return model, tokenizer, stop_token_ids(tokenizer, model.generation_config.eos_token_id)
+
+
+def finish_run(run: Run, trainer: Trainer, metrics: dict, speed: SpeedPlan, *, drawn: list | None,
+               n_train: int, n_val: int, origin: dict | None) -> TrainResult:
+    """Lineage, atomic publish into the library, checkpoints discarded."""
+    # Trainer.train() starts a fresh log, so the pre-training validation point is added back.
+    before = [{"step": 0, **{f"eval_{k.removesuffix('_before').removeprefix('validation_')}": v
+                             for k, v in metrics.items() if k.endswith("_before")}}] \
+        if metrics.get("validation_loss_before") is not None else []
+    lineage = build_lineage(run.recipe, run.name, metrics, before + trainer.state.log_history, run.started, drawn,
+                            n_train=n_train, n_val=n_val)
+    lineage.speed, lineage.origin = asdict(speed), origin or None
+    path = publish_result(trainer.model, trainer.processing_class, run.name, lineage)
+    discard_checkpoints(run.run_dir)
+    return TrainResult(run.name, path, metrics)
+
+
+def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
+          callbacks: list[TrainerCallback] | None = None, origin: dict | None = None) -> TrainResult:
+    """Fine-tune `recipe.base_model` on `recipe.train_file`; returns the published adapter.
+
+    Progress goes to `events` (the console by default); `events.should_stop()` ends training at the
+    next step and publishes nothing. `origin` (e.g. the job that asked for the run) joins the lineage.
+    method dpo runs preference tuning instead (inhouse.train.dpo), through the same steps.
+    """
+    if recipe.method == "dpo":
+        from inhouse.train import dpo
+
+        return dpo.train(recipe, resume=resume, events=events, callbacks=callbacks, origin=origin)
+    events = ConsoleEvents() if events is None else events
+    run = begin_run(recipe, resume, events)
+    recipe = run.recipe
+    mix = load_training_data(recipe)
+    check_length(recipe, len(mix.train))
+
+    model, tokenizer, stop_ids = load_for_training(recipe, events)
     preflight(mix.train + mix.validation, tokenizer, stop_ids)
     events.say("mask: pre-flight passed (only assistant tokens and their end-of-turn token are trained)")
 
@@ -357,19 +416,12 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     speed = plan(recipe, model)
     events.say(f"speed: {speed.describe()}")
     model = attach_method(prepare_model(model, speed), recipe)
-    with tracking_env(recipe.tracking, run_dir):
-        trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run_dir,
+    with tracking_env(recipe.tracking, run.run_dir):
+        trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run.run_dir,
                                 [EventsCallback(events), FiniteLossGuard(), *(callbacks or [])])
-        metrics = run_training(trainer, resume_from, name, events)
-    # Trainer.train() starts a fresh log, so the pre-training validation point is added back.
-    before = [{"step": 0, "eval_loss": metrics["validation_loss_before"]}] \
-        if metrics["validation_loss_before"] is not None else []
-    lineage = build_lineage(recipe, name, metrics, before + trainer.state.log_history, started, mix.drawn,
-                            n_train=len(train_set.examples), n_val=len(val_set.examples))
-    lineage.speed, lineage.origin = asdict(speed), origin or None
-    path = publish_result(model, tokenizer, name, lineage)
-    discard_checkpoints(run_dir)
-    return TrainResult(name, path, metrics)
+        metrics = run_training(trainer, run.resume_from, run.name, events)
+    return finish_run(run, trainer, metrics, speed, drawn=mix.drawn, n_train=len(train_set.examples),
+                      n_val=len(val_set.examples), origin=origin)
 
 
 def discard_checkpoints(run_dir: Path) -> None:

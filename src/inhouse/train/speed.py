@@ -48,7 +48,7 @@ def liger_apply_fn(model_type: str):
 def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
     """Fill in each `None` with the right default for this machine and model."""
     gpu = torch.cuda.is_available()
-    big = sum(p.numel() for p in model.parameters()) > 2e9 or recipe.method == "qlora"
+    big = sum(p.numel() for p in model.parameters()) > 2e9 or recipe.quantized()
     packing = gpu if recipe.packing is None else recipe.packing
     attn = recipe.attention
     if attn == "auto":
@@ -98,26 +98,27 @@ def set_attention(model: PreTrainedModel, kind: str) -> None:
     model.set_attn_implementation(name)
 
 
-def apply_liger(model: PreTrainedModel) -> None:
-    """Fused RMSNorm, RoPE, SwiGLU and linear cross-entropy on this model instance."""
+def apply_liger(model: PreTrainedModel, fused_cross_entropy: bool = True) -> None:
+    """Fused RMSNorm, RoPE, SwiGLU and (unless the trainer brings its own fused head, as TRL's DPO does)
+    linear cross-entropy on this model instance."""
     fn = liger_apply_fn(model.config.model_type)
     if fn is None:
         raise InhouseError(f"liger: no Liger kernels for model type {model.config.model_type!r} "
                            "(or liger-kernel is not installed); set liger: false")
     wanted = {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
-              "fused_linear_cross_entropy": True, "model": model}
+              "fused_linear_cross_entropy": fused_cross_entropy, "model": model}
     accepted = inspect.signature(fn).parameters
     fn(**{k: v for k, v in wanted.items() if k in accepted})
 
 
-def prepare_model(model: PreTrainedModel, speed: SpeedPlan) -> PreTrainedModel:
+def prepare_model(model: PreTrainedModel, speed: SpeedPlan, fused_cross_entropy: bool = True) -> PreTrainedModel:
     """Apply the switches that act on the model itself (before LoRA is attached)."""
     set_attention(model, speed.attention)
     # A KV cache is useless in training, and its presence hides packed positions
     # from transformers' mask builder (attention would cross example boundaries).
     model.config.use_cache = False
     if speed.liger:
-        apply_liger(model)
+        apply_liger(model, fused_cross_entropy)
     if speed.gradient_checkpointing:
         enable_checkpointing(model)
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
@@ -139,3 +140,13 @@ def offload_context(speed: SpeedPlan, model: torch.nn.Module):
 
         return AsyncOffload(model.parameters())
     return contextlib.nullcontext()
+
+
+class OffloadSteps:
+    """Trainer mixin: activation offload around each training step, as the speed plan (`self.speed`) says."""
+
+    speed: SpeedPlan
+
+    def training_step(self, *args, **kwargs):
+        with offload_context(self.speed, self.model):
+            return super().training_step(*args, **kwargs)
