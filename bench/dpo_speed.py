@@ -137,7 +137,7 @@ def trl_run(folder: Path, data: Path, steps: int, timer: Timer) -> int:
     return tokens_per_step(rows, tok)
 
 
-def inhouse_run(folder: Path, data: Path, steps: int, timer: Timer, **switches) -> int:
+def inhouse_run(folder: Path, data: Path, steps: int, timer: Timer, name: str, **switches) -> int:
     from transformers import AutoTokenizer
 
     from inhouse import recipe as recipe_mod
@@ -147,7 +147,7 @@ def inhouse_run(folder: Path, data: Path, steps: int, timer: Timer, **switches) 
     recipe = recipe_mod.build(base_model=str(folder), train_file=data, method="dpo", validation_fraction=0,
                               lora_r=16, lora_alpha=32, lora_dropout=0.0, lora_target_modules=["all-linear"],
                               batch_size=4, gradient_accumulation=PAIRS_PER_STEP // 4, max_steps=steps,
-                              learning_rate=1e-5, max_seq_length=2048, output_name="bench-dpo", seed=0, **switches)
+                              learning_rate=1e-5, max_seq_length=2048, output_name=name, seed=0, **switches)
     train(recipe, events=Events(), callbacks=[timer.callback])
     return tokens_per_step([json.loads(line) for line in data.read_text().splitlines()],
                            AutoTokenizer.from_pretrained(folder))
@@ -170,7 +170,7 @@ def child(name: str, folder: Path, data: Path, steps: int, warmup: int, result: 
     if name == "trl":
         per_step = trl_run(folder, data, steps, timer)
     else:
-        per_step = inhouse_run(folder, data, steps, timer, **RUNS[name])
+        per_step = inhouse_run(folder, data, steps, timer, name, **RUNS[name])
     timed = len(timer.marks) - warmup
     result.write_text(json.dumps({"name": name, "tokens_per_s": per_step * timed / timer.seconds(),
                                   "seconds_per_step": timer.seconds() / timed, "tokens_per_step": per_step,
@@ -192,7 +192,7 @@ def orchestrate(args) -> None:
         save_checkpoint(size, folder)
         print(f"saved random {size} checkpoint in {time.perf_counter() - clock:.0f} s", flush=True)
         data.write_text("".join(json.dumps(p) + "\n" for p in pairs(PAIRS_PER_STEP * args.steps)))
-        for name in ("trl", *RUNS):
+        for name in args.only or ("trl", *RUNS):
             result = Path(scratch) / f"{name}.json"
             clock = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, "--child", name, "--folder", str(folder), "--data",
@@ -235,6 +235,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run (16 pairs each)")
     parser.add_argument("--warmup", type=int, default=3, help="steps excluded from timing")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--only", nargs="*", help="run only these (trl, inhouse, inhouse-no-offload)")
     parser.add_argument("--scratch", default=None, help="folder for the random checkpoint (~16 GB for 8B)")
     parser.add_argument("--child")
     parser.add_argument("--folder")
