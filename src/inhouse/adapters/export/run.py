@@ -14,8 +14,8 @@ from typing import Any
 
 from inhouse import atomic, outputs
 from inhouse.adapters import registry
-from inhouse.errors import InvalidInputError
 from inhouse.adapters.export.config import ExportConfig
+from inhouse.errors import InvalidInputError
 from inhouse.events import Events
 
 MANIFEST = "export.json"

@@ -8,12 +8,13 @@ from typing import Any
 
 from inhouse.adapters import registry
 from inhouse.adapters.export.config import ExportConfig
-from inhouse.adapters.lineage import Lineage
 from inhouse.adapters.export.stops import Stops, find_stops
 from inhouse.adapters.export.verify import check_tokenisation
 from inhouse.adapters.export.vocab import adds_special
+from inhouse.adapters.lineage import Lineage
 from inhouse.errors import InhouseError
 from inhouse.events import Events, Stopped
+
 
 def load(path: Path, dtype: Any = None) -> tuple[Any, Any, Lineage]:
     """(merged or full model, tokenizer, lineage); adapters are merged into their base reloaded at `dtype`
