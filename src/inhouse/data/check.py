@@ -107,17 +107,15 @@ def check_dataset(
                            max_seq_length=max_seq_length)
     roles: Counter[str] = Counter()
     lengths: list[int] = []
-    for _, item in outcomes:
-        report.total += 1
-        if isinstance(item, Problem):
-            report.problems.append(item)
-            continue
-        report.valid += 1
+
+    def take(item: Conversation) -> None:
         _count_turns(report, roles, item)
         if count_tokens:
             lengths.append(n := count_tokens(item))
             if n > max_seq_length:
                 report.too_long.append((item.where, n))
+
+    tally(outcomes, report, take)
     report.tokens = token_stats(lengths)
     report.role_counts = {role: roles[role] for role in ROLES if roles[role] or role != "tool"}
     return report
@@ -146,9 +144,7 @@ def format_report(report: DatasetReport | PairReport) -> str:
         lines.append(f"Warning: {plural(len(report.no_user), 'example')} without a user turn: "
                      f"{', '.join(report.no_user[:3])}{more}")
     lines += _token_lines(report)
-    if report.problems:
-        lines.append(f"Problems ({problem_counts(report.problems)}):")
-        lines += [f"  {line}" for line in summarise(report.problems)]
+    lines += problem_lines(report.problems)
     lines.append(_verdict(report))
     return "\n".join(lines)
 
@@ -178,6 +174,25 @@ def _token_lines(r: DatasetReport) -> list[str]:
         if len(r.too_long) > SHOW_TOO_LONG:
             lines.append(f"  ... and {len(r.too_long) - SHOW_TOO_LONG} more")
     return lines
+
+
+def tally(outcomes, report, take: Callable) -> None:
+    """Count a streamed file's outcomes into `report` (total, valid, problems kept); each usable item goes
+    to `take` and is let go, so a file of a million examples costs a few numbers each."""
+    for _, item in outcomes:
+        report.total += 1
+        if isinstance(item, Problem):
+            report.problems.append(item)
+            continue
+        report.valid += 1
+        take(item)
+
+
+def problem_lines(problems: list[Problem]) -> list[str]:
+    """The report's problems block: counts by code, then each problem (codes seen often summarised)."""
+    if not problems:
+        return []
+    return [f"Problems ({problem_counts(problems)}):", *(f"  {line}" for line in summarise(problems))]
 
 
 def problem_counts(problems: list[Problem]) -> str:

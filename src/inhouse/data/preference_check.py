@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inhouse.data.check import SHOW_TOO_LONG, TokenStats, plural, problem_counts, token_stats
+from inhouse.data.check import SHOW_TOO_LONG, TokenStats, plural, problem_lines, tally, token_stats
 from inhouse.data.conversation import Conversation, Problem
 from inhouse.data.dedup import canonical_text
-from inhouse.data.formats import summarise
 from inhouse.data.preference import PreferencePair
 from inhouse.data.preference_formats import each_pair
 from inhouse.paths import shown
@@ -51,15 +50,13 @@ def check_pairs(path: str | Path, count_tokens: Callable[[Conversation], int] | 
     report = PairReport(shown(path), fmt, max_seq_length=max_seq_length)
     prompts: set[bytes] = set()
     lengths: tuple[list[int], list[int]] = ([], [])
-    for _, item in outcomes:
-        report.total += 1
-        if isinstance(item, Problem):
-            report.problems.append(item)
-            continue
-        report.valid += 1
-        _count(report, prompts, item)
+
+    def take(pair: PreferencePair) -> None:
+        _count(report, prompts, pair)
         if count_tokens:
-            _measure(report, lengths, item, count_tokens)
+            _measure(report, lengths, pair, count_tokens)
+
+    tally(outcomes, report, take)
     report.prompts = len(prompts)
     report.chosen_tokens, report.rejected_tokens = token_stats(lengths[0]), token_stats(lengths[1])
     return report
@@ -90,9 +87,7 @@ def format_pair_report(r: PairReport) -> str:
              f"Prompts: {r.prompts} distinct; with a system message: {r.system}; multi-turn: {r.multi_turn}; "
              f"answers of several messages: {r.long_answers}; tool calls: {r.tool_calls}"]
     lines += _token_lines(r)
-    if r.problems:
-        lines.append(f"Problems ({problem_counts(r.problems)}):")
-        lines += [f"  {line}" for line in summarise(r.problems)]
+    lines += problem_lines(r.problems)
     lines.append(_verdict(r))
     return "\n".join(lines)
 
