@@ -16,6 +16,7 @@ try:  # typer 0.2x raises its own copy of click's exceptions, which are not clic
 except ImportError:  # pragma: no cover - an older typer raises click's own
     _TyperClickException = click.ClickException
 
+from inhouse import world
 from inhouse.adapters.export.config import ExportConfig
 from inhouse.cli_options import model_options
 from inhouse.data.prepare_config import ColumnConfig, PrepareConfig
@@ -137,11 +138,16 @@ def train_cmd(
 
     recipe = recipe_mod.build(recipe_file, **(overrides or {}))
     resolve_model(recipe.base_model)  # a wrong name is answered before the deep-learning libraries load
+    from inhouse.train import distributed
+
+    if distributed.needs_launch(recipe):  # --devices N: N processes under torchrun, this command in each
+        raise typer.Exit(distributed.relaunch(recipe, sys.argv[1:]))
     from inhouse.events import ConsoleEvents
     from inhouse.train.sft import train
 
     result = train(recipe, resume=resume, events=ConsoleEvents(progress=not quiet))
-    typer.echo(f"adapter {result.name!r} saved to {result.path}")
+    if world.current().is_main:
+        typer.echo(f"adapter {result.name!r} saved to {result.path}")
 
 
 @app.command("eval")

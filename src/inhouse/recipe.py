@@ -26,6 +26,7 @@ MAX_SEQ_LENGTH = 1_048_576  # 1M tokens: the longest context of any open model t
 MAX_WEIGHT = 1000  # a training file's sampling factor
 MAX_SEED = 2**32 - 1  # numpy's seed range (transformers' set_seed seeds numpy too)
 MAX_DPO_BETA = 100.0  # beyond this the reference pins the model: nothing would be learned
+MAX_DEVICES = 64  # processes on one machine (torchrun --nproc_per_node)
 # The preference losses of TRL 1.16's DPOTrainer that need no further settings (exo_pair and robust need label
 # smoothing, sft is no preference loss).
 DPO_LOSSES = ("sigmoid", "ipo", "hinge", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero",
@@ -106,6 +107,8 @@ class Recipe(BaseModel):
     attention: Literal["auto", "sdpa", "varlen", "flex", "eager"] = Field("auto", description="Attention kernel; auto = varlen flash attention for packed rows on a GPU, sdpa otherwise.")
     liger: bool | None = Field(None, description="Liger Kernel fused RMSNorm, RoPE, SwiGLU and linear cross-entropy (default: on a GPU when installed and the architecture is supported).")
     compile: bool = Field(False, description="torch.compile the model (CPU, or GPU without liger/varlen: that combination crashed inductor on an H100).")
+    devices: int | None = Field(None, ge=1, le=MAX_DEVICES, description="GPUs to train on, one process each: above 1, inhouse train relaunches itself through torchrun (default: 1, or the process count of torchrun / accelerate launch when started by one).")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field("auto", description="How several processes share the work: ddp keeps a full copy of the model on each GPU, fsdp (FSDP2) shards weights, gradients and optimizer state across them; auto = fsdp for method full, ddp otherwise.")
     chat_template: str | None = Field(None, description="Override the model's chat template: chatml, llama3, or a path to a .jinja file.")
     seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed for the split, initialisation and data order.")
     output_name: str | None = Field(None, description="Name in the adapter library (default: <data file>-<timestamp>).")

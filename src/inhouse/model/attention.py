@@ -12,6 +12,8 @@ import inspect
 import torch
 from transformers import AttentionInterface
 
+from inhouse import world
+
 NAME = "inhouse_varlen"
 
 
@@ -20,7 +22,7 @@ def varlen_available() -> bool:
         from torch.nn.attention.varlen import varlen_attn  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.is_available()
+    return world.gpu()
 
 
 def cu_seqlens_from_positions(position_ids: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -7,17 +7,19 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from inhouse import world
 from inhouse.errors import InhouseError
 from inhouse.model import refs, tiny
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This rank's device (`inhouse.world`)."""
+    return world.device()
 
 
 def default_dtype() -> torch.dtype:
     """bf16 where the hardware does it natively, float32 on CPU (slow bf16 there)."""
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if world.bf16_supported():
         return torch.bfloat16
     return torch.float32
 

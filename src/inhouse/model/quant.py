@@ -7,6 +7,7 @@ import tempfile
 import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel
 
+from inhouse import world
 from inhouse.errors import InhouseError
 from inhouse.model import load as model_load
 from inhouse.model import tiny
@@ -20,7 +21,7 @@ def nf4_config() -> BitsAndBytesConfig:
 
 def load_4bit(name: str) -> PreTrainedModel:
     """The real bitsandbytes path from a model folder (builtin:tiny is saved to one first)."""
-    if not torch.cuda.is_available():
+    if not world.gpu():
         raise InhouseError("method qlora needs a CUDA GPU (bitsandbytes 4-bit); use method: lora on this machine")
     try:
         import bitsandbytes  # noqa: F401
@@ -37,6 +38,6 @@ def load_4bit(name: str) -> PreTrainedModel:
 def _from_folder(ref: str) -> PreTrainedModel:
     try:
         return AutoModelForCausalLM.from_pretrained(ref, quantization_config=nf4_config(), dtype=torch.bfloat16,
-                                                    device_map={"": torch.cuda.current_device()})
+                                                    device_map={"": world.device()})  # this rank's GPU
     except OSError as exc:
         raise InhouseError(f"{ref}: cannot load the model in 4-bit: {exc}") from None

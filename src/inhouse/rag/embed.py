@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from inhouse import world
 from inhouse.errors import InhouseError
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -50,12 +51,11 @@ class Embedder:
 
 
 def default_device() -> str:
-    """CUDA when present: embedding a large folder on CPU is many times slower."""
+    """This rank's GPU when there is one: embedding a large folder on CPU is many times slower."""
     try:
-        import torch
-    except ImportError:
+        return str(world.device())
+    except ImportError:  # no torch: sentence-transformers could not run anyway
         return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_embedder(name: str | None) -> tuple[str, Path]:

@@ -24,7 +24,7 @@ from inhouse.adapters import registry
 from inhouse.adapters.load import base_of
 from inhouse.data.preference import PreferencePair
 from inhouse.errors import InvalidInputError
-from inhouse.events import ConsoleEvents, Events
+from inhouse.events import Events
 from inhouse.model import load as model_load
 from inhouse.recipe import Recipe
 from inhouse.train.pair_source import read_pair_file
@@ -33,7 +33,7 @@ from inhouse.train.progress import EventsCallback, FiniteLossGuard
 from inhouse.train.rewards import REF_ADAPTER, score_pairs
 from inhouse.train.sft import (TrainResult, attach_method, begin_run, check_length, describe_data, finish_run,
                                load_for_training, load_training_data, run_training, stopping_callbacks,
-                               trainer_settings)
+                               rank_events, trainer_settings)
 from inhouse.train.speed import OffloadSteps, SpeedPlan, plan, prepare_model
 from inhouse.train.tracking import tracking_env
 
@@ -80,7 +80,7 @@ def train_dpo(recipe: Recipe, train_pairs: list[PreferencePair], val_pairs: list
     `val_pairs` give the validation loss and reward accuracy before and after (and pick the best
     checkpoint, as in SFT); `drawn` (the files' counts, from `load_mix`) joins the lineage.
     """
-    events = ConsoleEvents() if events is None else events
+    events = rank_events(recipe, events)
     run = begin_run(with_adapter_template(recipe), resume, events)
     recipe = run.recipe
     start = starting_adapter(recipe)
@@ -156,10 +156,11 @@ def policy_model(model: PreTrainedModel, recipe: Recipe, start: Path | None):
     return PeftModel.from_pretrained(model, start, is_trainable=True)
 
 
-def dpo_config(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool) -> DPOConfig:
+def dpo_config(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool,
+               model=None) -> DPOConfig:
     """SFT's Trainer arguments plus DPO's. Checkpointing and offload stay the speed plan's (applied to the
     model as in SFT), so TRL's own switches for them are off."""
-    return DPOConfig(**trainer_settings(recipe, speed, run_dir, n_train, has_val), beta=recipe.dpo_beta,
+    return DPOConfig(**trainer_settings(recipe, speed, run_dir, n_train, has_val, model), beta=recipe.dpo_beta,
                      loss_type=[recipe.dpo_loss], max_length=None, activation_offloading=False,
                      **trainer_checkpointing_off())
 
@@ -177,7 +178,7 @@ def build_dpo_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_
     has_val = bool(val_set.examples)
     trainer = InhouseDPOTrainer(
         model=model,
-        args=dpo_config(recipe, speed, run_dir, len(train_set.examples), has_val),
+        args=dpo_config(recipe, speed, run_dir, len(train_set.examples), has_val, model),
         train_dataset=Dataset.from_list(as_rows(train_set.examples)),
         eval_dataset=Dataset.from_list(as_rows(val_set.examples)) if has_val else None,
         data_collator=PairCollator(tokenizer.pad_token_id),

@@ -7,6 +7,7 @@ import time
 
 from transformers import TrainerCallback
 
+from inhouse import world
 from inhouse.events import Events
 
 SCORES = ("reward_accuracy", "reward_margin")  # a DPO evaluation's (inhouse.train.rewards)
@@ -25,7 +26,7 @@ class EventsCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.events.log("step", step=state.global_step, total_steps=state.max_steps)
-        if self.events.should_stop():
+        if world.any_rank(self.events.should_stop()):  # every rank stops at the same step
             self.stopped_at = state.global_step
             control.should_training_stop = True
 

@@ -19,7 +19,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import (EarlyStoppingCallback, PreTrainedModel, PrinterCallback, Trainer, TrainerCallback,
                           TrainingArguments)
 
-from inhouse import paths
+from inhouse import paths, world
 from inhouse.adapters import registry
 from inhouse.adapters.lineage import Lineage, build_lineage
 from inhouse.data.conversation import Conversation
@@ -30,7 +30,7 @@ from inhouse.model import load as model_load
 from inhouse.model import quant
 from inhouse.model.template import IGNORE, apply_template_choice, preflight, stop_token_ids
 from inhouse.recipe import MAX_STEPS, Recipe
-from inhouse.train import checkpoints
+from inhouse.train import checkpoints, distributed
 from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all
 from inhouse.train.mix import Mix, Reader, load_mix
 from inhouse.train.packing import PackedCollator
@@ -125,13 +125,16 @@ def checkpoint_args(recipe: Recipe, n_train: int, has_val: bool, best: bool) -> 
             "restore_callback_states_from_checkpoint": True}  # the early-stopping count survives --resume
 
 
-def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool) -> TrainingArguments:
-    return TrainingArguments(**trainer_settings(recipe, speed, run_dir, n_train, has_val))
+def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool,
+                  model: PreTrainedModel | None = None) -> TrainingArguments:
+    return TrainingArguments(**trainer_settings(recipe, speed, run_dir, n_train, has_val, model))
 
 
-def trainer_settings(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool) -> dict:
-    """The Trainer's arguments every method shares (a method's own config class adds its fields)."""
-    on_gpu = torch.cuda.is_available()
+def trainer_settings(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool,
+                     model: PreTrainedModel | None = None) -> dict:
+    """The Trainer's arguments every method shares (a method's own config class adds its fields); with
+    several processes, the strategy's (FSDP wraps `model`'s decoder layers)."""
+    on_gpu = world.gpu()
     # Packed rows hold batch_size examples each: the same examples per step as padding would.
     return dict(
         output_dir=str(run_dir),
@@ -160,7 +163,14 @@ def trainer_settings(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: i
         report_to=recipe.tracking or "none",
         run_name=recipe.output_name,
         dataloader_num_workers=0,
+        **distributed.trainer_settings(recipe, layer_classes(model), speed.gradient_checkpointing),
     )
+
+
+def layer_classes(model: PreTrainedModel | None) -> list[str]:
+    """The blocks FSDP shards one by one: the classes transformers keeps whole when it splits a model."""
+    base = getattr(model, "get_base_model", lambda: model)() if model is not None else None
+    return list(getattr(base, "_no_split_modules", None) or [])
 
 
 def run_dir_for(name: str, resume: bool) -> Path:
@@ -251,7 +261,7 @@ def build_trainer(recipe: Recipe, model, tokenizer, speed: SpeedPlan, train_set:
                   run_dir: Path, callbacks: list[TrainerCallback]) -> Trainer:
     trainer = InhouseTrainer(
         model=model,
-        args=training_args(recipe, speed, run_dir, len(train_set.examples), bool(val_set.examples)),
+        args=training_args(recipe, speed, run_dir, len(train_set.examples), bool(val_set.examples), model),
         train_dataset=TorchDataset(train_set.examples),
         eval_dataset=TorchDataset(val_set.examples) if val_set.examples else None,
         data_collator=PackedCollator() if speed.packing else PadCollator(tokenizer.pad_token_id),
@@ -332,9 +342,9 @@ def measure_published(trainer: Trainer) -> dict[str, float]:
     return trainer.evaluate(metric_key_prefix="published")
 
 
-def publish_result(model, tokenizer, name: str, lineage: Lineage) -> Path:
+def publish_result(model, tokenizer, name: str, lineage: Lineage, state: dict | None = None) -> Path:
     def write(folder: Path) -> None:
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, **({"state_dict": state} if state is not None else {}))
         tokenizer.save_pretrained(folder)
 
     return registry.publish(name, write, lineage)
@@ -355,13 +365,28 @@ def begin_run(recipe: Recipe, resume: bool, events: Events) -> Run:
     """Name the run, claim its folder (clearing debris, or finding the checkpoint to resume) and check
     the trackers, before anything is loaded."""
     started = datetime.now(timezone.utc)
-    name = recipe.output_name or default_name(recipe)
+    name = world.broadcast_text(recipe.output_name or default_name(recipe))  # one name for every rank
     # The lineage records where the base really is: a folder as an absolute path, not as typed.
     recipe = recipe.model_copy(update={"output_name": name, "base_model": model_load.resolve(recipe.base_model)})
-    run_dir = run_dir_for(name, resume)
-    resume_from = checkpoints.settle(run_dir, events)  # None for a new run, which may only clear debris
+    if world.current().is_main:  # claims the folder and clears debris; the other ranks read the outcome
+        run_dir = run_dir_for(name, resume)
+        resume_from = checkpoints.settle(run_dir, events)  # None for a new run, which may only clear debris
+    world.barrier()
+    if not world.current().is_main:
+        run_dir = paths.runs() / name
+        resume_from = checkpoints.last_complete(run_dir) if resume else None
     check_installed(recipe.tracking)
     return Run(recipe, name, run_dir, resume_from, started)
+
+
+def rank_events(recipe: Recipe, events: Events | None) -> Events:
+    """Join the other processes of a multi-GPU run (checking it is the run asked for); only rank 0
+    reports, the others stay silent."""
+    distributed.join()
+    distributed.check_world(recipe)
+    if not world.current().is_main:
+        return Events()
+    return ConsoleEvents() if events is None else events
 
 
 def load_for_training(recipe: Recipe, events: Events) -> tuple[PreTrainedModel, object, set[int]]:
@@ -383,8 +408,13 @@ def finish_run(run: Run, trainer: Trainer, metrics: dict, speed: SpeedPlan, *, d
     lineage = build_lineage(run.recipe, run.name, metrics, before + trainer.state.log_history, run.started, drawn,
                             n_train=n_train, n_val=n_val)
     lineage.speed, lineage.origin = asdict(speed), origin or None
-    path = publish_result(trainer.model, trainer.processing_class, run.name, lineage)
-    discard_checkpoints(run.run_dir)
+    # Under FSDP each rank holds a shard: gathering the full weights takes every rank; rank 0 writes them.
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped) if world.current().distributed else None
+    path = registry.library() / run.name
+    if world.current().is_main:
+        path = publish_result(trainer.model, trainer.processing_class, run.name, lineage, state)
+        discard_checkpoints(run.run_dir)
+    world.barrier()
     return TrainResult(run.name, path, metrics)
 
 
@@ -396,11 +426,11 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     next step and publishes nothing. `origin` (e.g. the job that asked for the run) joins the lineage.
     method dpo runs preference tuning instead (inhouse.train.dpo), through the same steps.
     """
+    events = rank_events(recipe, events)
     if recipe.method == "dpo":
         from inhouse.train import dpo
 
         return dpo.train(recipe, resume=resume, events=events, callbacks=callbacks, origin=origin)
-    events = ConsoleEvents() if events is None else events
     run = begin_run(recipe, resume, events)
     recipe = run.recipe
     mix = load_training_data(recipe)

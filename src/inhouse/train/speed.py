@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from inhouse import world
 from inhouse.errors import InhouseError
 from inhouse.model import attention
 from inhouse.recipe import Recipe
+from inhouse.train import distributed
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,13 @@ class SpeedPlan:
     liger: bool
     compile: bool
     optimizer: str
+    strategy: str | None = None  # ddp / fsdp across processes (inhouse.train.distributed), None for one
 
     def describe(self) -> str:
         on = [name for name in ("bf16", "gradient_checkpointing", "activation_offload", "packing", "liger", "compile")
               if getattr(self, name)]
-        return f"{', '.join(on) or 'no speed features'}; attention={self.attention}; optimizer={self.optimizer}"
+        across = f"; {self.strategy} on {world.current().size} processes" if self.strategy else ""
+        return f"{', '.join(on) or 'no speed features'}; attention={self.attention}; optimizer={self.optimizer}{across}"
 
 
 def liger_apply_fn(model_type: str):
@@ -47,7 +51,7 @@ def liger_apply_fn(model_type: str):
 
 def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
     """Fill in each `None` with the right default for this machine and model."""
-    gpu = torch.cuda.is_available()
+    gpu = world.gpu()
     big = sum(p.numel() for p in model.parameters()) > 2e9 or recipe.quantized()
     packing = gpu if recipe.packing is None else recipe.packing
     attn = recipe.attention
@@ -62,13 +66,16 @@ def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
         raise InhouseError("compile is not supported with the GPU fast path yet (liger / varlen attention); "
                            "set compile: false, or liger: false and attention: sdpa")
     checkpointing = (gpu and big) if recipe.gradient_checkpointing is None else recipe.gradient_checkpointing
+    across = distributed.strategy(recipe)
     # Offloading the checkpointed layer inputs asynchronously cost no throughput on an H100 (8B LoRA).
-    offload = (gpu and checkpointing) if recipe.activation_offload is None else recipe.activation_offload
+    # Under FSDP the weights are sharded tensors that the offload hooks do not know: off by default.
+    offload = (gpu and checkpointing and across != "fsdp") if recipe.activation_offload is None \
+        else recipe.activation_offload
     return SpeedPlan(
         bf16=(gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16,
         gradient_checkpointing=checkpointing,
         activation_offload=offload, packing=packing, attention=attn, liger=liger,
-        compile=recipe.compile, optimizer=optimizer,
+        compile=recipe.compile, optimizer=optimizer, strategy=across,
     )
 
 
@@ -119,7 +126,7 @@ def prepare_model(model: PreTrainedModel, speed: SpeedPlan, fused_cross_entropy:
     model.config.use_cache = False
     if speed.liger:
         apply_liger(model, fused_cross_entropy)
-    if speed.gradient_checkpointing:
+    if speed.gradient_checkpointing and speed.strategy != "fsdp":  # FSDP checkpoints its own wrapped layers
         enable_checkpointing(model)
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
     return model
@@ -135,7 +142,7 @@ def enable_checkpointing(model: PreTrainedModel) -> None:
 
 def offload_context(speed: SpeedPlan, model: torch.nn.Module):
     """Saved activations wait in pinned CPU memory between forward and backward, when asked."""
-    if speed.activation_offload and torch.cuda.is_available():
+    if speed.activation_offload and world.gpu():
         from inhouse.train.offload import AsyncOffload
 
         return AsyncOffload(model.parameters())

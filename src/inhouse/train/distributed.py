@@ -1,0 +1,100 @@
+"""Training on several GPUs: the launch, the strategy, and what only the main process does.
+
+`inhouse train --devices N` starts N copies of itself through torchrun (`torch.distributed.run`), one
+per GPU; `torchrun -m inhouse train ...` and `accelerate launch -m inhouse train ...` work the same,
+since each only sets RANK, LOCAL_RANK and WORLD_SIZE (`inhouse.world`). Inside, transformers' Trainer
+(through accelerate) wraps the model for DDP or FSDP2 and splits the data across ranks. inhouse adds
+the rest: one run name for all ranks, the run folder and the library written by rank 0 alone, and a
+stop request seen by rank 0 obeyed by all.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from inhouse import world
+from inhouse.errors import InvalidInputError
+from inhouse.recipe import Recipe
+
+
+def needs_launch(recipe: Recipe) -> bool:
+    """A run asked for more devices than the processes it is running in."""
+    return (recipe.devices or 1) > 1 and not world.current().distributed
+
+
+def check_world(recipe: Recipe) -> None:
+    """devices, when set, must match the processes the launcher started; a plain process cannot train
+    on several GPUs by itself (the Python API needs a launcher; the CLI relaunches)."""
+    size = world.current().size
+    if recipe.devices is not None and recipe.devices != size:
+        how = ("start it with 'inhouse train --devices N' or torchrun --nproc_per_node N" if size == 1 else
+               f"the launcher started {size} processes")
+        raise InvalidInputError(f"--devices: {recipe.devices} asked for, but this run has {size} process"
+                                f"{'es' if size > 1 else ''}; {how}")
+    if size > 1 and world.gpu():
+        import torch
+
+        if torch.cuda.device_count() < size:
+            raise InvalidInputError(f"--devices: {size} processes but {torch.cuda.device_count()} GPU(s) visible")
+
+
+def launch_command(recipe: Recipe, argv: Sequence[str]) -> list[str]:
+    """torchrun with one process per device, re-running this command line (argv without the program)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={recipe.devices}",
+            "-m", "inhouse", *argv]
+
+
+def relaunch(recipe: Recipe, argv: Sequence[str]) -> int:
+    """Run the command again under torchrun and return its exit status. The run name is fixed here, so
+    every rank (and a later --resume) agrees on it."""
+    check_launchable(recipe)
+    args = list(argv)
+    if recipe.output_name is None:
+        from inhouse.train.sft import default_name
+
+        args += ["--output-name", default_name(recipe)]
+    return subprocess.call(launch_command(recipe, args))
+
+
+def check_launchable(recipe: Recipe) -> None:
+    if world.gpu():
+        import torch
+
+        if torch.cuda.device_count() < (recipe.devices or 1):
+            raise InvalidInputError(f"--devices: {recipe.devices} asked for, but {torch.cuda.device_count()} "
+                                    "GPU(s) are visible")
+
+
+def join() -> None:
+    """Join the process group (accelerate's PartialState sets it up from the launcher's environment: NCCL
+    on GPUs, gloo on CPUs) before anything is decided for all ranks."""
+    if world.current().distributed:
+        from accelerate import PartialState
+
+        PartialState(cpu=not world.gpu())
+
+
+def strategy(recipe: Recipe) -> str | None:
+    """'ddp' or 'fsdp' when several processes train, None for one."""
+    if not world.current().distributed:
+        return None
+    if recipe.strategy != "auto":
+        return recipe.strategy
+    return "fsdp" if recipe.method == "full" else "ddp"
+
+
+def trainer_settings(recipe: Recipe, layer_classes: Sequence[str], checkpointing: bool) -> dict:
+    """The Trainer's arguments for the strategy: FSDP2 shards each decoder layer (and checkpoints it
+    itself when asked: the model's own checkpointing is then off); DDP needs no search for unused
+    parameters (every LoRA weight takes part in each step)."""
+    chosen = strategy(recipe)
+    if chosen == "fsdp":
+        config = {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                  "transformer_layer_cls_to_wrap": list(layer_classes), "activation_checkpointing": checkpointing,
+                  "state_dict_type": "FULL_STATE_DICT", "reshard_after_forward": True}
+        return {"fsdp": "full_shard auto_wrap", "fsdp_config": config}
+    if chosen == "ddp":
+        return {"ddp_find_unused_parameters": False}
+    return {}

@@ -1,0 +1,84 @@
+"""Several processes: DDP on CPUs (gloo) trains like one process on the same global batch, only rank 0
+writes, and the strategy settings reach the Trainer. FSDP needs GPUs (tests marked gpu)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import chat, write_jsonl
+
+from inhouse import recipe as recipe_mod
+from inhouse import world
+from inhouse.errors import InvalidInputError
+from inhouse.train import distributed
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_the_world_comes_from_the_launchers_environment(monkeypatch):
+    assert world.current() == world.World(0, 0, 1) and world.current().is_main
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    here = world.current()
+    assert (here.rank, here.local_rank, here.size, here.is_main, here.distributed) == (3, 1, 4, False, True)
+
+
+def test_strategy_and_its_trainer_settings(monkeypatch, tiny_dir):
+    lora = recipe_mod.build(base_model=str(tiny_dir), train_file="x.jsonl")
+    assert distributed.strategy(lora) is None and distributed.trainer_settings(lora, ["L"], True) == {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed.strategy(lora) == "ddp"
+    assert distributed.strategy(lora.model_copy(update={"method": "full"})) == "fsdp"
+    fsdp = distributed.trainer_settings(lora.model_copy(update={"strategy": "fsdp"}), ["LlamaDecoderLayer"], True)
+    assert fsdp["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
+    assert fsdp["fsdp_config"]["version"] == 2 and fsdp["fsdp_config"]["activation_checkpointing"] is True
+    assert distributed.trainer_settings(lora, ["L"], False) == {"ddp_find_unused_parameters": False}
+
+
+def test_devices_must_match_the_processes(monkeypatch, tiny_dir):
+    two = recipe_mod.build(base_model=str(tiny_dir), train_file="x.jsonl", devices=2)
+    assert distributed.needs_launch(two)
+    with pytest.raises(InvalidInputError, match="--devices: 2 asked for, but this run has 1 process"):
+        distributed.check_world(two)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not distributed.needs_launch(two)
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(InvalidInputError, match="the launcher started 3 processes"):
+        distributed.check_world(two)
+    cmd = distributed.launch_command(two, ["train", "--devices", "2"])
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert cmd[-4:] == ["inhouse", "train", "--devices", "2"]
+
+
+def train_cli(tmp_path, data, tiny_dir, name, *flags):
+    env = {**os.environ, "INHOUSE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    proc = subprocess.run([sys.executable, "-m", "inhouse", "train", "--train-file", str(data), "--base-model",
+                           str(tiny_dir), "--validation-fraction", "0", "--max-steps", "4", "--lora-dropout", "0",
+                           "--learning-rate", "1e-3", "--warmup-ratio", "0", "--seed", "0", "--output-name", name,
+                           "--quiet", *flags], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def losses(home: Path, name: str) -> list[float]:
+    lineage = json.loads((home / "adapters" / name / "inhouse.json").read_text())
+    return [round(e["loss"], 4) for e in lineage["history"] if "loss" in e]
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process_on_the_same_global_batch(tmp_path, tiny_dir):
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(f"What is item {i}?", f"Item {i} is a {'red' if i % 2 else 'blue'} "
+                                                                          f"widget number {i * 7}.") for i in range(32)])
+    one = train_cli(tmp_path, data, tiny_dir, "one", "--batch-size", "4")
+    two = train_cli(tmp_path, data, tiny_dir, "two", "--batch-size", "2", "--devices", "2")
+    home = tmp_path / "home"
+    assert len(losses(home, "two")) == 4 and losses(home, "two") == pytest.approx(losses(home, "one"), abs=2e-3)
+    assert sorted(p.name for p in (home / "adapters").iterdir() if not p.name.startswith(".")) == ["one", "two"]
+    assert two.stdout.count("adapter 'two' saved") == 1  # rank 1 said nothing
+    lineage = json.loads((home / "adapters" / "two" / "inhouse.json").read_text())
+    assert lineage["speed"]["strategy"] == "ddp" and not (home / "runs" / "two").exists()
