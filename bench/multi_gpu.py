@@ -9,7 +9,8 @@ file, 16 examples per optimizer step in every run (the same global batch):
 - lora-1gpu: LoRA r16 on all linear layers, micro-batch 4 x accumulation 4, one process;
 - lora-2gpu-ddp: the same under torchrun on two GPUs, micro-batch 4 x accumulation 2 per rank (DDP);
 - full-2gpu-fsdp: full fine-tuning (fp32 master weights, bf16 autocast, AdamW) under FSDP2 on two
-  GPUs, micro-batch 2 x accumulation 4 per rank, fewer steps: does it fit and run.
+  GPUs, micro-batch 2 x accumulation 4 per rank, fewer steps: does it fit and run (its resumable
+  checkpoint, ~96 GB, is skipped; the weights are gathered and published).
 
 Reported: global non-padding tokens/s over the steps after `--warmup` (rank 0's clock, the Trainer's
 token count summed over ranks), peak memory per GPU (max allocated, each rank), the loss of each
@@ -57,12 +58,14 @@ def save_checkpoint(size: str, folder: Path) -> None:
 
 
 class Timer:
-    """(seconds, global tokens seen) at each optimizer step's end, and each step's loss."""
+    """(seconds, global tokens seen) at each optimizer step's end, and each step's loss. With `no_checkpoint`,
+    the Trainer's resumable checkpoint at the end is skipped (a full 8B one is ~96 GB with AdamW's state);
+    the run still publishes its weights."""
 
-    def __init__(self):
+    def __init__(self, no_checkpoint: bool = False):
         from transformers import TrainerCallback
 
-        self.marks, self.losses = [], []
+        self.marks, self.losses, self.saved = [], [], False
         timer = self
 
         class Callback(TrainerCallback):
@@ -71,10 +74,15 @@ class Timer:
 
                 torch.cuda.synchronize()
                 timer.marks.append((time.perf_counter(), state.num_input_tokens_seen))
+                if no_checkpoint:
+                    control.should_save = False
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "loss" in logs:
                     timer.losses.append(logs["loss"])
+
+            def on_save(self, args, state, control, **kwargs):
+                timer.saved = True
 
         self.callback = Callback()
 
@@ -91,7 +99,7 @@ def child(name: str, folder: Path, data: Path, steps: int, warmup: int, out: Pat
     recipe = recipe_mod.build(base_model=str(folder), train_file=data, validation_fraction=0, lora_r=16, lora_alpha=32,
                               lora_dropout=0.0, max_steps=steps, max_seq_length=4096, output_name=name, seed=0,
                               save_every=steps, warmup_ratio=0, **{"learning_rate": 1e-4, **spec})
-    timer = Timer()
+    timer = Timer(no_checkpoint=spec["method"] == "full")
     train(recipe, events=Events(), callbacks=[timer.callback])
     here = world.current()
     (t0, n0), (t1, n1) = timer.marks[warmup - 1], timer.marks[-1]
