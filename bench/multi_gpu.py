@@ -36,7 +36,13 @@ RUNS = {
     "lora-1gpu": dict(procs=1, method="lora", batch_size=4, gradient_accumulation=4),
     "lora-2gpu-ddp": dict(procs=2, method="lora", batch_size=4, gradient_accumulation=2),
     "full-2gpu-fsdp": dict(procs=2, method="full", batch_size=2, gradient_accumulation=4, learning_rate=1e-5),
+    # Diagnostics of lora-1gpu's divergence on the H200 (NaN at step 2, twice), run with --only:
+    "lora-1gpu-no-offload": dict(procs=1, method="lora", batch_size=4, gradient_accumulation=4,
+                                 activation_offload=False),
+    "lora-1gpu-accum2": dict(procs=1, method="lora", batch_size=8, gradient_accumulation=2),
+    "lora-1gpu-no-liger": dict(procs=1, method="lora", batch_size=4, gradient_accumulation=4, liger=False),
 }
+DEFAULT_RUNS = ("lora-1gpu", "lora-2gpu-ddp", "full-2gpu-fsdp")
 
 
 def chats(n: int, seed: int = 0) -> list[dict]:
@@ -124,7 +130,7 @@ def orchestrate(args) -> None:
         save_checkpoint(size, folder)
         print(f"saved random {size} checkpoint in {time.perf_counter() - clock:.0f} s", flush=True)
         data.write_text("".join(json.dumps(c) + "\n" for c in chats(16 * args.steps)))
-        for name in args.only or list(RUNS):
+        for name in args.only or DEFAULT_RUNS:
             procs, steps = RUNS[name]["procs"], (args.steps if RUNS[name]["method"] == "lora" else args.full_steps)
             launcher = [sys.executable] if procs == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                             f"--nproc_per_node={procs}"]
