@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from inhouse import world
 from inhouse.errors import InvalidInputError
@@ -74,6 +75,17 @@ def join() -> None:
         from accelerate import PartialState
 
         PartialState(cpu=not world.gpu())
+
+
+def one_device_per_process(args: Any) -> Any:
+    """A process trains on its own device only. Without a launcher, the Trainer would spread one process
+    over every visible GPU with nn.DataParallel (on an H200 pair: NaN at the second step of an 8B LoRA
+    run, with packing's single-row batches); several GPUs are used through `devices` (DDP/FSDP) instead.
+    The device is settled first, then the GPU count set to one, as the Trainer does for model parallelism."""
+    _ = args.device
+    if args.n_gpu > 1:
+        args._n_gpu = 1
+    return args
 
 
 def strategy(recipe: Recipe) -> str | None:

@@ -27,6 +27,7 @@ from inhouse.errors import InvalidInputError
 from inhouse.events import Events
 from inhouse.model import load as model_load
 from inhouse.recipe import Recipe
+from inhouse.train import distributed
 from inhouse.train.pair_source import read_pair_file
 from inhouse.train.pairs import PairCollator, PairSet, as_rows, encode_pairs, preflight_pairs
 from inhouse.train.progress import EventsCallback, FiniteLossGuard
@@ -160,9 +161,9 @@ def dpo_config(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, ha
                model=None) -> DPOConfig:
     """SFT's Trainer arguments plus DPO's. Checkpointing and offload stay the speed plan's (applied to the
     model as in SFT), so TRL's own switches for them are off."""
-    return DPOConfig(**trainer_settings(recipe, speed, run_dir, n_train, has_val, model), beta=recipe.dpo_beta,
-                     loss_type=[recipe.dpo_loss], max_length=None, activation_offloading=False,
-                     **trainer_checkpointing_off())
+    return distributed.one_device_per_process(DPOConfig(
+        **trainer_settings(recipe, speed, run_dir, n_train, has_val, model), beta=recipe.dpo_beta,
+        loss_type=[recipe.dpo_loss], max_length=None, activation_offloading=False, **trainer_checkpointing_off()))
 
 
 def trainer_checkpointing_off() -> dict:

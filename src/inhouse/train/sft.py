@@ -127,7 +127,8 @@ def checkpoint_args(recipe: Recipe, n_train: int, has_val: bool, best: bool) -> 
 
 def training_args(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool,
                   model: PreTrainedModel | None = None) -> TrainingArguments:
-    return TrainingArguments(**trainer_settings(recipe, speed, run_dir, n_train, has_val, model))
+    return distributed.one_device_per_process(TrainingArguments(**trainer_settings(recipe, speed, run_dir, n_train,
+                                                                                  has_val, model)))
 
 
 def trainer_settings(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool,
