@@ -28,6 +28,6 @@ class EvalConfig(BaseModel):
     batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="Conversations per generation/loss batch.")
     max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N examples.")
     generation: GenerationConfig = Field(GenerationConfig(), description="How answers are generated (greedy by default).")
-    search: SearchConfig | None = Field(None, description="With a knowledge base (--kb): closed-book and retrieval-augmented answers side by side, as `inhouse ask` gives them.")
+    search: SearchConfig | None = Field(None, description="Giving --kb (with a question/answer --data) adds closed-book vs retrieval-augmented answers (as `inhouse ask` gives them), base and tuned, side by side.")
     out: Path | None = Field(None, description="Report folder (default: INHOUSE_HOME/evals/<adapter>-<time>).")
     overwrite: bool = Field(False, description="Replace --out when it holds an earlier inhouse report (never any other folder).")
