@@ -16,6 +16,7 @@ import pytest
 from helpers import chat, run_cli, write_jsonl
 
 from inhouse.data.qa import QAItem
+from inhouse.errors import InvalidInputError
 from inhouse.eval.config import EvalConfig
 from inhouse.eval.rag_eval import (
     CITATION_KEYS, CONDITIONS, Questions, cited_docs, evaluate_rag, load_questions, oracle_retrieved,
@@ -237,7 +238,7 @@ def test_oracles_the_knowledge_base_does_not_hold_are_named_before_any_model_loa
     data = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a", "doc_path": "pumps.md"},
                                                {"question": "q", "answer": "a", "doc_path": "manual/pumps.md"},
                                                {"question": "q", "answer": "a", "chunk_id": "0123456789abcdef"}])
-    with pytest.raises(Exception) as got:
+    with pytest.raises(InvalidInputError) as got:
         load_questions(EvalConfig(data=data, search={"kb": str(kb)}))
     lines = str(got.value).splitlines()
     assert len(lines) == 2 and "qa.jsonl:2: " in lines[0] and "[doc_path]" in lines[0]

@@ -42,22 +42,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inhouse.data.conversation import Problem
-from inhouse.data.qa import QAItem, load_qa
-from inhouse.errors import InvalidInputError
+from inhouse.data.qa import QAItem, load_qa, problems_error
 from inhouse.eval import metrics
 from inhouse.eval.config import EvalConfig
 from inhouse.eval.run import base_context, generate_all
 from inhouse.events import Events, Stopped
+from inhouse.model.generate import ChatModel
 from inhouse.rag.answer import (
     Answer, Grounding, find_quote, finish, ground, is_refusal, marker_numbers, plain_answer, quoted_spans,
 )
 from inhouse.rag.config import SearchConfig
 from inhouse.rag.metrics import recall_at_k
+from inhouse.rag.search import search as search_kb
 from inhouse.rag.store import Store, open_kb
 
 CONDITIONS = {"closed_book_base": "closed-book base", "closed_book_tuned": "closed-book tuned",
               "rag_base": "RAG base", "rag_tuned": "RAG tuned"}
-SHOWN_PROBLEMS = 5
 
 
 @dataclass
@@ -94,8 +94,10 @@ class RagEvalResult:
 
 
 def load_questions(config: EvalConfig) -> Questions:
-    """The questions and the knowledge base, checked against each other before any model loads."""
-    assert config.search is not None
+    """The questions and the knowledge base (`config.search.kb`), checked against each other before any
+    model loads."""
+    if config.search is None:
+        raise ValueError("load_questions needs config.search (a knowledge base)")
     store = open_kb(config.search.kb)
     items = load_qa(config.data)[: config.max_examples]
     return Questions(items, store, oracle_docs(items, store, config.search.kb))
@@ -112,9 +114,7 @@ def oracle_docs(items: Sequence[QAItem], store: Store, kb: str) -> list[str | No
     held = {c.doc_path for c in store.chunks({"doc_path": paths})} if paths else set()
     problems = [p for item in wanted for p in _missing(item, chunk_doc, held, kb)]
     if problems:
-        more = len(problems) - SHOWN_PROBLEMS
-        raise InvalidInputError("\n".join([str(p) for p in problems[:SHOWN_PROBLEMS]]
-                                          + ([f"... and {more} more"] if more > 0 else [])))
+        raise problems_error(problems)
     return [(item.doc_path or chunk_doc[item.chunk_id]) if item.answerable else None for item in items]
 
 
@@ -130,10 +130,11 @@ def _missing(item: QAItem, chunk_doc: dict[str, str], held: set[str], kb: str) -
     return out
 
 
-def evaluate_rag(chat: Any, questions: Questions, config: EvalConfig, events: Events | None = None) -> RagEvalResult:
+def evaluate_rag(chat: ChatModel, questions: Questions, config: EvalConfig,
+                 events: Events | None = None) -> RagEvalResult:
     """The four conditions on every question (see the module docstring); `chat` is an adapter on its base."""
-    events = events or Events()
-    groundings = ground_all(questions, config.search, events)
+    events, search = events or Events(), config.search
+    groundings = ground_all(questions, search, events)
     answers: dict[str, list[Answer]] = {}
     for side in ("base", "tuned"):
         with base_context(chat) if side == "base" else contextlib.nullcontext():
@@ -142,17 +143,16 @@ def evaluate_rag(chat: Any, questions: Questions, config: EvalConfig, events: Ev
     phrases = config.refusal_phrases or metrics.DEFAULT_REFUSALS
     conditions = {name: score_condition(questions, answers[name], phrases, name.startswith("rag_"))
                   for name in CONDITIONS}
-    return RagEvalResult(conditions, retrieval_metrics(questions, groundings, config.search.k),
-                         _examples(questions, groundings, answers, phrases, config.search.k),
+    return RagEvalResult(conditions, retrieval_metrics(questions, groundings, search.k),
+                         _examples(questions, groundings, answers, phrases, search.k),
                          {name: [a.text for a in got] for name, got in answers.items()})
 
 
 def ground_all(questions: Questions, search: SearchConfig, events: Events) -> list[Grounding]:
     """`ask`'s retrieval and relevance gate for every question, through the opened store."""
-    from inhouse.rag.search import search as search_store
 
     def retrieve(kb: Any, query: str, **kw: Any) -> list:
-        return search_store(questions.store, query, **kw)
+        return search_kb(questions.store, query, **kw)
 
     out = []
     for item in questions.items:
@@ -163,13 +163,14 @@ def ground_all(questions: Questions, search: SearchConfig, events: Events) -> li
     return out
 
 
-def closed_book(chat: Any, items: Sequence[QAItem], config: EvalConfig, side: str, events: Events) -> list[Answer]:
+def closed_book(chat: ChatModel, items: Sequence[QAItem], config: EvalConfig, side: str,
+                events: Events) -> list[Answer]:
     """The question alone (`--system` is added by the generation config when given)."""
     prompts = [[{"role": "user", "content": item.question}] for item in items]
     return [Answer(text) for text in generate_all(chat, prompts, config, f"closed-book {side}", events)]
 
 
-def rag_answers(chat: Any, groundings: Sequence[Grounding], config: EvalConfig, side: str,
+def rag_answers(chat: ChatModel, groundings: Sequence[Grounding], config: EvalConfig, side: str,
                 events: Events) -> list[Answer]:
     """`ask`'s answers: a gated question refused without a model call, the others batched, then `finish()`."""
     asked = [g.messages for g in groundings if g.messages is not None]
@@ -217,6 +218,9 @@ def oracle_retrieved(item: QAItem, hits: Sequence[Any], k: int) -> bool:
 # --- metrics of a condition ---------------------------------------------------------------------------
 
 
+CITATION_KEYS = ("citation_precision", "quote_lines", "valid_citations", "citation_recall")
+
+
 def _mean(values: Iterable[float]) -> float | None:
     """A mean, or a share of True; None over nothing, so "not measured" never reads as 0."""
     got = list(values)
@@ -240,10 +244,8 @@ def score_condition(questions: Questions, answers: Sequence[Answer], phrases: It
     return row | (citation_metrics(questions, answers) if rag else dict.fromkeys(CITATION_KEYS))
 
 
-CITATION_KEYS = ("citation_precision", "quote_lines", "valid_citations", "citation_recall")
-
-
 def citation_metrics(questions: Questions, answers: Sequence[Answer]) -> dict[str, Any]:
+    """Quote precision and valid source numbers over every answer; recall of the oracle over answerable ones."""
     quotes = [v for a in answers for v in quote_verdicts(a.text, a.hits)]
     sources = [v for a in answers for v in source_verdicts(a.text, len(a.hits))]
     recalled = [questions.oracles[i] in cited_docs(answers[i]) for i in questions.answerable]
