@@ -156,7 +156,8 @@ def eval_cmd(
     adapter: str = typer.Argument(..., help="Adapter name or folder (LoRA/QLoRA): compared with its base model."),
     overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Base vs tuned on held-out data: metrics, optional judge, forgetting check, HTML report."""
+    """Base vs tuned on held-out data: metrics, optional judge, forgetting check, HTML report; with --kb,
+    closed-book vs retrieval-augmented answers side by side."""
     from inhouse.adapters.registry import resolve
 
     config = build_config(EvalConfig, None, **(overrides or {}))

@@ -54,13 +54,18 @@ def _limit_text(field: FieldInfo) -> str:
     return ""
 
 
-def _option(name: str, field: FieldInfo) -> inspect.Parameter:
+def _option(name: str, field: FieldInfo, group: FieldInfo | None = None) -> inspect.Parameter:
+    """`group`: the optional config this required field belongs to (eval's retrieval settings for --kb): the
+    flag is then optional, and giving it turns the group on, as the group's description says."""
     kind, hint = _cli_type(field.annotation)
     hint = _limit_text(field) + hint
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     flag = "--" + str(extra.get("flag") or name.replace("_", "-"))
     decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag, *([extra["short"]] if "short" in extra else []))
-    when = "(required)" if field.is_required() else f"(default: {_default_text(field)})"
+    if group is not None and field.is_required():
+        hint, when = f"{hint} {group.description or ''}", "(default: none)"
+    else:
+        when = "(required)" if field.is_required() else f"(default: {_default_text(field)})"
     help_text = f"{field.description or ''}{hint} {when}"
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
@@ -77,6 +82,16 @@ def _flags(model: type[BaseModel], exclude: tuple[str, ...], at: tuple[str, ...]
         sub = _submodel(info.annotation)
         found += _flags(sub, exclude, (*at, name)) if sub else [((*at, name), info)]
     return found
+
+
+def _optional_group(model: type[BaseModel], path: tuple[str, ...]) -> FieldInfo | None:
+    """The outermost config around the field at `path` that may be left out, if any."""
+    for name in path[:-1]:
+        info = model.model_fields[name]
+        if not info.is_required():
+            return info
+        model = _submodel(info.annotation) or model
+    return None
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:
@@ -123,7 +138,7 @@ def model_options(model: type[BaseModel], exclude: tuple[str, ...] = ()) -> Call
 
     def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "overrides"]
-        fields = [_option(path[-1], info) for path, info in flags]
+        fields = [_option(path[-1], info, _optional_group(model, path)) for path, info in flags]
 
         @functools.wraps(command)
         def run(**kwargs: Any) -> Any:

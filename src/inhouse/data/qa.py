@@ -70,12 +70,17 @@ def load_qa(path: str | Path) -> list[QAItem]:
     """The items of a QA file; any bad line fails the whole file, each problem on a line of the error."""
     items, problems = read_qa(path)
     if problems:
-        more = len(problems) - SHOWN_PROBLEMS
-        lines = [str(p) for p in problems[:SHOWN_PROBLEMS]] + ([f"... and {more} more"] if more > 0 else [])
-        raise InvalidInputError("\n".join(lines))
+        raise problems_error(problems)
     if not items:
         raise InvalidInputError(f"{shown(path)}: no questions in the file")
     return items
+
+
+def problems_error(problems: list[Problem]) -> InvalidInputError:
+    """One line per problem (the first SHOWN_PROBLEMS, then how many more)."""
+    more = len(problems) - SHOWN_PROBLEMS
+    lines = [str(p) for p in problems[:SHOWN_PROBLEMS]] + ([f"... and {more} more"] if more > 0 else [])
+    return InvalidInputError("\n".join(lines))
 
 
 def parse_item(value: Any, source: str, line: int) -> QAItem | Problem:

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from inhouse.generation import GenerationConfig
+from inhouse.rag.config import SearchConfig
 from inhouse.recipe import MAX_BATCH
 
 
@@ -15,7 +16,7 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    data: Path = Field(..., description="Held-out conversations (chat JSONL, Alpaca, prompt/completion), or preference pairs (OpenAI's preference JSONL: adds reward accuracy and margin).")
+    data: Path = Field(..., description="Held-out conversations (chat JSONL, Alpaca, prompt/completion), or preference pairs (OpenAI's preference JSONL: adds reward accuracy and margin); with --kb, a question/answer file (question, answer, doc_path or chunk_id, answerable).")
     schema_file: Path | None = Field(None, description="JSON Schema for structured answers (conformance rate).",
                                      json_schema_extra={"flag": "schema"})
     judge: str | None = Field(None, description="Judge model or adapter for 1-5 rubric scores (off when unset).")
@@ -27,5 +28,6 @@ class EvalConfig(BaseModel):
     batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="Conversations per generation/loss batch.")
     max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N examples.")
     generation: GenerationConfig = Field(GenerationConfig(), description="How answers are generated (greedy by default).")
+    search: SearchConfig | None = Field(None, description="Giving --kb (with a question/answer --data) adds closed-book vs retrieval-augmented answers (as `inhouse ask` gives them), base and tuned, side by side.")
     out: Path | None = Field(None, description="Report folder (default: INHOUSE_HOME/evals/<adapter>-<time>).")
     overwrite: bool = Field(False, description="Replace --out when it holds an earlier inhouse report (never any other folder).")

@@ -16,6 +16,18 @@ from typing import Any
 from inhouse.outputs import Output
 
 SHOWN_EXAMPLES = 200  # the HTML shows the worst ones; report.json keeps them all
+NA = "\u2014"  # a number that does not apply (closed-book citations) or had nothing to measure
+# The closed-book vs retrieval table (inhouse.eval.rag_eval): (key in a condition's metrics, column header)
+RAG_COLUMNS = [("exact_match", "EM"), ("f1", "F1"), ("citation_precision", "cite prec"), ("quote_lines", "quotes"),
+               ("valid_citations", "valid cites"), ("citation_recall", "cite recall"),
+               ("refusal_rate", "refused unans."), ("false_refusal_rate", "refused ans.")]
+RAG_LEGEND = ("EM, F1: answerable questions, the answer without [n] markers and quote lines; a refusal scores 0",
+              "cite prec: share of the answers' [n] \"quote\" lines found word for word in retrieved source n "
+              "(quotes: how many lines)",
+              "valid cites: share of cited [n] that name a source shown; cite recall: share of answerable questions "
+              "whose oracle document is cited",
+              "refused unans. / ans.: refusals on questions the knowledge base cannot / can answer (the first "
+              f"should be high, the second low); {NA}: no sources (closed-book) or nothing to measure")
 
 
 def loss_curves(history: list[dict[str, Any]]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
@@ -25,17 +37,32 @@ def loss_curves(history: list[dict[str, Any]]) -> tuple[list[tuple[float, float]
     return train, val
 
 
-def plot_png(history: list[dict[str, Any]]) -> str | None:
-    """Training and validation loss as a base64 PNG, or None without history."""
-    train, val = loss_curves(history)
-    if not train and not val:
-        return None
+def _figure() -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    return plt.subplots(figsize=(7, 3.5), dpi=110)
+
+
+def _png(fig: Any) -> str:
+    """The figure as base64 PNG text, and closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plot_png(history: list[dict[str, Any]]) -> str | None:
+    """Training and validation loss as a base64 PNG, or None without history."""
+    train, val = loss_curves(history)
+    if not train and not val:
+        return None
+    fig, ax = _figure()
     if train:
         ax.plot(*zip(*train), label="training loss", linewidth=1.2)
     if val:
@@ -44,11 +71,39 @@ def plot_png(history: list[dict[str, Any]]) -> str | None:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return _png(fig)
+
+
+def rag_plot_png(rag: dict[str, Any]) -> str:
+    """F1, citation precision and citation recall per condition as grouped bars (no bar: does not apply)."""
+    fig, ax = _figure()
+    shown = [("f1", "F1"), ("citation_precision", "citation precision"), ("citation_recall", "citation recall")]
+    names = list(rag["conditions"])
+    for j, (key, label) in enumerate(shown):
+        values = [rag["conditions"][c].get(key) for c in names]
+        ax.bar([i + (j - 1) * 0.27 for i in range(len(names))],
+               [math.nan if v is None else v for v in values], width=0.27, label=label)
+    ax.set_xticks(range(len(names)), [rag["labels"][c] for c in names])
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return _png(fig)
+
+
+def rag_rows(rag: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    """(condition label, values in RAG_COLUMNS order) for each condition, in the report's order."""
+    return [(rag["labels"][name], [got.get(key) for key, _ in RAG_COLUMNS]) for name, got in rag["conditions"].items()]
+
+
+def retrieval_line(retrieval: dict[str, Any]) -> str:
+    """Retrieval once (it is the same for base and tuned): recall@k of the oracle and the gate's refusals."""
+    k = retrieval["k"]
+    recall = retrieval.get(f"recall@{k}")
+    return (f"retrieval (both RAG rows): recall@{k} of the oracle {NA if recall is None else f'{recall:.4f}'} over "
+            f"{retrieval['n_answerable']} answerable questions; the relevance gate refused "
+            f"{retrieval['gated_answerable']} of {retrieval['n_answerable']} answerable and "
+            f"{retrieval['gated_unanswerable']} of {retrieval['n_unanswerable']} unanswerable questions "
+            "without a model call")
 
 
 def metric_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
@@ -79,18 +134,64 @@ def render_html(report: dict[str, Any]) -> str:
              "vertical-align:top;text-align:left}.num{text-align:right}.bad{color:#b00}.good{color:#070}"
              "pre{white-space:pre-wrap;margin:0;max-width:320px}</style>",
              f"<h1>Evaluation of {e(report['adapter'])}</h1>",
-             f"<p>{report['n']} held-out examples from <code>{e(report['data'])}</code>.</p>",
+             f"<p>{report['n']} held-out examples from <code>{e(report['data'])}</code>"
+             + (" (its answerable questions, asked closed-book; retrieval below)." if report.get("rag") else ".")
+             + "</p>",
              "<h2>Metrics: base vs tuned</h2><table><tr><th>metric</th><th>base</th><th>tuned</th><th>difference</th></tr>"]
     for name, b, t, d in metric_rows(report["base"], report["tuned"]):
         parts.append(f"<tr><td>{e(name)}</td><td class=num>{_fmt(b)}</td><td class=num>{_fmt(t)}</td>"
                      f"<td class=num>{_fmt(d)}</td></tr>")
     parts.append("</table>")
-    parts += _judge_html(report.get("judge")) + _forgetting_html(report.get("forgetting"))
+    parts += _rag_html(report) + _judge_html(report.get("judge")) + _forgetting_html(report.get("forgetting"))
     png = plot_png(report.get("lineage", {}).get("history", []))
     parts.append("<h2>Training curves</h2>" + (f"<img alt='loss curves' src='data:image/png;base64,{png}'>"
                                                if png else "<p>No training history in the adapter's lineage.</p>"))
     parts += _examples_html(report["examples"]) + _lineage_html(report.get("lineage", {}))
     return "\n".join(parts)
+
+
+def _rag_cell(value: Any) -> str:
+    return NA if value is None else _fmt(value)
+
+
+def _rag_html(report: dict[str, Any]) -> list[str]:
+    """The closed-book vs retrieval table, its plot and its questions (reports made with --kb)."""
+    rag = report.get("rag")
+    if not rag:
+        return []
+    e = html.escape
+    search = report["config"].get("search") or {}
+    head = "".join(f"<th>{e(h)}</th>" for _, h in RAG_COLUMNS)
+    rows = [f"<h2>Closed-book vs retrieval (knowledge base <code>{e(str(search.get('kb')))}</code>)</h2>",
+            f"<table id=rag><tr><th>condition</th>{head}</tr>"]
+    for label, values in rag_rows(rag):
+        rows.append(f"<tr><td>{e(label)}</td>" + "".join(f"<td class=num>{_rag_cell(v)}</td>" for v in values)
+                    + "</tr>")
+    rows += ["</table>", f"<p>{e(retrieval_line(rag['retrieval']))}.</p>",
+             "<p><small>" + "<br>".join(map(e, RAG_LEGEND)) + "</small></p>",
+             f"<img alt='F1 and citations per condition' src='data:image/png;base64,{rag_plot_png(rag)}'>"]
+    return rows + _rag_examples_html(rag["examples"], rag["labels"])
+
+
+def _rag_examples_html(examples: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
+    e = html.escape
+    rows = [f"<h3>Questions ({min(len(examples), SHOWN_EXAMPLES)} of {len(examples)})</h3><table><tr><th>where</th>"
+            "<th>question</th><th>reference</th><th>oracle retrieved</th>"
+            + "".join(f"<th>{e(label)}</th>" for label in labels.values()) + "</tr>"]
+    for x in examples[:SHOWN_EXAMPLES]:
+        ref = e(x["reference"]) if x["answerable"] else "<i>not in the knowledge base</i>"
+        found = NA if x["oracle_retrieved"] is None else "yes" if x["oracle_retrieved"] else "no"
+        found += " (gated)" if x["gated"] else ""
+        cells = "".join(f"<td><pre>{e(x['answers'][c])}</pre>{_verdict(x, c)}</td>" for c in labels)
+        rows.append(f"<tr><td>{e(x['where'])}</td><td><pre>{e(x['question'])}</pre></td><td><pre>{ref}</pre></td>"
+                    f"<td>{found}</td>{cells}</tr>")
+    return rows + ["</table>"]
+
+
+def _verdict(x: dict[str, Any], condition: str) -> str:
+    if x["refused"][condition]:
+        return f"<small class={'good' if not x['answerable'] else 'bad'}>refused</small>"
+    return f"<small>F1 {x['f1'][condition]:.2f}</small>" if x["answerable"] else "<small class=bad>answered</small>"
 
 
 def _judge_html(judge: dict[str, Any] | None) -> list[str]:

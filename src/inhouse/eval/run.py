@@ -2,7 +2,9 @@
 
 For each held-out conversation the last assistant message is the reference and
 everything before it the prompt (a file of preference pairs: its chosen answers, plus
-the adapter's reward accuracy and margin, inhouse.eval.preference). Both models answer
+the adapter's reward accuracy and margin, inhouse.eval.preference; with --kb, a
+question/answer file: its answerable questions asked closed-book, plus the closed-book
+vs retrieval-augmented table of inhouse.eval.rag_eval). Both models answer
 (batched, greedy by default), then: reference loss/perplexity/token accuracy, text and
 JSON metrics, optional LLM-as-judge, a forgetting check, and a report.
 """
@@ -22,8 +24,9 @@ from tqdm.auto import tqdm
 from inhouse import outputs, paths
 from inhouse.adapters import registry
 from inhouse.adapters.lineage import now
-from inhouse.data.conversation import Conversation
+from inhouse.data.conversation import Conversation, Message
 from inhouse.data.formats import load_conversations
+from inhouse.data.qa import QAItem
 from inhouse.data.schema import load_schema
 from inhouse.errors import InhouseError
 from inhouse.events import Events, Stopped
@@ -33,6 +36,7 @@ from inhouse.eval.preference import chosen_conversations, held_out_pairs, prefer
 from inhouse.adapters.load import load_chat_model
 from inhouse.model.generate import ChatModel
 from inhouse.model.template import encode
+from inhouse.rag.store import resolve_kb
 from inhouse.train.dataset import PadCollator
 
 REPORT_KIND = "evaluation report"
@@ -86,12 +90,12 @@ def reference_loss(chat: ChatModel, convs: list[Conversation], batch_size: int) 
 
 
 def side(chat: ChatModel, convs, prompts, refs, config: EvalConfig, validator, use_adapter: bool,
-         events: Events) -> dict[str, Any]:
-    """Everything measured for one side (base or tuned)."""
+         events: Events, answers: list[str] | None = None) -> dict[str, Any]:
+    """Everything measured for one side (base or tuned); `answers` when they were generated already."""
     label = "tuned" if use_adapter else "base"
-    events.say(f"eval: answering with the {label} model")
+    events.say(f"eval: {'answering with' if answers is None else 'scoring'} the {label} model")
     with contextlib.nullcontext() if use_adapter else base_context(chat):
-        answers = generate_all(chat, prompts, config, label, events)
+        answers = generate_all(chat, prompts, config, label, events) if answers is None else answers
         loss = reference_loss(chat, convs, config.batch_size)
     scores = metrics.score_answers(answers, refs, validator=validator, refusal_phrases=config.refusal_phrases)
     return {"answers": answers, "metrics": loss | scores}
@@ -99,24 +103,29 @@ def side(chat: ChatModel, convs, prompts, refs, config: EvalConfig, validator, u
 
 def evaluate(adapter: str, config: EvalConfig, events: Events | None = None) -> EvalResult:
     """Base vs adapter on `config.data`; writes answers, report.json and report.html."""
+    from inhouse.eval.rag_eval import evaluate_rag, load_questions
     from inhouse.eval.report import write_report
 
     events = events or Events()
-    pairs = held_out_pairs(config.data, config.max_examples)
-    convs = chosen_conversations(pairs) if pairs else load_conversations(config.data)[: config.max_examples]
+    questions = load_questions(config) if config.search else None  # KB and oracles checked before the model loads
+    pairs = None if questions else held_out_pairs(config.data, config.max_examples)
+    convs = held_out_conversations(config, pairs, questions)
     adapter_path = registry.resolve(adapter)
     target = claim_output(config, registry.lineage(adapter_path).name or adapter_path.name, adapter_path)
     chat = load_chat_model(adapter)
-    prompts, refs = map(list, zip(*(split_prompt(c) for c in convs)))
+    prompts, refs = [split_prompt(c)[0] for c in convs], [split_prompt(c)[1] for c in convs]
     validator = load_schema(config.schema_file) if config.schema_file else None
-    base = side(chat, convs, prompts, refs, config, validator, False, events)
-    tuned = side(chat, convs, prompts, refs, config, validator, True, events)
+    rag = evaluate_rag(chat, questions, config, events) if questions else None
+    base = side(chat, convs, prompts, refs, config, validator, False, events, rag and rag.closed_book("base"))
+    tuned = side(chat, convs, prompts, refs, config, validator, True, events, rag and rag.closed_book("tuned"))
     if pairs:
         tuned["metrics"] |= preference_metrics(chat, pairs, registry.lineage(adapter_path), config.batch_size)
     report = {"adapter": chat.name, "data": str(config.data), "n": len(convs),
               "config": config.model_dump(mode="json"), "base": base["metrics"], "tuned": tuned["metrics"],
               "examples": _examples(convs, prompts, refs, base["answers"], tuned["answers"]),
               "lineage": registry.lineage(adapter_path).dump()}
+    if rag:
+        report["rag"] = rag.as_report()
     if config.judge:
         report["judge"] = _judge(config.judge, prompts, refs, base["answers"], tuned["answers"])
     report["forgetting"] = _forgetting(chat, config)
@@ -135,14 +144,32 @@ def record_evaluation(adapter_path: Path, result: EvalResult) -> None:
         return
     summary = {name: {"base": b, "tuned": t, "delta": d} for name, b, t, d in summary_rows(result.report)
                if isinstance(t, (int, float)) or isinstance(b, (int, float))}
+    rag = result.report.get("rag")
+    extra = {"rag": {"conditions": rag["conditions"], "retrieval": rag["retrieval"]}} if rag else {}
     registry.record(adapter_path, "evaluations", {"report": str(result.path), "data": result.report["data"],
-                                                  "n": result.report["n"], "metrics": summary, "at": now()})
+                                                  "n": result.report["n"], "metrics": summary, **extra, "at": now()})
+
+
+def held_out_conversations(config: EvalConfig, pairs, questions) -> list[Conversation]:
+    """What base and tuned answer: the chosen answers of pairs, the answerable questions of a QA file
+    (closed-book: the question alone), or the held-out conversations."""
+    if pairs:
+        return chosen_conversations(pairs)
+    if questions is None:
+        return load_conversations(config.data)[: config.max_examples]
+    return [qa_conversation(questions.items[i]) for i in questions.answerable]
+
+
+def qa_conversation(item: QAItem) -> Conversation:
+    source, _, line = item.where.rpartition(":")
+    return Conversation((Message("user", item.question), Message("assistant", item.answer)), source, int(line))
 
 
 def claim_output(config: EvalConfig, name: str, adapter_path: Path) -> outputs.Output:
     """The report folder, checked before minutes of generation: never an input's place."""
     out = config.out or paths.evals() / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    inputs = [config.data, config.schema_file, config.reference_file, config.multiple_choice, adapter_path]
+    inputs = [config.data, config.schema_file, config.reference_file, config.multiple_choice, adapter_path,
+              resolve_kb(config.search.kb) if config.search else None]
     return outputs.claim(out, REPORT_KIND, inputs, config.overwrite)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from inhouse.eval.report import metric_rows
+from inhouse.eval.report import NA, RAG_COLUMNS, RAG_LEGEND, metric_rows, rag_rows, retrieval_line
 
 Row = tuple[str, Any, Any, Any]
 HEADER = ("metric", "base", "tuned", "delta")
@@ -53,13 +53,28 @@ def cell(value: Any, signed: bool = False) -> str:
     return f"{value:+d}" if signed and isinstance(value, int) else str(value)
 
 
+def aligned(table: list[tuple[str, ...]]) -> list[str]:
+    """Rows of text cells: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return ["  ".join([row[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(row[1:], widths[1:])]).rstrip()
+            for row in table]
+
+
 def format_summary(report: dict[str, Any]) -> str:
-    """An aligned table of `summary_rows`, and the forgetting verdict with its reasons when flagged."""
-    table = [HEADER] + [(name, cell(b), cell(t), cell(d, signed=True)) for name, b, t, d in summary_rows(report)]
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
-    lines = ["  ".join([row[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(row[1:], widths[1:])]).rstrip()
-             for row in table]
+    """An aligned table of `summary_rows`, the forgetting verdict with its reasons when flagged, and with
+    --kb the closed-book vs retrieval table."""
+    lines = aligned([HEADER] + [(name, cell(b), cell(t), cell(d, signed=True))
+                                for name, b, t, d in summary_rows(report)])
     forgetting = report.get("forgetting") or {}
     if forgetting.get("flagged"):
         lines.append("forgetting: FLAGGED - " + "; ".join(forgetting.get("reasons") or []))
+    if report.get("rag"):
+        lines += ["", *format_rag(report["rag"])]
     return "\n".join(lines)
+
+
+def format_rag(rag: dict[str, Any]) -> list[str]:
+    """The four conditions side by side (— where a number does not apply), retrieval once, a legend."""
+    header = ("condition", *(h for _, h in RAG_COLUMNS))
+    rows = [(label, *(NA if v is None else cell(v) for v in values)) for label, values in rag_rows(rag)]
+    return aligned([header, *rows]) + [retrieval_line(rag["retrieval"]), *RAG_LEGEND]

@@ -168,15 +168,14 @@ def is_refusal(text: str) -> bool:
 _MARK = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 
 
+def marker_numbers(text: str) -> list[int]:
+    """Every source number written as [2], [1, 3] or [1][2], in order, repeats and invented ones included."""
+    return [int(part) for m in _MARK.finditer(text) for part in re.split(r"[,;]", m.group(1))]
+
+
 def cited_numbers(text: str, n_sources: int) -> list[int]:
     """Source numbers cited as [2], [1, 3] or [1][2], in order of first mention; out-of-range ones dropped."""
-    seen: list[int] = []
-    for m in _MARK.finditer(text):
-        for part in re.split(r"[,;]", m.group(1)):
-            n = int(part)
-            if 1 <= n <= n_sources and n not in seen:
-                seen.append(n)
-    return seen
+    return [n for n in dict.fromkeys(marker_numbers(text)) if 1 <= n <= n_sources]
 
 
 _QUOTE_LINE = re.compile(r'^\[(\d+)\][ \t]*"(.+)"[ \t]*$', re.M)
@@ -205,6 +204,11 @@ def find_quote(text: str, quote: str | None) -> tuple[int, int] | None:
 def quoted_spans(text: str) -> list[tuple[int, str]]:
     """(source number, quote) for each ``[n] "..."`` line of an answer, in order."""
     return [(int(m.group(1)), m.group(2)) for m in _QUOTE_LINE.finditer(text)]
+
+
+def plain_answer(text: str) -> str:
+    """The answer as prose: its ``[n] "..."`` quote lines and [n] markers removed (what EM/F1 score)."""
+    return " ".join(_MARK.sub(" ", _QUOTE_LINE.sub("", text)).split())
 
 
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)", re.M)
