@@ -82,3 +82,17 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_same_global_batch(t
     assert two.stdout.count("adapter 'two' saved") == 1  # rank 1 said nothing
     lineage = json.loads((home / "adapters" / "two" / "inhouse.json").read_text())
     assert lineage["speed"]["strategy"] == "ddp" and not (home / "runs" / "two").exists()
+
+
+def test_accelerate_launch_runs_the_same_command(tmp_path, tiny_dir):
+    """`accelerate launch -m inhouse train` (torchrun underneath; gloo on these CPUs) is rank-aware too."""
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(f"What is item {i}?", f"Item {i} is blue.") for i in range(8)])
+    env = {**os.environ, "INHOUSE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "inhouse",
+                           "train", "--train-file", str(data), "--base-model", str(tiny_dir), "--max-steps", "2",
+                           "--validation-fraction", "0", "--output-name", "acc", "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("adapter 'acc' saved") == 1 and "ddp on 2 processes" in proc.stdout
+    assert json.loads((tmp_path / "home" / "adapters" / "acc" / "inhouse.json").read_text())["speed"]["strategy"] == "ddp"
