@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from inhouse import cli_options
 from inhouse.data.prepare import PrepareConfig
+from inhouse.data.raft_config import RaftConfig
 from inhouse.eval.config import EvalConfig
 from inhouse.generation import GenerationConfig
 from inhouse.rag.config import AskConfig, SearchConfig
@@ -20,6 +21,7 @@ from inhouse.recipe import Recipe, TrainFile
 COMMANDS = [
     (["train"], Recipe, (), []),
     (["data", "prepare"], PrepareConfig, ("rules",), ["d.jsonl", "--out", "o"]),
+    (["data", "raft"], RaftConfig, (), ["--out", "o"]),
     (["eval"], EvalConfig, (), ["some-adapter"]),
     (["generate"], GenerationConfig, (), ["builtin:tiny", "--prompt", "hi"]),
     (["chat"], GenerationConfig, (), ["builtin:tiny"]),
@@ -31,6 +33,8 @@ REQUIRED = {"data": "held.jsonl", "kb": "handbook"}  # what a required field get
 # Recipe fields valid only beside others: a DPO setting is refused without method dpo
 COMPANIONS = {"reference": ["--method", "dpo", "--init-adapter", "a"], "init_adapter": ["--method", "dpo"],
               "dpo_qlora": ["--method", "dpo"]}
+# RAFT needs its questions from somewhere: a file, or a teacher with a count
+RAFT_COMPANIONS = {"generate": ["--teacher", "t"], "teacher": ["--generate", "1"]}
 
 
 def flags(config, exclude):
@@ -116,6 +120,8 @@ def test_every_flag_reaches_its_field(words, config, exclude, args, capture, tmp
                   if k != path[-1] and k in {p[-1] for p, i in flags(config, exclude) if i.is_required()}]
         with pytest.raises(Captured) as got:
             companions = COMPANIONS.get(path[-1], []) if config is Recipe else []
+            if config is RaftConfig:
+                companions = RAFT_COMPANIONS.get(path[-1], ["--questions", "q.jsonl"] * (path[-1] != "questions"))
             result = run_cli(*words, *args, flag, *values, *needed, *companions, env={"INHOUSE_HOME": str(tmp_path)})
             pytest.fail(f"{words} {flag} {values}: {result}")
         assert field_of(got.value.config, path) == expected, (words, flag)

@@ -20,6 +20,7 @@ from inhouse import world
 from inhouse.adapters.export.config import ExportConfig
 from inhouse.cli_options import model_options
 from inhouse.data.prepare_config import ColumnConfig, PrepareConfig
+from inhouse.data.raft_config import RaftConfig
 from inhouse.listsyntax import split_list
 from inhouse.eval.config import EvalConfig
 from inhouse.errors import InhouseError
@@ -121,6 +122,28 @@ def data_prepare(
     typer.echo(f"{prepared.counts['loaded']} {prepared.unit} read; {removed} removed, {changed} changed; train "
                f"{len(prepared.train)}, validation {len(prepared.validation)}, test {len(prepared.test)}")
     typer.echo(f"written to {folder} (report: {folder / 'report.md'})")
+
+
+@data_app.command("raft")
+@model_options(RaftConfig)
+def data_raft(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for train/validation JSONL (chat), heldout.jsonl "
+                             "(questions) and report.json."),
+    overwrite: bool = typer.Option(False, help="Replace --out when it holds earlier inhouse RAFT data (never any "
+                                   "other folder)."),
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """RAFT training data: each question with its oracle chunk among distractors, answers that cite and
+    quote it as `ask` does, held out by document."""
+    from inhouse.data.raft import build_raft, claim_output, describe, write_raft
+    from inhouse.events import ConsoleEvents
+
+    config = build_config(RaftConfig, None, **(overrides or {}))
+    target = claim_output(out, config, overwrite)
+    data = build_raft(config, ConsoleEvents(progress=False))
+    folder = write_raft(data, target)
+    typer.echo(describe(data.report))
+    typer.echo(f"written to {folder} (report: {folder / 'report.json'})")
 
 
 @app.command("train")

@@ -219,7 +219,8 @@ _STOP = frozenset("a an and are as at be by for from has have in is it its of on
                   "which with not no can do does".split())
 
 
-def _words(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
+    """Lower-cased words of `text` without function words: what two texts share when one comes from the other."""
     return set(_WORD.findall(text.lower())) - _STOP
 
 
@@ -231,12 +232,12 @@ def cite(n: int, hit: Any, answer_text: str, quote: str | None = None) -> Citati
     Chunk text is a verbatim span starting at ``hit.start``, so a sentence at
     offset ``i`` of the chunk is ``document.text[hit.start + i : ...]``.
     """
-    i, j = find_quote(hit.text, quote) or _best_sentence(hit.text, _words(answer_text))
+    i, j = find_quote(hit.text, quote) or best_sentence(hit.text, content_words(answer_text))
     return Citation(n, str(hit.doc_path), hit.text[i:j], hit.start + i, hit.start + j,
                     getattr(hit, "title", ""), getattr(hit, "heading_path", ""), getattr(hit, "page", None))
 
 
-def _best_sentence(text: str, words: set[str]) -> tuple[int, int]:
+def best_sentence(text: str, words: set[str]) -> tuple[int, int]:
     """(start, end) in `text` of the best-overlapping sentence, spaces trimmed.
 
     Markdown heading lines are never the quote. With no overlap at all (an
@@ -249,12 +250,25 @@ def _best_sentence(text: str, words: set[str]) -> tuple[int, int]:
             continue
         lead = len(piece) - len(piece.lstrip())
         body = m.start() + lead if body is None else body
-        overlap = len(words & _words(piece))
+        overlap = len(words & content_words(piece))
         if overlap > best:
             best, span = overlap, (m.start() + lead, m.start() + len(piece.rstrip()))
     if span is None:
         return (body, len(text.rstrip())) if body is not None else (0, len(text))
     return span
+
+
+def supporting_span(text: str, answer: str) -> tuple[int, int] | None:
+    """(start, end) in `text` of what an answer rests on: the sentence(s) holding the answer word for word,
+    else the sentence sharing most words with it; None when no sentence shares a word with it."""
+    found = find_quote(text, answer)
+    if found is None:
+        words = content_words(answer)
+        return best_sentence(text, words) if words & content_words(text) else None
+    sentences = [m.span() for m in _SENTENCE.finditer(text) if m.end() > found[0] and m.start() < found[1]]
+    start, end = sentences[0][0] if sentences else found[0], sentences[-1][1] if sentences else found[1]
+    lead = len(text[start:end]) - len(text[start:end].lstrip())
+    return start + lead, len(text[:end].rstrip())
 
 
 def shorten(quote: str, limit: int = QUOTE_CHARS) -> str:
