@@ -1,0 +1,205 @@
+"""(question, passage) pairs to tune an embedder on: from a QA file, or made from a knowledge base's chunks.
+
+A QA file is JSONL (or a JSON array) with `question` and the passage that answers it, given as
+`passage` or `text`, or looked up in the knowledge base by `chunk_id`, or by `doc_path` (then the
+document's chunk that matches the question best by BM25, else its first). A bad line is one error
+naming file:line and the field.
+
+Synthetic pairs need no questions: every chunk gives up to two, each a pseudo-query and the rest
+of the chunk as its passage.
+
+- `title`: the chunk's heading path, else its document's title, else the document's first line
+  when that is short (a plain-text title line) -> the chunk.
+- `sentence`: one sentence of the chunk (seeded choice), removed from it -> the rest (the
+  inverse cloze task: a statement and the context it came from).
+
+A pseudo-query is always cut out of its passage, together with any sentence that repeats it (an
+abstract often restates its title): a pair that copying solves teaches nothing BM25 does not
+already do. Pairs whose passage is left too short are dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from inhouse.errors import InvalidInputError
+
+PAIR_KINDS = ("title", "sentence")
+HEADING_SEP = " > "
+MIN_QUERY_WORDS = 3
+MAX_QUERY_WORDS = 40
+MIN_PASSAGE_WORDS = 12
+REPEAT_OVERLAP = 0.8  # a sentence sharing this much of its words with the query repeats it
+PASSAGE_KEYS = ("passage", "text")
+_WORD = re.compile(r"\w+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training example: a query and the passage it should retrieve. `kind` is qa, title or sentence;
+    `origin` says where it came from (`file:line` of a QA file, or the chunk_id)."""
+
+    query: str
+    passage: str
+    kind: str
+    origin: str
+
+
+# --- QA files --------------------------------------------------------------------------------------
+
+
+def read_qa_pairs(path: str | os.PathLike, lookup: Callable[[dict], str | None]) -> list[Pair]:
+    """Every line of a QA file as a Pair; `lookup(record)` finds the passage of a line that names a
+    `chunk_id` or `doc_path` instead of giving its text (None: not in the knowledge base)."""
+    from inhouse.data.read import read_records
+    from inhouse.paths import shown
+
+    source, pairs = shown(path), []
+    for record in read_records(path):
+        if not record.ok:
+            raise InvalidInputError(f"{record.problem}")
+        pairs.append(_qa_pair(source, record.line, record.value, lookup))
+    if not pairs:
+        raise InvalidInputError(f"{source}: no questions; give one JSON object per line with \"question\" and "
+                                "\"passage\" (or \"text\", \"chunk_id\", \"doc_path\")")
+    return pairs
+
+
+def _qa_pair(source: str, line: int, value: Any, lookup: Callable[[dict], str | None]) -> Pair:
+    def fail(field: str, message: str) -> InvalidInputError:
+        return InvalidInputError(f"{source}:{line}: {field}: {message}")
+
+    if not isinstance(value, dict):
+        raise fail("(line)", f"expected a JSON object with \"question\", got {type(value).__name__}")
+    question = value.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise fail("question", "missing or empty; give the question as text")
+    given = [k for k in (*PASSAGE_KEYS, "chunk_id", "doc_path") if value.get(k) is not None]
+    if not given:
+        raise fail("passage", "missing; give \"passage\" (or \"text\"), or \"chunk_id\" or \"doc_path\" of the "
+                   "knowledge base")
+    field = given[0]
+    if not isinstance(value[field], str) or not value[field].strip():
+        raise fail(field, "must be non-empty text")
+    passage = value[field] if field in PASSAGE_KEYS else lookup(value)
+    if passage is None:
+        raise fail(field, f"{value[field]!r} is not in the knowledge base")
+    return Pair(question.strip(), passage, "qa", f"{source}:{line}")
+
+
+# --- synthetic pairs -------------------------------------------------------------------------------
+
+
+def synthetic_pairs(chunks: Iterable[Any], kinds: Sequence[str] = PAIR_KINDS, seed: int = 0) -> list[Pair]:
+    """Pairs made from chunks (objects with doc_path, chunk_id, text, start, heading_path, title), in a
+    seeded order that does not depend on the order the chunks come in."""
+    unknown = sorted(set(kinds) - set(PAIR_KINDS))
+    if unknown:
+        raise InvalidInputError(f"unknown pair kind(s) {', '.join(unknown)}; kinds: {', '.join(PAIR_KINDS)}")
+    by_doc: dict[str, list[Any]] = {}
+    for chunk in chunks:
+        by_doc.setdefault(chunk.doc_path, []).append(chunk)
+    pairs = []
+    for doc_path in sorted(by_doc):
+        doc = sorted(by_doc[doc_path], key=lambda c: (c.start, c.chunk_id))
+        title = doc_title(doc)
+        for chunk in doc:
+            rng = random.Random(f"{seed}:{chunk.chunk_id}")
+            if "title" in kinds:
+                pairs += _title_pair(chunk, title)
+            if "sentence" in kinds:
+                pairs += _sentence_pair(chunk, title, rng)
+    random.Random(seed).shuffle(pairs)
+    return pairs
+
+
+def doc_title(chunks: Sequence[Any]) -> str | None:
+    """A document's title when it has a real one: its own (a file name is none), or its first line when
+    that line is short and a blank line follows it (the title line of a plain-text file)."""
+    first = chunks[0]
+    title = " ".join((first.title or "").split())
+    if title and title != PurePosixPath(first.doc_path).stem and _words(title) >= MIN_QUERY_WORDS:
+        return title
+    if first.start != 0:
+        return None
+    blocks = _BLANK_LINE.split(first.text.strip(), maxsplit=1)
+    line = " ".join(blocks[0].split())
+    alone = len(blocks) == 2 and "\n" not in blocks[0]  # a line of its own, with a blank line after it
+    return line if alone and MIN_QUERY_WORDS <= _words(line) <= MAX_QUERY_WORDS else None
+
+
+def _title_pair(chunk: Any, title: str | None) -> list[Pair]:
+    heading = _heading(chunk.heading_path)
+    query = heading if heading and _words(heading) >= MIN_QUERY_WORDS else title
+    if not query:
+        return []
+    return _pair(query, _without(chunk.text, query), "title", chunk.chunk_id)
+
+
+def _sentence_pair(chunk: Any, title: str | None, rng: random.Random) -> list[Pair]:
+    """Any sentence but a heading or the title (those are the title pair's)."""
+    parts = sentences(chunk.text)
+    taken = [_bag(t) for t in (title, _heading(chunk.heading_path)) if t]
+    fit = [s for s in parts if MIN_QUERY_WORDS + 2 <= _words(s) <= MAX_QUERY_WORDS
+           and all(_overlap(t, _bag(s)) < REPEAT_OVERLAP for t in taken)]
+    if len(parts) < 3 or not fit:
+        return []
+    query = rng.choice(fit)
+    return _pair(query, _without(chunk.text, query), "sentence", chunk.chunk_id)
+
+
+def _pair(query: str, passage: str, kind: str, origin: str) -> list[Pair]:
+    return [Pair(query, passage, kind, origin)] if _words(passage) >= MIN_PASSAGE_WORDS else []
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of text, whitespace collapsed; a paragraph (or a heading line) set off by blank lines
+    ends one too, and a line break inside a paragraph is a space (text wrapped by hand)."""
+    return [" ".join(s.split()) for block in _BLANK_LINE.split(text) for s in _SENTENCE_END.split(block) if s.strip()]
+
+
+def _without(text: str, query: str) -> str:
+    """The text less every sentence that repeats the query (mostly the query itself)."""
+    q = _bag(query)
+    return " ".join(s for s in sentences(text) if _overlap(q, _bag(s)) < REPEAT_OVERLAP)
+
+
+def _bag(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def _overlap(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+def _heading(heading_path: Any) -> str:
+    parts = heading_path.split(HEADING_SEP) if isinstance(heading_path, str) else list(heading_path or ())
+    return ": ".join(p.strip() for p in parts if p and p.strip())
+
+
+def _words(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+def pairs_digest(pairs: Sequence[Pair]) -> str:
+    """sha256 of the pairs as trained on, so a lineage pins the exact data."""
+    digest = hashlib.sha256()
+    for p in pairs:
+        digest.update(f"{p.query}\0{p.passage}\n".encode())
+    return digest.hexdigest()
+
+
+def count_by_kind(pairs: Sequence[Pair]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for p in pairs:
+        counts[p.kind] = counts.get(p.kind, 0) + 1
+    return counts
