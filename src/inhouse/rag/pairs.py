@@ -33,7 +33,8 @@ from inhouse.errors import InvalidInputError
 
 PAIR_KINDS = ("title", "sentence")
 HEADING_SEP = " > "
-MIN_QUERY_WORDS = 3
+MIN_QUERY_WORDS = 2  # a title or heading
+MIN_SENTENCE_WORDS = 5  # a sentence as a query: shorter ones say too little
 MAX_QUERY_WORDS = 40
 MIN_PASSAGE_WORDS = 12
 REPEAT_OVERLAP = 0.8  # a sentence sharing this much of its words with the query repeats it
@@ -149,7 +150,7 @@ def _sentence_pair(chunk: Any, title: str | None, rng: random.Random) -> list[Pa
     """Any sentence but a heading or the title (those are the title pair's)."""
     parts = sentences(chunk.text)
     taken = [_bag(t) for t in (title, _heading(chunk.heading_path)) if t]
-    fit = [s for s in parts if MIN_QUERY_WORDS + 2 <= _words(s) <= MAX_QUERY_WORDS
+    fit = [s for s in parts if MIN_SENTENCE_WORDS <= _words(s) <= MAX_QUERY_WORDS
            and all(_overlap(t, _bag(s)) < REPEAT_OVERLAP for t in taken)]
     if len(parts) < 3 or not fit:
         return []
