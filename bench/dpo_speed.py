@@ -15,7 +15,9 @@ with reserved tokens to Llama 3's 128,256 ids, so the model keeps its real shape
   quick start plus the batch, step and LoRA settings shared with inhouse).
 - "inhouse": `inhouse.train.sft.train(recipe)` with `method: dpo` on the same file in OpenAI's
   preference format: inhouse's template and mask, its speed plan (Liger layer kernels, checkpointing,
-  offload on a GPU).
+  offload on a GPU). Its resumable checkpoint (every 10% of a run by default, seconds each on 8B) is
+  taken once, after the timed steps, as TRL's run saves none (`save_strategy="no"`).
+- "inhouse-qlora": the same on the base quantised to 4-bit NF4 (`dpo_qlora: true`; needs bitsandbytes).
 
 Each run is its own process (Liger patches transformers' classes; peak memory must not leak between
 runs). Reported: non-padding tokens/s of the policy's chosen + rejected rows over the timed steps
@@ -37,7 +39,8 @@ from pathlib import Path
 GIB = 1024**3
 PAIRS_PER_STEP = 16
 # inhouse runs: the recipe's defaults, and the speed plan without activation offload.
-RUNS = {"inhouse": {}, "inhouse-no-offload": {"activation_offload": False}}
+RUNS = {"inhouse": {}, "inhouse-no-offload": {"activation_offload": False}, "inhouse-no-liger": {"liger": False},
+        "inhouse-qlora": {"dpo_qlora": True}}
 WORDS = ("order parcel refund lamp linen towel delivery tuesday invoice colour size wool cotton basket "
          "candle return exchange warranty courier tracking receipt discount voucher blanket cushion").split()
 
@@ -88,18 +91,34 @@ def save_checkpoint(size: str, folder: Path) -> None:
 
 
 class Timer:
-    """Tokens and time of the steps after warm-up, and the last loss, as a Trainer callback."""
+    """Tokens and time of the steps after warm-up, and the last loss, as a Trainer callback; with `profile`
+    (a file), the kernels of the last warm-up step (not timed), as torch.profiler's table."""
 
-    def __init__(self, warmup: int):
+    def __init__(self, warmup: int, profile: Path | None = None):
         from transformers import TrainerCallback
 
         self.warmup, self.marks, self.loss = warmup, [], None
-        timer = self
+        timer, profiler = self, None
 
         class Callback(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                nonlocal profiler
+                if profile and state.global_step == warmup - 1:  # the last warm-up step: not timed
+                    import torch
+
+                    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                                  torch.profiler.ProfilerActivity.CUDA])
+                    profiler.__enter__()
+
             def on_step_end(self, args, state, control, **kwargs):
                 import torch
 
+                nonlocal profiler
+                if profiler is not None:
+                    profiler.__exit__(None, None, None)
+                    profile.write_text(profiler.key_averages().table(
+                        sort_by="self_device_time_total", row_limit=40, max_name_column_width=70))
+                    profiler = None
                 torch.cuda.synchronize()
                 timer.marks.append(time.perf_counter())
 
@@ -147,7 +166,8 @@ def inhouse_run(folder: Path, data: Path, steps: int, timer: Timer, name: str, *
     recipe = recipe_mod.build(base_model=str(folder), train_file=data, method="dpo", validation_fraction=0,
                               lora_r=16, lora_alpha=32, lora_dropout=0.0, lora_target_modules=["all-linear"],
                               batch_size=4, gradient_accumulation=PAIRS_PER_STEP // 4, max_steps=steps,
-                              learning_rate=1e-5, max_seq_length=2048, output_name=name, seed=0, **switches)
+                              learning_rate=1e-5, max_seq_length=2048, output_name=name, seed=0,
+                              save_every=steps, **switches)  # the one checkpoint after the last timed step
     train(recipe, events=Events(), callbacks=[timer.callback])
     return tokens_per_step([json.loads(line) for line in data.read_text().splitlines()],
                            AutoTokenizer.from_pretrained(folder))
@@ -163,10 +183,11 @@ def tokens_per_step(rows: list[dict], tok) -> int:
     return round(total / len(rows) * PAIRS_PER_STEP)
 
 
-def child(name: str, folder: Path, data: Path, steps: int, warmup: int, result: Path) -> None:
+def child(name: str, folder: Path, data: Path, steps: int, warmup: int, result: Path,
+          profile: Path | None = None) -> None:
     import torch
 
-    timer = Timer(warmup)
+    timer = Timer(warmup, profile)
     if name == "trl":
         per_step = trl_run(folder, data, steps, timer)
     else:
@@ -192,12 +213,14 @@ def orchestrate(args) -> None:
         save_checkpoint(size, folder)
         print(f"saved random {size} checkpoint in {time.perf_counter() - clock:.0f} s", flush=True)
         data.write_text("".join(json.dumps(p) + "\n" for p in pairs(PAIRS_PER_STEP * args.steps)))
-        for name in args.only or ("trl", *RUNS):
+        for name in args.only or ("trl", "inhouse", "inhouse-no-offload"):
             result = Path(scratch) / f"{name}.json"
             clock = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, "--child", name, "--folder", str(folder), "--data",
                                    str(data), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                                   "--result", str(result)], capture_output=True, text=True,
+                                   "--result", str(result),
+                                   *(["--profile-file", str(out / f"profile-{name}.txt")] if args.profile else [])],
+                                  capture_output=True, text=True,
                                   env={**os.environ, "INHOUSE_HOME": str(Path(scratch) / "home")})
             if proc.returncode != 0 or not result.exists():
                 tail = (proc.stdout + proc.stderr).strip().splitlines()[-30:]
@@ -235,15 +258,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run (16 pairs each)")
     parser.add_argument("--warmup", type=int, default=3, help="steps excluded from timing")
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--only", nargs="*", help="run only these (trl, inhouse, inhouse-no-offload)")
+    parser.add_argument("--only", nargs="*", help=f"run only these (trl, {', '.join(RUNS)})")
+    parser.add_argument("--profile", action="store_true", help="write each run's CUDA kernel table for one timed "
+                        "step to OUT/profile-RUN.txt")
     parser.add_argument("--scratch", default=None, help="folder for the random checkpoint (~16 GB for 8B)")
     parser.add_argument("--child")
     parser.add_argument("--folder")
     parser.add_argument("--data")
     parser.add_argument("--result")
+    parser.add_argument("--profile-file", dest="profile_file")
     args = parser.parse_args()
     if args.child:
-        child(args.child, Path(args.folder), Path(args.data), args.steps, args.warmup, Path(args.result))
+        child(args.child, Path(args.folder), Path(args.data), args.steps, args.warmup, Path(args.result),
+              Path(args.profile_file) if args.profile_file else None)
     else:
         orchestrate(args)
 

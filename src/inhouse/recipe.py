@@ -95,6 +95,7 @@ class Recipe(BaseModel):
     batch_size: int = Field(4, ge=1, le=MAX_BATCH, description="Examples per micro-batch.")
     gradient_accumulation: int = Field(1, ge=1, le=MAX_BATCH, description="Micro-batches per optimizer step.")
     eval_every: int | None = Field(None, ge=1, le=MAX_STEPS, description="Validation loss every N optimizer steps (default: after each epoch, at most 10 times a run); the points feed the eval report's curves. With more than one, a checkpoint is kept at each and the one with the best validation loss is published.")
+    save_every: int | None = Field(None, ge=1, le=MAX_STEPS, description="Optimizer steps between resumable checkpoints (default: a tenth of the run). When a best checkpoint is chosen by validation loss, one is kept at each validation point instead.")
     early_stopping_patience: int | None = Field(None, ge=1, le=MAX_STEPS, description="Stop training when the validation loss has not improved for this many evaluations in a row (needs validation data; none = never).")
     max_seq_length: int = Field(2048, ge=8, le=MAX_SEQ_LENGTH, description="Longest example in tokens; longer examples are dropped and reported.")
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit"] | None = Field(None, description="Optimizer (default: fused AdamW on a GPU, AdamW on CPU; paged_adamw_8bit needs bitsandbytes).")

@@ -9,7 +9,8 @@ import pytest
 from inhouse.rag.config import SearchConfig
 from inhouse.rag.search import Hit
 from inhouse.rag.answer import (
-    REFUSAL, SYSTEM_PROMPT, answer, build_messages, cited_numbers, format_answer, is_refusal, shorten,
+    REFUSAL, SYSTEM_PROMPT, answer, build_messages, cited_numbers, find_quote, format_answer, is_refusal,
+    quoted_answer, quoted_spans, shorten,
 )
 
 DOCS = {
@@ -23,8 +24,8 @@ def hit(path: str, start_marker: str, score: float, heading: str = "") -> Hit:
     """A chunk that is a verbatim span of DOCS[path], from `start_marker` to the end."""
     text = DOCS[path]
     start = text.index(start_marker)
-    return Hit(f"{path}#{start}", path, path.split("/")[1].split(".")[0].title(), heading, text[start:], start,
-               len(text), score)
+    return Hit(chunk_id=f"{path}#{start}", doc_path=path, title=path.split("/")[1].split(".")[0].title(),
+               heading_path=heading, text=text[start:], start=start, end=len(text), score=score)
 
 
 HITS = [hit("manual/pumps.md", "The P-200", 0.031, "Pumps > Maintenance"), hit("manual/valves.md", "Valve V-7", 0.029)]
@@ -135,7 +136,8 @@ def test_uncited_answer_lists_sources_consulted():
 
 def test_quote_never_a_heading_line():
     doc = "# Pumps\n\n## Seals\n\nSeals last 6 months.\n"
-    chunk = Hit("p.md#0", "p.md", "Pumps", "Pumps > Seals", doc, 0, len(doc), 0.5)
+    chunk = Hit(chunk_id="p.md#0", doc_path="p.md", title="Pumps", heading_path="Pumps > Seals", text=doc, start=0,
+                end=len(doc), score=0.5)
     ans = ask("q", FakeModel("Seals are fine [1]."), retrieve=StubSearch([chunk], 0.6))
     assert ans.citations[0].quote == "Seals last 6 months."  # "## Seals" shares the word too
     ans = ask("q", FakeModel("No overlap here [1]."), retrieve=StubSearch([chunk], 0.6))
@@ -157,3 +159,20 @@ def test_cited_numbers_and_shorten():
     short = shorten(long, 30)
     assert short.endswith(" …") and len(short) <= 32 and "\n" not in short
     assert shorten("a\n b") == "a b"
+
+
+def test_a_quoted_answer_round_trips_and_its_quote_becomes_the_citation():
+    doc = "# Pumps\n\nSeals last 6 months.\nThe P-200 pump\nneeds oil yearly. Filters are cheap.\n"
+    text = quoted_answer("Oil it once a year [1].", [(1, "The P-200 pump needs oil yearly.")])
+    assert text == 'Oil it once a year [1].\n\n[1] "The P-200 pump needs oil yearly."'
+    assert quoted_spans(text) == [(1, "The P-200 pump needs oil yearly.")]
+    i, j = find_quote(doc, "The P-200 pump needs oil yearly.")
+    assert doc[i:j] == "The P-200 pump\nneeds oil yearly."  # the line break inside the chunk is matched
+    assert find_quote(doc, "The P-300 pump") is None and find_quote(doc, "  ") is None
+    chunk = Hit(chunk_id="p#0", doc_path="p.md", title="Pumps", heading_path="Pumps", text=doc, start=10,
+                end=10 + len(doc), score=0.5)
+    ans = ask("q", FakeModel(text), retrieve=StubSearch([chunk], 0.6))
+    assert ans.citations[0].quote == "The P-200 pump\nneeds oil yearly." and ans.citations[0].start == 10 + i
+    # A quote that is not in the source falls back to the best-overlapping sentence.
+    ans = ask("q", FakeModel('Seals last long [1].\n\n[1] "Seals last 9 years."'), retrieve=StubSearch([chunk], 0.6))
+    assert ans.citations[0].quote == "Seals last 6 months."

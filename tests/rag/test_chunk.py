@@ -47,7 +47,7 @@ def assert_quotes_exactly(doc, chunks):
         assert chunk.text.strip() == chunk.text and chunk.text
         inside = [s for s in doc.sections if s.start <= chunk.start and chunk.end <= s.end]
         assert len(inside) == 1, "a chunk must not cross a section"
-        assert chunk.heading_path == inside[0].heading_path
+        assert chunk.heading_path == " > ".join(inside[0].heading_path)
         assert chunk.page == inside[0].page
         assert chunk.title == doc.title and chunk.doc_path == doc.path
 
@@ -70,10 +70,10 @@ def test_heading_path_and_page_reach_the_chunks(tmp_path):
     docs = {d.format: d for d in ingest(tmp_path).documents}
     md = chunk_document(docs["md"], word_counter, max_tokens=50, overlap=5)
     linux = next(c for c in md if "Use apt." in c.text)
-    assert linux.heading_path == ("Installing", "On Linux")
+    assert linux.heading_path == "Installing > On Linux"
     assert linux.text.startswith("## On Linux")
     html = chunk_document(docs["html"], word_counter, max_tokens=50, overlap=5)
-    assert next(c for c in html if "30 days" in c.text).heading_path == ("Handbook", "Holidays")
+    assert next(c for c in html if "30 days" in c.text).heading_path == "Handbook > Holidays"
     pdf = chunk_document(docs["pdf"], word_counter, max_tokens=50, overlap=5)
     assert [(c.page, c.text) for c in pdf] == [(1, "Revenue grew.\nCosts fell."), (2, "Outlook is good.")]
 
@@ -119,7 +119,7 @@ def test_chunks_never_cross_sections_and_blank_sections_are_dropped():
     text = "one two three\n\n   \n\nfour five six seven"
     sections = [Section(0, 15, ("A",)), Section(15, 20, ("B",)), Section(20, len(text), ("C",))]
     chunks = chunk_document(make_doc(text, sections), word_counter, max_tokens=100, overlap=4)
-    assert [(c.heading_path, c.text) for c in chunks] == [(("A",), "one two three"), (("C",), "four five six seven")]
+    assert [(c.heading_path, c.text) for c in chunks] == [("A", "one two three"), ("C", "four five six seven")]
 
 
 def test_word_longer_than_budget_is_hard_split_at_token_edges():

@@ -8,6 +8,7 @@ from inhouse.errors import InhouseError
 from inhouse.rag.config import SearchConfig
 from inhouse.recipe import build_config
 from inhouse.rag.embed import load_embedder
+from inhouse.rag.chunk import Chunk
 from inhouse.rag.search import Hit, rerank, rrf_fuse, search
 from inhouse.rag.store import LanceStore, Store
 
@@ -29,9 +30,8 @@ def kb(tmp_path_factory, embedder):
     store = LanceStore(tmp_path_factory.mktemp("kb") / "demo")
     vectors = embedder.embed([text for _, _, text in DOCS])
     with store.writer(embedder.name, embedder.dim):
-        store.upsert([{"chunk_id": path, "doc_path": path, "title": path[:-3], "heading_path": [heading],
-                       "text": text, "start": 0, "end": len(text), "mtime": 0.0, "sha256": "x", "vector": vec}
-                      for (path, heading, text), vec in zip(DOCS, vectors)])
+        store.upsert([Chunk(chunk_id=path, doc_path=path, title=path[:-3], heading_path=heading, text=text,
+                            start=0, end=len(text), mtime=0.0, sha256="x") for path, heading, text in DOCS], vectors)
         store.commit({path: {"sha256": "x", "chunks": 1} for path, _, _ in DOCS})
     return store.path
 
@@ -43,8 +43,8 @@ class FakeStore(Store):
         self.vector_ids, self.text_ids = vector_ids, text_ids
 
     def _rows(self, ids):
-        return [{"chunk_id": i, "doc_path": f"{i}.md", "title": i, "heading_path": "", "text": f"text {i}",
-                 "start": 0, "end": 6, "score": 0.0} for i in ids]
+        return [Hit(chunk_id=i, doc_path=f"{i}.md", title=i, heading_path="", text=f"text {i}", start=0, end=6)
+                for i in ids]
 
     def search_vector(self, vec, k, where=None):
         return self._rows(self.vector_ids[:k])
@@ -58,7 +58,10 @@ class FakeStore(Store):
     def manifest(self):
         return {}
 
-    def count(self):
+    def chunks(self, where=None):
+        return iter(())
+
+    def count(self, where=None):
         return len(set(self.vector_ids) | set(self.text_ids))
 
     def writer(self, embedder_name, dim, timeout=0.0): ...
@@ -131,9 +134,11 @@ def test_clear_errors(kb, tmp_path):
         search(kb, "x", embedder=FakeEmbedder())
 
 
-def test_hit_is_a_plain_record():
-    hit = Hit("c", "d.md", "t", "A > B", "text", 0, 4, 1.0, 1, None)
-    assert hit.page is None and hit.heading_path == "A > B"
+def test_hit_is_a_chunk_with_a_score():
+    hit = Hit(doc_path="d.md", chunk_id="c", text="text", start=0, end=4, heading_path="A > B", title="t", score=1.0,
+              vector_rank=1)
+    assert isinstance(hit, Chunk) and hit.page is None and hit.heading_path == "A > B"
+    assert hit.chunk == Chunk("d.md", "c", "text", 0, 4, "A > B", "t")
 
 
 # --- metadata filters and the search flags ----------------------------------------------------

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from inhouse.errors import InhouseError
+from inhouse.rag.chunk import Chunk, Hit
 from inhouse.rag.embed import load_embedder
 from inhouse.rag.store import LanceStore, Store, kb_path, resolve_kb, where_sql
 
@@ -21,16 +22,14 @@ def embedder():
     return load_embedder()
 
 
-def rows(embedder, ids, texts=TEXTS):
-    vectors = embedder.embed([texts[i][1] for i in ids])
-    return [{"chunk_id": i, "doc_path": texts[i][0], "title": texts[i][0][:-3], "heading_path": ["Top", "Sub"],
-             "text": texts[i][1], "start": 0, "end": len(texts[i][1]), "page": None, "mtime": 1.0, "sha256": "x",
-             "vector": v} for i, v in zip(ids, vectors)]
+def chunks(ids, texts=TEXTS):
+    return [Chunk(chunk_id=i, doc_path=texts[i][0], title=texts[i][0][:-3], heading_path="Top > Sub",
+                  text=texts[i][1], start=0, end=len(texts[i][1]), mtime=1.0, sha256="x") for i in ids]
 
 
 def publish(store, embedder, ids, texts=TEXTS):
     with store.writer(embedder.name, embedder.dim):
-        store.upsert(rows(embedder, ids, texts))
+        store.upsert(chunks(ids, texts), embedder.embed([texts[i][1] for i in ids]))
         store.commit({})
 
 
@@ -49,15 +48,33 @@ def test_is_a_store_and_empty_before_first_commit(tmp_path):
 
 def test_vector_search_ranks_the_matching_text_first(store, embedder):
     hits = store.search_vector(embedder.embed(["a kitten napping"])[0], k=2)
-    assert [h["chunk_id"] for h in hits][0] == "cat-1"
-    assert hits[0]["heading_path"] == "Top > Sub" and "vector" not in hits[0]
-    assert hits[0]["score"] > hits[1]["score"]
+    assert [h.chunk_id for h in hits][0] == "cat-1"
+    assert isinstance(hits[0], Hit) and hits[0].heading_path == "Top > Sub" and hits[0].sha256 == "x"
+    assert hits[0].score > hits[1].score
+    assert hits[0].chunk == next(c for c in chunks(["cat-1"]))  # a hit is the stored chunk plus its score
+
+
+def test_chunks_enumerate_and_sample_the_published_chunks(store, embedder):
+    assert sorted(c.chunk_id for c in store.chunks()) == sorted(TEXTS)
+    assert set(store.chunks()) == set(chunks(list(TEXTS)))  # every field comes back as written
+    assert [c.chunk_id for c in store.chunks(where={"doc_path": "pets.md"})] == ["cat-1"]
+    assert store.count(where={"doc_path": ["pets.md", "gpus.md"]}) == 2
+    two = store.sample(2, seed=1)
+    assert len(two) == 2 and two == store.sample(2, seed=1) and set(two) <= set(store.chunks())
+    assert {c.chunk_id for s in range(20) for c in store.sample(1, seed=s)} == set(TEXTS)  # any chunk can be drawn
+    assert len(store.sample(99)) == len(TEXTS) and store.sample(0) == []
+    assert [c.chunk_id for c in store.sample(3, where="doc_path = 'gpus.md'")] == ["gpu-1"]
+    with store.writer(embedder.name, embedder.dim):  # unpublished writes are not enumerated
+        store.delete_docs(["pets.md"])
+        assert "cat-1" in {c.chunk_id for c in store.chunks()}
+    with pytest.raises(InhouseError, match="bad filter"):
+        list(store.chunks(where="no_such_column = 1"))
 
 
 def test_filters_as_sql_or_dict_apply_before_ranking(store, embedder):
     vec = embedder.embed(["a kitten napping"])[0]
-    assert [h["chunk_id"] for h in store.search_vector(vec, 1, where={"doc_path": "gpus.md"})] == ["gpu-1"]
-    assert [h["chunk_id"] for h in store.search_text("lunch", 5, where={"doc_path": ["o'brien.md"]})] == ["lunch-1"]
+    assert [h.chunk_id for h in store.search_vector(vec, 1, where={"doc_path": "gpus.md"})] == ["gpu-1"]
+    assert [h.chunk_id for h in store.search_text("lunch", 5, where={"doc_path": ["o'brien.md"]})] == ["lunch-1"]
     assert store.search_text("lunch", 5, where="doc_path = 'pets.md'") == []
     with pytest.raises(InhouseError, match="bad filter"):
         store.search_text("lunch", 5, where="no_such_column = 1")
@@ -66,7 +83,7 @@ def test_filters_as_sql_or_dict_apply_before_ranking(store, embedder):
 
 
 def test_bm25_stems_english_and_ignores_stop_words(store):
-    assert [h["chunk_id"] for h in store.search_text("running", 5)] == ["run-1"]
+    assert [h.chunk_id for h in store.search_text("running", 5)] == ["run-1"]
     assert store.search_text("the", 5) == []
     assert store.search_text("?!", 5) == []
 
@@ -81,10 +98,10 @@ def test_rows_added_after_the_fts_index_are_searchable(store, embedder, monkeypa
            "new-2": ("new.md", "Archived invoices older than seven years are shredded.")}
     monkeypatch.setattr(LanceStore, "_optimize", lambda self, table, published: None)  # leave them unindexed
     publish(store, embedder, ["new-1"], new)
-    assert [h["chunk_id"] for h in store.search_text("invoice", 5)] == ["new-1"]
+    assert [h.chunk_id for h in store.search_text("invoice", 5)] == ["new-1"]
     monkeypatch.undo()
     publish(store, embedder, ["new-2"], new)  # this commit folds both into the index
-    assert {h["chunk_id"] for h in store.search_text("invoice", 5)} == {"new-1", "new-2"}
+    assert {h.chunk_id for h in store.search_text("invoice", 5)} == {"new-1", "new-2"}
 
 
 def test_delete_docs_removes_all_their_chunks(store, embedder):
@@ -134,7 +151,7 @@ def test_one_writer_at_a_time(store, embedder):
 
 def test_writes_outside_a_writer_are_a_bug(store):
     with pytest.raises(RuntimeError):
-        store.upsert([])
+        store.upsert([], [])
 
 
 def test_kb_names_live_under_home(home):

@@ -181,3 +181,12 @@ def test_kill_9_during_a_save_then_resume_succeeds(files, tmp_path, tiny_dir, ho
     assert "resuming from checkpoint-" in out
     assert not left or f"{caught.name} is incomplete" in out
     assert (home / "adapters" / "killed" / "adapter_model.safetensors").is_file()
+
+
+def test_save_every_sets_the_checkpoint_interval(tmp_path, tiny_dir, home):
+    """Checkpoints land every save_every steps, not after each step as 10% of this 6-step run would put them."""
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(f"Question {i}?", f"Answer {i}.") for i in range(8)])
+    recipe = crash_recipe(data, tiny_dir).model_copy(update={"save_every": 2, "output_name": "spaced"})
+    with pytest.raises(InhouseError, match="interrupted"):
+        train(recipe, events=Events(), callbacks=[InterruptAt(5)])
+    assert [p.name for p in checkpoints.all_checkpoints(paths.runs() / "spaced")] == ["checkpoint-4"]

@@ -103,7 +103,8 @@ def finish(text: str, grounding: Grounding) -> Answer:
         return Answer(REFUSAL, refused=True, hits=hits, similarity=similarity)
     text = text.strip()
     cited = cited_numbers(text, len(hits))
-    citations = [cite(n, hits[n - 1], text) for n in (cited or range(1, len(hits) + 1))]
+    quoted = dict(reversed(quoted_spans(text)))  # n -> the first quote given for source n
+    citations = [cite(n, hits[n - 1], text, quoted.get(n)) for n in (cited or range(1, len(hits) + 1))]
     return Answer(text, citations, False, hits, similarity, consulted_only=not cited)
 
 
@@ -178,6 +179,34 @@ def cited_numbers(text: str, n_sources: int) -> list[int]:
     return seen
 
 
+_QUOTE_LINE = re.compile(r'^\[(\d+)\][ \t]*"(.+)"[ \t]*$', re.M)
+
+
+def quoted_answer(answer: str, quotes: Sequence[tuple[int, str]]) -> str:
+    """An answer that cites its sources and quotes them word for word: RAFT's training target.
+
+    ``The pump needs new seals every 6 months [2].`` then, per source, a line ``[2] "Seals last 6
+    months."``. The markers are the ones `ask` reads; `quoted_spans` reads the quotes back.
+    """
+    lines = [f'[{n}] "{" ".join(q.split())}"' for n, q in quotes]
+    return answer.strip() + ("\n\n" + "\n".join(lines) if lines else "")
+
+
+def find_quote(text: str, quote: str | None) -> tuple[int, int] | None:
+    """(start, end) of `quote` in `text`, word for word with any whitespace between words (a quote is
+    written on one line; the chunk may break it); None when it is not there."""
+    words = (quote or "").split()
+    if not words:
+        return None
+    m = re.search(r"\s+".join(map(re.escape, words)), text)
+    return (m.start(), m.end()) if m else None
+
+
+def quoted_spans(text: str) -> list[tuple[int, str]]:
+    """(source number, quote) for each ``[n] "..."`` line of an answer, in order."""
+    return [(int(m.group(1)), m.group(2)) for m in _QUOTE_LINE.finditer(text)]
+
+
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)", re.M)
 _HEADING = re.compile(r"\s*#{1,6}\s")
 _WORD = re.compile(r"\w+")
@@ -190,13 +219,15 @@ def _words(text: str) -> set[str]:
     return set(_WORD.findall(text.lower())) - _STOP
 
 
-def cite(n: int, hit: Any, answer_text: str) -> Citation:
-    """The sentence of the chunk that shares most words with the answer, as an exact document span.
+def cite(n: int, hit: Any, answer_text: str, quote: str | None = None) -> Citation:
+    """The span the answer quotes from the chunk when it occurs there word for word (as a RAFT-trained
+    model writes it), else the sentence of the chunk that shares most words with the answer, as an exact
+    document span.
 
     Chunk text is a verbatim span starting at ``hit.start``, so a sentence at
     offset ``i`` of the chunk is ``document.text[hit.start + i : ...]``.
     """
-    i, j = _best_sentence(hit.text, _words(answer_text))
+    i, j = find_quote(hit.text, quote) or _best_sentence(hit.text, _words(answer_text))
     return Citation(n, str(hit.doc_path), hit.text[i:j], hit.start + i, hit.start + j,
                     getattr(hit, "title", ""), getattr(hit, "heading_path", ""), getattr(hit, "page", None))
 

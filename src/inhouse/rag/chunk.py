@@ -20,7 +20,7 @@ import hashlib
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import accumulate, groupby
 from typing import Protocol, runtime_checkable
 
@@ -42,18 +42,42 @@ _SENTENCE_GAP = re.compile(r"[.!?…。！？][\"'”’»)\]]*[^\S\n]+(?=\S)")
 _MAX_CHARS_PER_TOKEN = 16
 
 
+HEADING_SEP = " > "
+
+
 @dataclass(frozen=True)
 class Chunk:
-    """A quotable span of one document with the metadata a citation shows."""
+    """A quotable span of one document with the metadata a citation shows: the one shape a chunk has
+    from the chunker through the store to a search hit and a RAFT example.
+
+    `heading_path` is the section's headings joined by " > "; `mtime` and `sha256` say which version of
+    the document the chunk was cut from (set once indexed)."""
 
     doc_path: str
     chunk_id: str
     text: str
     start: int
     end: int
-    heading_path: tuple[str, ...]
+    heading_path: str
     title: str
     page: int | None = None
+    mtime: float | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit(Chunk):
+    """A chunk as a search returned it. `score` is the fused RRF score (hybrid), cosine similarity
+    (vector), BM25 (bm25) or the reranker's score; the ranks say where each retriever put it (None: not
+    found by that one)."""
+
+    score: float = 0.0
+    vector_rank: int | None = None
+    bm25_rank: int | None = None
+
+    @property
+    def chunk(self) -> Chunk:
+        return Chunk(**{f.name: getattr(self, f.name) for f in fields(Chunk)})
 
 
 @runtime_checkable
@@ -149,7 +173,7 @@ def chunk_document(doc: Document, count_tokens: TokenCount, max_tokens: int = 25
             text = doc.text[start:end]
             chunks.append(Chunk(
                 doc_path=doc.path, chunk_id=chunk_id(doc.path, start, end, text), text=text, start=start,
-                end=end, heading_path=section.heading_path, title=doc.title, page=section.page,
+                end=end, heading_path=HEADING_SEP.join(section.heading_path), title=doc.title, page=section.page,
             ))
     return chunks
 

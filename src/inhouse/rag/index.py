@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from inhouse import atomic, outputs, paths
 from inhouse.events import Events, Stopped
+from inhouse.rag.chunk import HEADING_SEP, Chunk
 from inhouse.rag.embed import Embedder, load_embedder
 from inhouse.rag.store import LanceStore, check_kb_folder, kb_path, resolve_kb
 
@@ -186,22 +187,20 @@ def _flush(store: LanceStore, embedder: Embedder, pending: list[tuple[Any, Any]]
     """Embed and upsert the pending chunks, then empty the list."""
     if not pending:
         return 0
-    vectors = embedder.embed([c.text for _, c in pending], batch_size=batch_size)
-    rows = [_row(doc, chunk, vec) for (doc, chunk), vec in zip(pending, vectors)]
-    store.upsert(rows)
+    chunks = [stamped(doc, chunk) for doc, chunk in pending]
+    store.upsert(chunks, embedder.embed([c.text for c in chunks], batch_size=batch_size))
     pending.clear()
-    return len(rows)
+    return len(chunks)
 
 
-def _row(doc: Any, chunk: Any, vector: Any) -> dict:
+def stamped(doc: Any, chunk: Any) -> Chunk:
+    """The chunk as stored: under the document's indexed path, with the version it was cut from. A custom
+    chunker may return any object with the Chunk's fields (a heading path as a list is joined)."""
     heading = chunk.heading_path
-    return {
-        "chunk_id": chunk.chunk_id, "doc_path": doc.path, "title": getattr(chunk, "title", None) or doc.title,
-        "heading_path": heading if isinstance(heading, str) else " > ".join(heading or ()),
-        "text": chunk.text, "start": chunk.start, "end": chunk.end,
-        "page": getattr(chunk, "page", None), "mtime": doc.mtime, "sha256": doc.sha256,
-        "vector": vector,
-    }
+    return Chunk(doc_path=doc.path, chunk_id=chunk.chunk_id, text=chunk.text, start=chunk.start, end=chunk.end,
+                 heading_path=heading if isinstance(heading, str) else HEADING_SEP.join(heading or ()),
+                 title=getattr(chunk, "title", None) or doc.title, page=getattr(chunk, "page", None),
+                 mtime=doc.mtime, sha256=doc.sha256)
 
 
 def _rel(root: Path, path: Path) -> str:

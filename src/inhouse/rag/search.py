@@ -11,35 +11,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from inhouse.errors import InhouseError, InvalidInputError, NotFoundError, did_you_mean
-from inhouse.paths import kbs
+from inhouse.errors import InhouseError, InvalidInputError, NotFoundError
+from inhouse.rag.chunk import Hit
 from inhouse.rag.embed import Embedder, default_device, load_embedder
-from inhouse.rag.store import LanceStore, Store, resolve_kb
+from inhouse.rag.store import Store, open_kb
 
 MODES = ("hybrid", "vector", "bm25")
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One retrieved chunk. `score` is the fused RRF score (hybrid), cosine similarity (vector),
-    BM25 (bm25) or the reranker's score; the ranks say where each retriever put it (None: not found)."""
-
-    chunk_id: str
-    doc_path: str
-    title: str
-    heading_path: str
-    text: str
-    start: int
-    end: int
-    score: float
-    vector_rank: int | None = None
-    bm25_rank: int | None = None
-    page: int | None = None  # 1-based PDF page, for citations
 
 
 def rrf_fuse(rankings: Sequence[Sequence[str]], weights: Sequence[float], rrf_k: int = 60) -> list[tuple[str, float]]:
@@ -53,6 +35,9 @@ def rrf_fuse(rankings: Sequence[Sequence[str]], weights: Sequence[float], rrf_k:
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
+__all__ = ["Hit", "MODES", "rerank", "rrf_fuse", "search"]
+
+
 def search(kb: str | os.PathLike | Store, query: str, k: int = 5, mode: str = "hybrid",
            weights: tuple[float, float] = (1.0, 1.0), rrf_k: int = 60, where: Any = None,
            reranker: Any = None, embedder: Embedder | None = None) -> list[Hit]:
@@ -61,7 +46,7 @@ def search(kb: str | os.PathLike | Store, query: str, k: int = 5, mode: str = "h
     _check_args(k, mode, weights, rrf_k)
     if isinstance(reranker, (str, os.PathLike)):
         reranker = load_reranker(reranker)  # before any retrieval: a bad folder fails at once
-    store = kb if isinstance(kb, Store) else _open(kb)
+    store = kb if isinstance(kb, Store) else open_kb(kb)
     n = max(50, 4 * k)
     use_vec = mode == "vector" or (mode == "hybrid" and weights[0] > 0)
     use_text = mode == "bm25" or (mode == "hybrid" and weights[1] > 0)
@@ -82,17 +67,7 @@ def _check_args(k: int, mode: str, weights: Sequence[float], rrf_k: int) -> None
         raise InvalidInputError(f"weights must be two non-negative numbers (vector, bm25), not both 0; got {weights}")
 
 
-def _open(kb: str | os.PathLike) -> LanceStore:
-    store = LanceStore(resolve_kb(kb))
-    if not store.meta():
-        known = sorted(p.name for p in kbs().iterdir() if p.is_dir()) if kbs().is_dir() else []
-        raise NotFoundError(f"no knowledge base at {store.path}{did_you_mean(os.fspath(kb), known)}; "
-                            "index a folder into it first "
-                            f"(inhouse rag index FOLDER --kb NAME)")
-    return store
-
-
-def _vector_rows(store: Store, query: str, n: int, where: Any, embedder: Embedder | None) -> list[dict]:
+def _vector_rows(store: Store, query: str, n: int, where: Any, embedder: Embedder | None) -> list[Hit]:
     """Embed the query with the index's own embedder: vectors of another model would be meaningless."""
     meta = store.meta()
     embedder = embedder or load_embedder(meta["embedder_name"])
@@ -102,24 +77,18 @@ def _vector_rows(store: Store, query: str, n: int, where: Any, embedder: Embedde
     return store.search_vector(embedder.embed([query])[0], n, where)
 
 
-def _rank(mode: str, vec_rows: list[dict], text_rows: list[dict], weights: Sequence[float],
+def _rank(mode: str, vec_rows: list[Hit], text_rows: list[Hit], weights: Sequence[float],
           rrf_k: int) -> list[Hit]:
     """Hits in final order: one retriever's own order, or the fused one."""
-    rows = {r["chunk_id"]: r for r in text_rows} | {r["chunk_id"]: r for r in vec_rows}
-    vec_rank = {r["chunk_id"]: i for i, r in enumerate(vec_rows, start=1)}
-    bm25_rank = {r["chunk_id"]: i for i, r in enumerate(text_rows, start=1)}
+    rows = {r.chunk_id: r for r in text_rows} | {r.chunk_id: r for r in vec_rows}
+    vec_rank = {r.chunk_id: i for i, r in enumerate(vec_rows, start=1)}
+    bm25_rank = {r.chunk_id: i for i, r in enumerate(text_rows, start=1)}
     if mode == "hybrid":
         order = rrf_fuse([list(vec_rank), list(bm25_rank)], weights, rrf_k)
     else:
-        order = [(r["chunk_id"], r["score"]) for r in (vec_rows if mode == "vector" else text_rows)]
-    return [_hit(rows[cid], score, vec_rank.get(cid), bm25_rank.get(cid)) for cid, score in order]
-
-
-def _hit(row: dict, score: float, vector_rank: int | None, bm25_rank: int | None) -> Hit:
-    return Hit(chunk_id=row["chunk_id"], doc_path=row["doc_path"], title=row.get("title") or "",
-               heading_path=row.get("heading_path") or "", text=row["text"], start=int(row.get("start") or 0),
-               end=int(row.get("end") or 0), score=float(score), vector_rank=vector_rank, bm25_rank=bm25_rank,
-               page=row.get("page"))
+        order = [(r.chunk_id, r.score) for r in (vec_rows if mode == "vector" else text_rows)]
+    return [replace(rows[cid], score=float(score), vector_rank=vec_rank.get(cid), bm25_rank=bm25_rank.get(cid))
+            for cid, score in order]
 
 
 def rerank(query: str, hits: list[Hit], reranker: Any) -> list[Hit]:

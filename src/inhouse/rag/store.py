@@ -36,6 +36,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import random
 import re
 import time
 from abc import ABC, abstractmethod
@@ -49,7 +50,8 @@ import pyarrow as pa
 
 from inhouse import atomic, outputs
 from inhouse.paths import kbs
-from inhouse.errors import ConflictError, InhouseError, InvalidInputError
+from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError, did_you_mean
+from inhouse.rag.chunk import Chunk, Hit
 from inhouse.rag.config import FILTER_KEYS
 
 TABLE = "chunks"
@@ -58,8 +60,8 @@ LOCK = ".lock"
 RESUME = "resume.json"
 FORMAT = 1
 COLUMNS = tuple(FILTER_KEYS)  # every column but the vector
-HEADING_SEP = " > "
 _DELETE_BATCH = 500
+_READ_BATCH = 4096
 KB_KIND = "knowledge base"
 
 
@@ -76,6 +78,16 @@ def resolve_kb(kb: str | os.PathLike) -> Path:
     if isinstance(kb, os.PathLike) or "/" in text or os.sep in text or text.startswith("~"):
         return Path(text).expanduser()
     return kb_path(text)
+
+
+def open_kb(kb: str | os.PathLike) -> LanceStore:
+    """A knowledge base that exists (by library name or folder), ready to read."""
+    store = LanceStore(resolve_kb(kb))
+    if not store.meta():
+        known = sorted(p.name for p in kbs().iterdir() if p.is_dir()) if kbs().is_dir() else []
+        raise NotFoundError(f"no knowledge base at {store.path}{did_you_mean(os.fspath(kb), known)}; "
+                            "index a folder into it first (inhouse rag index FOLDER --kb NAME)")
+    return store
 
 
 def check_kb_folder(path: Path) -> None:
@@ -147,8 +159,9 @@ class Store(ABC):
     """What indexing and search need from a vector + full-text store.
 
     Writes happen inside `writer()` and become visible to readers only at
-    `commit()`. Search results are dicts with the COLUMNS plus `score`
-    (cosine similarity for vectors, BM25 for text), best first.
+    `commit()`. Searches return `Hit`s, best first, whose `score` is the cosine
+    similarity (vectors) or BM25 (text); `chunks` and `sample` read the
+    published chunks themselves (RAFT data, embedder tuning).
     """
 
     @abstractmethod
@@ -157,7 +170,8 @@ class Store(ABC):
         (except those of a checkpoint made under the same `resume_key`, when the store can resume)."""
 
     @abstractmethod
-    def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
+    def upsert(self, chunks: Sequence[Chunk], vectors: Any) -> int:
+        """Insert or replace chunks (with their document's mtime and sha256 set) by chunk_id."""
 
     @abstractmethod
     def delete_docs(self, paths: Iterable[str]) -> int: ...
@@ -175,13 +189,25 @@ class Store(ABC):
         return {}
 
     @abstractmethod
-    def search_vector(self, vec: Sequence[float], k: int, where: Any = None) -> list[dict]: ...
+    def search_vector(self, vec: Sequence[float], k: int, where: Any = None) -> list[Hit]: ...
 
     @abstractmethod
-    def search_text(self, query: str, k: int, where: Any = None) -> list[dict]: ...
+    def search_text(self, query: str, k: int, where: Any = None) -> list[Hit]: ...
 
     @abstractmethod
-    def count(self) -> int: ...
+    def chunks(self, where: Any = None) -> Iterator[Chunk]:
+        """Every published chunk (matching `where`), in the store's own order."""
+
+    def sample(self, n: int, seed: int = 0, where: Any = None) -> list[Chunk]:
+        """`n` chunks drawn uniformly without replacement (all of them when fewer), the same for the same
+        seed and contents, ordered by document and position. Two passes: only ids are held for the draw."""
+        rng = random.Random(seed)
+        ids = sorted(c.chunk_id for c in self.chunks(where))
+        keep = set(rng.sample(ids, min(n, len(ids)))) if n > 0 else set()
+        return sorted((c for c in self.chunks(where) if c.chunk_id in keep), key=lambda c: (c.doc_path, c.start))
+
+    @abstractmethod
+    def count(self, where: Any = None) -> int: ...
 
     @abstractmethod
     def meta(self) -> dict:
@@ -229,32 +255,45 @@ class LanceStore(Store):
         except (OSError, ValueError) as e:
             raise InhouseError(f"cannot read the manifest of {self.path}: {e}; re-index into a new knowledge base") from e
 
-    def count(self) -> int:
+    def count(self, where: Any = None) -> int:
         table = self._read_table()
-        return table.count_rows() if table is not None else 0
+        if table is None:
+            return 0
+        try:
+            return table.count_rows(where_sql(where))
+        except ValueError as e:
+            raise InvalidInputError(f"bad filter {where_sql(where)!r}: {str(e).splitlines()[0]}") from e
 
-    def search_vector(self, vec: Sequence[float], k: int, where: Any = None) -> list[dict]:
+    def chunks(self, where: Any = None) -> Iterator[Chunk]:
+        """Read in batches, so a large knowledge base is never held in memory at once."""
+        table = self._read_table()
+        if table is None:
+            return
+        query = table.search().select(list(COLUMNS)).limit(None)
+        sql = where_sql(where)
+        try:
+            for batch in (query.where(sql) if sql else query).to_batches(_READ_BATCH):
+                yield from (_chunk(row) for row in batch.to_pylist())
+        except ValueError as e:
+            raise InvalidInputError(f"bad filter {sql!r}: {str(e).splitlines()[0]}") from e
+
+    def search_vector(self, vec: Sequence[float], k: int, where: Any = None) -> list[Hit]:
         """Exact cosine top-k, filtered before ranking so a filter never starves the result."""
         table = self._read_table()
         if table is None or k <= 0:
             return []
         query = (table.search(np.asarray(vec, dtype=np.float32), query_type="vector", vector_column_name="vector")
                  .distance_type("cosine").select([*COLUMNS, "_distance"]).limit(k))
-        rows = self._run(query, where, prefilter=True)
-        for row in rows:
-            row["score"] = 1.0 - float(row.pop("_distance"))
-        return rows
+        return [_chunk(r, Hit, score=1.0 - float(r.pop("_distance"))) for r in self._run(query, where, prefilter=True)]
 
-    def search_text(self, query: str, k: int, where: Any = None) -> list[dict]:
+    def search_text(self, query: str, k: int, where: Any = None) -> list[Hit]:
         """BM25 top-k over `text`; a query with no word characters matches nothing, not everything."""
         table = self._read_table()
         if table is None or k <= 0 or not re.search(r"\w", query or ""):
             return []
         rows = self._run(table.search(query, query_type="fts", fts_columns="text")
                          .select([*COLUMNS, "_score"]).limit(k), where, prefilter=False)
-        for row in rows:
-            row["score"] = float(row.pop("_score"))
-        return rows
+        return [_chunk(r, Hit, score=float(r.pop("_score"))) for r in rows]
 
     def _run(self, query: Any, where: Any, prefilter: bool) -> list[dict]:
         """Run a query; full-text filters always apply before ranking, vector ones need prefilter=True."""
@@ -414,14 +453,14 @@ class LanceStore(Store):
             raise RuntimeError("LanceStore writes must happen inside `with store.writer(...)`")
         return self._table
 
-    def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Insert or replace rows by chunk_id: writing a chunk twice never makes two rows."""
+    def upsert(self, chunks: Sequence[Chunk], vectors: Any) -> int:
+        """Insert or replace chunks by chunk_id: writing a chunk twice never makes two rows."""
         table = self._writing()
-        if not rows:
+        if not chunks:
             return 0
-        data = _arrow_rows(rows, self._dim)
+        data = _arrow_rows(chunks, vectors, self._dim)
         table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
-        return len(rows)
+        return len(chunks)
 
     def delete_docs(self, paths: Iterable[str]) -> int:
         """Delete every chunk of these documents, in batches so the SQL stays small."""
@@ -466,22 +505,20 @@ def _table_names(db: Any) -> list[str]:
     return list(getattr(names, "tables", names))
 
 
-def _arrow_rows(rows: Sequence[Mapping[str, Any]], dim: int) -> pa.Table:
-    """Rows as an Arrow table of the store's schema; a heading list is joined with ' > '."""
-    vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise InhouseError(f"vectors have shape {vectors.shape}, but this knowledge base stores {dim}-d vectors")
-    cols: dict[str, Any] = {c: [_cell(r, c) for r in rows] for c in COLUMNS}
+def _arrow_rows(chunks: Sequence[Chunk], vectors: Any, dim: int) -> pa.Table:
+    """Chunks and their vectors as an Arrow table of the store's schema."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape != (len(chunks), dim):
+        raise InhouseError(f"vectors have shape {vectors.shape}, but this knowledge base stores {dim}-d vectors "
+                           f"and {len(chunks)} chunks were given")
+    cols: dict[str, Any] = {c: [getattr(chunk, c) for chunk in chunks] for c in COLUMNS}
     cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
     return pa.Table.from_pydict(cols, schema=schema(dim))
 
 
-def _cell(row: Mapping[str, Any], col: str) -> Any:
-    value = row.get(col)
-    if col == "heading_path" and isinstance(value, (list, tuple)):
-        return HEADING_SEP.join(value)
-    if col == "doc_path" and value is not None:
-        return str(value)
-    return value
-
-
+def _chunk(row: dict, kind: type[Chunk] = Chunk, **extra: Any) -> Any:
+    """A stored row as a Chunk (or a Hit, with its score); empty text fields read as ''."""
+    return kind(doc_path=row["doc_path"], chunk_id=row["chunk_id"], text=row["text"],
+                start=int(row.get("start") or 0), end=int(row.get("end") or 0),
+                heading_path=row.get("heading_path") or "", title=row.get("title") or "", page=row.get("page"),
+                mtime=row.get("mtime"), sha256=row.get("sha256"), **extra)

@@ -113,12 +113,13 @@ def eval_interval(recipe: Recipe, n_train: int) -> int:
 
 def checkpoint_args(recipe: Recipe, n_train: int, has_val: bool, best: bool) -> dict:
     """When to evaluate and save. Choosing the best checkpoint needs one saved at each evaluation (the
-    Trainer keeps the best and the latest); otherwise a checkpoint every 10% keeps the run resumable."""
+    Trainer keeps the best and the latest); otherwise one every save_every steps (default: every 10%) keeps
+    the run resumable. Each costs seconds (adapter, optimizer state): a short run need not pay it each step."""
     _, total = step_counts(recipe, n_train)
     interval = eval_interval(recipe, n_train)
     evals = {"eval_strategy": "steps" if has_val else "no", "eval_steps": interval}
     if not best:
-        return {**evals, "save_strategy": "steps", "save_steps": max(1, total // 10)}
+        return {**evals, "save_strategy": "steps", "save_steps": recipe.save_every or max(1, total // 10)}
     return {**evals, "save_strategy": "steps", "save_steps": interval,
             "load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False,
             "restore_callback_states_from_checkpoint": True}  # the early-stopping count survives --resume
