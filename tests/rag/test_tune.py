@@ -8,13 +8,15 @@ import pytest
 from helpers import write_jsonl
 
 from inhouse import paths
+from inhouse.data.qa import QAItem
 from inhouse.errors import ConflictError, InhouseError, NotFoundError
 from inhouse.events import Events, Stopped
 from inhouse.rag.config import TuneConfig
 from inhouse.rag.embed import load_embedder, resolve_embedder
 from inhouse.rag.index import index
-from inhouse.rag.pairs import doc_title, read_qa_pairs, synthetic_pairs
+from inhouse.rag.pairs import doc_title, qa_pairs, synthetic_pairs
 from inhouse.rag.search import search
+from inhouse.rag.store import open_kb
 from inhouse.rag.tune import passage_of, read_lineage, tune_embedder
 
 # Six short documents, and a code for each that only this company uses: stock MiniLM cannot know that
@@ -166,37 +168,53 @@ def test_a_heading_path_or_a_real_title_is_the_query():
 @pytest.mark.parametrize("line,field", [
     ({"passage": "Some text."}, "question"),
     ({"question": "   ", "passage": "Some text."}, "question"),
-    ({"question": "Why?"}, "passage"),
-    ({"question": "Why?", "text": ""}, "text"),
+    ({"question": "Why?"}, "doc_path"),
+    ({"question": "Why?", "text": ""}, "doc_path"),
     ({"question": "Why?", "passage": ["a", "list"]}, "passage"),
     ({"question": "Why?", "chunk_id": "no-such-chunk"}, "chunk_id"),
-    (["not", "an", "object"], "(line)"),
+    ({"question": "Why?", "doc_path": "nope.txt"}, "doc_path"),
 ])
 def test_a_bad_qa_line_is_one_error_naming_file_line_and_field(tmp_path, line, field):
     path = tmp_path / "qa.jsonl"
     path.write_text(json.dumps({"question": "Fine?", "passage": "Yes."}) + "\n" + json.dumps(line) + "\n",
                     encoding="utf-8")
     with pytest.raises(InhouseError) as error:
-        read_qa_pairs(path, lambda record: None)
+        qa_pairs(path, lambda item: None)
     message = str(error.value)
-    assert message.startswith(f"{path}:2: {field}:") and "\n" not in message
+    assert message.startswith(f"{path}:2: invalid_value [{field}]: ") and "\n" not in message
+
+
+def test_qa_files_of_the_project_format_read_as_pairs(tmp_path):
+    path = write_jsonl(tmp_path / "qa.jsonl", [
+        {"question": "How long do refunds take?", "answer": "Five days.", "doc_path": "refunds.txt", "id": 1},
+        {"question": "Who won the cup?", "answerable": False},  # no passage: left out
+        {"question": "Is glass covered?", "text": "Broken glass is not covered."},
+        "[not an object]",
+    ])
+    with pytest.raises(InhouseError, match=f"{path}:4: invalid_line: "):
+        qa_pairs(path, lambda item: "found")
+    path.write_text("".join(line for line in path.read_text().splitlines(True)[:3]))
+    pairs = qa_pairs(path, lambda item: f"passage of {item.doc_path}")
+    assert [(p.query, p.passage, p.origin) for p in pairs] == [
+        ("How long do refunds take?", "passage of refunds.txt", f"{path}:1"),
+        ("Is glass covered?", "Broken glass is not covered.", f"{path}:3")]
 
 
 def test_invalid_json_in_a_qa_file_names_the_line(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"question": "a", "passage": "b"}\n{not json\n', encoding="utf-8")
     with pytest.raises(InhouseError, match=f"{path}:2"):
-        read_qa_pairs(path, lambda record: None)
+        qa_pairs(path, lambda item: None)
 
 
 def test_qa_lines_find_their_passage_by_chunk_id_or_document(setup, home):
-    from inhouse.rag.tune import open_kb
-
     store = open_kb("shop")
     hit = search("shop", "tracking link email", k=1, mode="bm25")[0]
-    assert passage_of(store, {"question": "x", "chunk_id": hit.chunk_id}) == hit.text
-    assert "Leeds" in passage_of(store, {"question": "when does it open", "doc_path": "hours.txt"})
-    assert passage_of(store, {"question": "x", "doc_path": "nope.txt"}) is None
+    item = lambda **kw: QAItem(**{"question": "x", "answer": "", "where": "qa.jsonl:1", **kw})  # noqa: E731
+    assert passage_of(store, item(chunk_id=hit.chunk_id)) == hit.text
+    assert "Leeds" in passage_of(store, item(question="when does it open", doc_path="hours.txt"))
+    assert "Leeds" in passage_of(store, item(doc_path="hours.txt", quote="It closes at  half past five."))
+    assert passage_of(store, item(doc_path="nope.txt")) is None
     with pytest.raises(NotFoundError):
         tune_embedder("no-such-kb", config=FAST)
 
@@ -206,6 +224,6 @@ def test_the_cli_reports_a_bad_qa_line_in_one_line(setup, home, tmp_path):
 
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "ok", "doc_path": "hours.txt"}, {"question": "x"}])
     code, out, err = run_cli("rag", "tune-embedder", "--kb", "shop", "--questions", bad, "--out", "never")
-    assert code == 1 and err.strip() == f"error: {bad}:2: passage: missing; give \"passage\" (or \"text\"), or " \
-        "\"chunk_id\" or \"doc_path\" of the knowledge base"
+    assert code == 1 and err.strip() == f"error: {bad}:2: invalid_value [doc_path]: an answerable question needs " \
+        "the document (doc_path) or chunk (chunk_id) its answer comes from, or the passage itself (passage)"
     assert not (paths.embedders() / "never").exists()

@@ -1,9 +1,10 @@
 """(question, passage) pairs to tune an embedder on: from a QA file, or made from a knowledge base's chunks.
 
-A QA file is JSONL (or a JSON array) with `question` and the passage that answers it, given as
-`passage` or `text`, or looked up in the knowledge base by `chunk_id`, or by `doc_path` (then the
-document's chunk that matches the question best by BM25, else its first). A bad line is one error
-naming file:line and the field.
+A QA file is the project's (`inhouse.data.qa`): JSONL (or a JSON array) with `question` and the passage
+that answers it, given as `passage` (or `text`), or looked up in the knowledge base by `chunk_id`, or by
+`doc_path` (then the document's chunk holding its `quote`, else the one that matches the question best by
+BM25, else its first); an `answer` may be there and is not needed. Bad lines are one error naming
+file:line and the field of each.
 
 Synthetic pairs need no questions: every chunk gives up to two, each a pseudo-query and the rest
 of the chunk as its passage.
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from inhouse.data.conversation import Problem
+from inhouse.data.qa import fail_on, load_qa
 from inhouse.errors import InvalidInputError
 
 PAIR_KINDS = ("title", "sentence")
@@ -38,7 +41,6 @@ MIN_SENTENCE_WORDS = 5  # a sentence as a query: shorter ones say too little
 MAX_QUERY_WORDS = 40
 MIN_PASSAGE_WORDS = 12
 REPEAT_OVERLAP = 0.8  # a sentence sharing this much of its words with the query repeats it
-PASSAGE_KEYS = ("passage", "text")
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
@@ -58,43 +60,22 @@ class Pair:
 # --- QA files --------------------------------------------------------------------------------------
 
 
-def read_qa_pairs(path: str | os.PathLike, lookup: Callable[[dict], str | None]) -> list[Pair]:
-    """Every line of a QA file as a Pair; `lookup(record)` finds the passage of a line that names a
-    `chunk_id` or `doc_path` instead of giving its text (None: not in the knowledge base)."""
-    from inhouse.data.read import read_records
-    from inhouse.paths import shown
-
-    source, pairs = shown(path), []
-    for record in read_records(path):
-        if not record.ok:
-            raise InvalidInputError(f"{record.problem}")
-        pairs.append(_qa_pair(source, record.line, record.value, lookup))
-    if not pairs:
-        raise InvalidInputError(f"{source}: no questions; give one JSON object per line with \"question\" and "
-                                "\"passage\" (or \"text\", \"chunk_id\", \"doc_path\")")
+def qa_pairs(path: str | os.PathLike, lookup: Callable[[Any], str | None]) -> list[Pair]:
+    """The questions of a QA file (`inhouse.data.qa`; no answers needed) as Pairs; `lookup(item)` finds the
+    passage of a line that points at the knowledge base (`chunk_id`, `doc_path`) instead of giving it
+    (None: not there). Questions marked "answerable": false have no passage and are left out."""
+    pairs, problems = [], []
+    for item in (i for i in load_qa(path, need_answer=False) if i.answerable):
+        passage = item.passage or lookup(item)
+        if passage is None:
+            source, line = item.where.rsplit(":", 1)
+            field = "chunk_id" if item.chunk_id else "doc_path"
+            problems.append(Problem("invalid_value", source, int(line), f"{getattr(item, field)!r} is not in the "
+                                    "knowledge base (index the document first, or give the passage)", field))
+        else:
+            pairs.append(Pair(item.question, passage, "qa", item.where))
+    fail_on(problems)
     return pairs
-
-
-def _qa_pair(source: str, line: int, value: Any, lookup: Callable[[dict], str | None]) -> Pair:
-    def fail(field: str, message: str) -> InvalidInputError:
-        return InvalidInputError(f"{source}:{line}: {field}: {message}")
-
-    if not isinstance(value, dict):
-        raise fail("(line)", f"expected a JSON object with \"question\", got {type(value).__name__}")
-    question = value.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise fail("question", "missing or empty; give the question as text")
-    given = [k for k in (*PASSAGE_KEYS, "chunk_id", "doc_path") if value.get(k) is not None]
-    if not given:
-        raise fail("passage", "missing; give \"passage\" (or \"text\"), or \"chunk_id\" or \"doc_path\" of the "
-                   "knowledge base")
-    field = given[0]
-    if not isinstance(value[field], str) or not value[field].strip():
-        raise fail(field, "must be non-empty text")
-    passage = value[field] if field in PASSAGE_KEYS else lookup(value)
-    if passage is None:
-        raise fail(field, f"{value[field]!r} is not in the knowledge base")
-    return Pair(question.strip(), passage, "qa", f"{source}:{line}")
 
 
 # --- synthetic pairs -------------------------------------------------------------------------------

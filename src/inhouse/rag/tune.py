@@ -17,7 +17,7 @@ import platform
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -28,12 +28,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from inhouse import atomic, outputs
-from inhouse.errors import InhouseError, NotFoundError
+from inhouse.errors import InhouseError
 from inhouse.events import Events, Stopped
 from inhouse.rag.config import TuneConfig
 from inhouse.rag.embed import default_device, embedder_path, resolve_embedder
-from inhouse.rag.pairs import Pair, count_by_kind, pairs_digest, read_qa_pairs, synthetic_pairs
-from inhouse.rag.store import COLUMNS, LanceStore, resolve_kb, where_sql
+from inhouse.rag.pairs import Pair, count_by_kind, pairs_digest, qa_pairs, synthetic_pairs
+from inhouse.rag.store import LanceStore, Store, open_kb
 
 EMBEDDER_KIND = "embedder"
 LINEAGE = "inhouse.json"
@@ -98,15 +98,6 @@ def tune_embedder(kb: str | os.PathLike, *, pairs_file: str | os.PathLike | None
     return TunedEmbedder(name, path, lineage)
 
 
-def open_kb(kb: str | os.PathLike) -> LanceStore:
-    """A published knowledge base, or NotFoundError."""
-    store = LanceStore(resolve_kb(kb))
-    if not store.meta():
-        raise NotFoundError(f"no knowledge base at {store.path}; index a folder into it first "
-                            "(inhouse rag index FOLDER --kb NAME)")
-    return store
-
-
 def read_lineage(folder: str | os.PathLike) -> EmbedderLineage:
     return EmbedderLineage.model_validate_json((Path(folder) / LINEAGE).read_text(encoding="utf-8"))
 
@@ -114,11 +105,11 @@ def read_lineage(folder: str | os.PathLike) -> EmbedderLineage:
 # --- pairs -----------------------------------------------------------------------------------------
 
 
-def _pairs(store: LanceStore, pairs_file: str | os.PathLike | None, config: TuneConfig) -> list[Pair]:
+def _pairs(store: Store, pairs_file: str | os.PathLike | None, config: TuneConfig) -> list[Pair]:
     if pairs_file is not None:
-        pairs = read_qa_pairs(pairs_file, lambda record: passage_of(store, record))
+        pairs = qa_pairs(pairs_file, lambda item: passage_of(store, item))
     else:
-        pairs = synthetic_pairs(_chunks(store), config.pairs, seed=config.seed)
+        pairs = synthetic_pairs(store.chunks(), config.pairs, seed=config.seed)
     if config.max_pairs and len(pairs) > config.max_pairs:
         pairs = random.Random(config.seed).sample(pairs, config.max_pairs)
     if len(pairs) < 2:
@@ -127,31 +118,17 @@ def _pairs(store: LanceStore, pairs_file: str | os.PathLike | None, config: Tune
     return pairs
 
 
-def passage_of(store: LanceStore, record: dict) -> str | None:
-    """The text a QA line points at: its chunk (`chunk_id`), or the chunk of its document (`doc_path`)
-    that best matches its question by BM25, else the document's first chunk."""
-    if record.get("chunk_id") is not None:
-        found = list(_chunks(store, {"chunk_id": str(record["chunk_id"])}))
-        return found[0].text if found else None
-    where = {"doc_path": str(record["doc_path"])}
-    best = store.search_text(str(record.get("question") or ""), 1, where)
-    if best:
-        return best[0]["text"]
-    found = sorted(_chunks(store, where), key=lambda c: c.start)
-    return found[0].text if found else None
-
-
-def _chunks(store: LanceStore, where: Any = None) -> Iterator[Any]:
-    """Stand-in for `Store.chunks(where)` until it lands: every published chunk (no vectors)."""
-    from types import SimpleNamespace
-
-    table = store._read_table()
-    if table is None:
-        return iter(())
-    query = table.search().select(list(COLUMNS)).limit(max(table.count_rows(), 1))
-    sql = where_sql(where)
-    rows = (query.where(sql) if sql else query).to_list()
-    return (SimpleNamespace(**row) for row in rows)
+def passage_of(store: Store, item: Any) -> str | None:
+    """The text a QA item points at: its chunk (`chunk_id`), or the chunk of its document (`doc_path`) that
+    holds its quote, else the one that matches the quote or question best by BM25, else the first."""
+    if item.chunk_id:
+        return next((c.text for c in store.chunks({"chunk_id": item.chunk_id})), None)
+    where = {"doc_path": item.doc_path}
+    quote = " ".join((item.quote or "").split())
+    chunks = sorted(store.chunks(where), key=lambda c: c.start)
+    holding = [c for c in chunks if quote and quote in " ".join(c.text.split())]
+    best = holding or store.search_text(quote or item.question, 1, where) or chunks
+    return best[0].text if best else None
 
 
 def split_held_out(pairs: Sequence[Pair], config: TuneConfig) -> tuple[list[Pair], list[Pair]]:
