@@ -33,14 +33,14 @@ from typing import Any
 from inhouse.data.conversation import Problem
 from inhouse.data.qa import fail_on, load_qa
 from inhouse.errors import InvalidInputError
+from inhouse.rag.chunk import HEADING_SEP
 
 PAIR_KINDS = ("title", "sentence")
-HEADING_SEP = " > "
 MIN_QUERY_WORDS = 2  # a title or heading
 MIN_SENTENCE_WORDS = 5  # a sentence as a query: shorter ones say too little
 MAX_QUERY_WORDS = 40
 MIN_PASSAGE_WORDS = 12
-REPEAT_OVERLAP = 0.8  # a sentence sharing this much of its words with the query repeats it
+REPEAT_OVERLAP = 0.8  # a sentence with this share of its words in the query repeats it
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
@@ -132,7 +132,7 @@ def _sentence_pair(chunk: Any, title: str | None, rng: random.Random) -> list[Pa
     parts = sentences(chunk.text)
     taken = [_bag(t) for t in (title, _heading(chunk.heading_path)) if t]
     fit = [s for s in parts if MIN_SENTENCE_WORDS <= _words(s) <= MAX_QUERY_WORDS
-           and all(_overlap(t, _bag(s)) < REPEAT_OVERLAP for t in taken)]
+           and all(_share(_bag(s), t) < REPEAT_OVERLAP for t in taken)]
     if len(parts) < 3 or not fit:
         return []
     query = rng.choice(fit)
@@ -150,17 +150,18 @@ def sentences(text: str) -> list[str]:
 
 
 def _without(text: str, query: str) -> str:
-    """The text less every sentence that repeats the query (mostly the query itself)."""
+    """The text less every sentence that repeats the query: the query itself, a restatement, a heading line."""
     q = _bag(query)
-    return " ".join(s for s in sentences(text) if _overlap(q, _bag(s)) < REPEAT_OVERLAP)
+    return " ".join(s for s in sentences(text) if _share(_bag(s), q) < REPEAT_OVERLAP)
 
 
 def _bag(text: str) -> set[str]:
     return set(_WORD.findall(text.lower()))
 
 
-def _overlap(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a and b else 0.0
+def _share(part: set[str], whole: set[str]) -> float:
+    """How much of `part`'s words are in `whole`."""
+    return len(part & whole) / len(part) if part else 1.0
 
 
 def _heading(heading_path: Any) -> str:
