@@ -14,7 +14,7 @@ from inhouse.data.prepare import PrepareConfig
 from inhouse.data.raft_config import RaftConfig
 from inhouse.eval.config import EvalConfig
 from inhouse.generation import GenerationConfig
-from inhouse.rag.config import AskConfig, SearchConfig
+from inhouse.rag.config import AskConfig, SearchConfig, TuneConfig
 from inhouse.recipe import Recipe, TrainFile
 
 # command words, config, fields that are not flags, positional arguments the command needs
@@ -28,6 +28,7 @@ COMMANDS = [
     (["ask"], AskConfig, (), ["a question?"]),
     (["rag", "search"], SearchConfig, (), ["a query"]),
     (["rag", "eval"], SearchConfig, ("where", "min_similarity", "k"), ["--queries", "q", "--qrels", "r"]),
+    (["rag", "tune-embedder"], TuneConfig, (), ["--kb", "handbook"]),
 ]
 REQUIRED = {"data": "held.jsonl", "kb": "handbook"}  # what a required field gets when it is not the one tested
 # Recipe fields valid only beside others: a DPO setting is refused without method dpo

@@ -25,7 +25,7 @@ from inhouse.listsyntax import split_list
 from inhouse.eval.config import EvalConfig
 from inhouse.errors import InhouseError
 from inhouse.generation import GenerationConfig
-from inhouse.rag.config import AskConfig, SearchConfig
+from inhouse.rag.config import AskConfig, SearchConfig, TuneConfig
 from inhouse.recipe import Recipe, build_config
 from inhouse.serve.config import ServeConfig
 
@@ -316,9 +316,13 @@ def _confirmed(question: str) -> bool:
 def rag_index(
     folder: Path = typer.Argument(..., help="Folder of txt, md, html, pdf and docx files."),
     kb: str = typer.Option(..., "--kb", help="Knowledge base name (under INHOUSE_HOME/kb) or a folder path."),
-    embedder: Optional[str] = typer.Option(None, help="Embedding model folder (default: all-MiniLM-L6-v2, offline)."),
+    embedder: Optional[str] = typer.Option(None, help="Embedding model: a tuned embedder's name (rag tune-embedder), "
+                                           "a local sentence-transformers folder, or all-MiniLM-L6-v2 (the default, "
+                                           "offline; an existing knowledge base keeps its own)."),
     follow_links: bool = typer.Option(False, "--follow-links", help="Also index files that links inside the "
                                       "folder point to outside it (skipped and reported by default)."),
+    reindex: bool = typer.Option(False, "--reindex", help="Rebuild the whole knowledge base (with --embedder, else "
+                                 "its own embedder), replacing it only once complete: the way to change embedders."),
 ) -> None:
     """Index a folder; re-running embeds only new or changed documents."""
     from inhouse.rag.index import index
@@ -326,7 +330,7 @@ def rag_index(
     if not folder.is_dir():
         raise InhouseError(f"{folder}: no such folder")
     clock = time.perf_counter()
-    report = index(folder, kb, embedder=embedder, follow_links=follow_links)
+    report = index(folder, kb, embedder=embedder, follow_links=follow_links, reindex=reindex)
     seconds = max(time.perf_counter() - clock, 1e-9)
     done = len(report.added) + len(report.changed)
     typer.echo(f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
@@ -335,6 +339,33 @@ def rag_index(
                + (f" ({report.resumed} documents were already written by an interrupted run)" if report.resumed else ""))
     for path, reason in report.skipped_files:
         typer.echo(f"skipped {path}: {reason}")
+
+
+@rag_app.command("tune-embedder")
+@model_options(TuneConfig)
+def rag_tune_embedder(
+    kb: str = typer.Option(..., "--kb", help="Knowledge base to tune for: its chunks make the pairs (or hold the "
+                           "passages --questions points at)."),
+    questions: Optional[Path] = typer.Option(None, "--questions", help="QA file (JSONL): question, and passage (or "
+                                             "text, chunk_id, doc_path) on each line; without it, pairs are made "
+                                             "from the chunks."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Library name of the tuned embedder "
+                                      "(default: <kb>-tuned)."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier tuned embedder of that name (knowledge bases "
+                                   "indexed with it then need --reindex)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Fine-tune the knowledge base's embedder on (question, passage) pairs with in-batch negatives; the
+    result lands in the embedder library (INHOUSE_HOME/embedders)."""
+    config = build_config(TuneConfig, None, **(overrides or {}))
+    from inhouse.events import ConsoleEvents
+    from inhouse.rag.tune import tune_embedder
+
+    result = tune_embedder(kb, pairs_file=questions, name=out, config=config, overwrite=overwrite,
+                           events=ConsoleEvents(say=typer.echo, progress=not quiet))
+    root = result.lineage.knowledge_base.get("root") or "FOLDER"
+    typer.echo(f"re-index with it: inhouse rag index {root} --kb {kb} --embedder {result.name} --reindex")
 
 
 @rag_app.command("search")

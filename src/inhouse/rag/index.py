@@ -11,6 +11,12 @@ root resumes from there instead of embedding them again.
 
 Documents are stored under their path relative to `root` (posix), so a moved
 folder is still recognised; the root itself is recorded in kb.json.
+
+`reindex=True` rebuilds a published knowledge base from scratch, with another
+embedder if one is given (vectors of two models never share an index): the new
+index is written into a staging folder beside it while the old one's writer
+lock is held, and renamed into place only when complete. Readers search the old
+index until then; a crash leaves it as it was (a rebuild does not resume).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from inhouse import outputs, paths
+from inhouse import atomic, outputs, paths
 from inhouse.events import Events, Stopped
 from inhouse.rag.chunk import HEADING_SEP, Chunk
 from inhouse.rag.embed import Embedder, load_embedder
@@ -64,14 +70,20 @@ def default_chunker(embedder: Embedder, max_tokens: int = 256, overlap: int = 32
 def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | str | None = None,
           chunker: Callable[[Any], Sequence[Any]] | None = None, progress: bool = True,
           batch_size: int = 64, lock_timeout: float = 0.0, follow_links: bool = False,
-          events: Events | None = None) -> IndexReport:
-    """Bring knowledge base `kb` (a name under paths.kbs(), or a folder) in line with the files under `root`."""
+          events: Events | None = None, reindex: bool = False) -> IndexReport:
+    """Bring knowledge base `kb` (a name under paths.kbs(), or a folder) in line with the files under `root`;
+    `reindex`: rebuild it whole (with `embedder`, else its own), replacing it once complete."""
     from inhouse.rag.ingest import scan_folder
 
     root = Path(root).expanduser().resolve()
     store = LanceStore(resolve_kb(kb))
     outputs.check_not_overlapping(store.path, [root], flag="--kb")
     check_kb_folder(store.path)  # before the embedder loads; the writer checks again
+    if reindex and store.meta():
+        again = {"embedder": embedder if embedder is not None else store.meta().get("embedder_name"),
+                 "chunker": chunker, "progress": progress, "batch_size": batch_size,
+                 "follow_links": follow_links, "events": events}
+        return rebuild(store, lambda staged: index(root, staged, **again), lock_timeout)
     files, skipped = scan_folder(root, follow_links=follow_links)
     skipped = [(paths.shown(_rel(root, p)), why) for p, why in skipped]
     if embedder is None or isinstance(embedder, (str, os.PathLike)):  # None: the one the KB was built with
@@ -90,6 +102,15 @@ def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | s
                                        batch_size, lambda: store.checkpoint(written, sorted(gone)), events or Events())
         store.commit(manifest, root=str(root))
     return report
+
+
+def rebuild(store: LanceStore, build: Callable[[Path], IndexReport], lock_timeout: float = 0.0) -> IndexReport:
+    """`build(staging folder)` a whole new index beside the store's, holding its writer lock, then swap
+    it in: readers see the old index until the new one is complete, and a failed build leaves it as is."""
+    reports: list[IndexReport] = []
+    with store.locked(lock_timeout):
+        atomic.write_folder(store.path, lambda staged: reports.append(build(staged)), replace=lambda: None)
+    return reports[0]
 
 
 def _plan(root: Path, files: Iterable[Path], old: dict, report: IndexReport, done: dict,

@@ -339,16 +339,25 @@ class LanceStore(Store):
     def writer(self, embedder_name: str, dim: int, timeout: float = 0.0,
                resume_key: str | None = None) -> Iterator[LanceStore]:
         """Hold the writer lock for the block; readers go on reading the published version meanwhile."""
+        with self.locked(timeout):
+            try:
+                self._mark()
+                self._check_embedder(embedder_name, dim)
+                self._resume_key = resume_key
+                self._table, self._dim, self._embedder_name = self._open_for_write(dim), dim, embedder_name
+                yield self
+            finally:
+                self._table = None
+
+    @contextmanager
+    def locked(self, timeout: float = 0.0) -> Iterator[None]:
+        """Hold the writer lock without writing: no other run changes the knowledge base meanwhile (a
+        rebuild holds it while it writes the replacement beside it)."""
         check_kb_folder(self.path)
         fd = self._lock(timeout)
         try:
-            self._mark()
-            self._check_embedder(embedder_name, dim)
-            self._resume_key = resume_key
-            self._table, self._dim, self._embedder_name = self._open_for_write(dim), dim, embedder_name
-            yield self
+            yield
         finally:
-            self._table = None
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
@@ -382,7 +391,8 @@ class LanceStore(Store):
         if meta and (meta.get("embedder_name"), meta.get("dim")) != (name, dim):
             raise ConflictError(
                 f"knowledge base {self.path} was indexed with embedder {meta.get('embedder_name')} "
-                f"({meta.get('dim')}-d), not {name} ({dim}-d); use that embedder or index into a new knowledge base")
+                f"({meta.get('dim')}-d), not {name} ({dim}-d); use that embedder, rebuild it with the new one "
+                "(inhouse rag index FOLDER --kb NAME --embedder NAME --reindex) or index into a new knowledge base")
 
     def _open_for_write(self, dim: int) -> Any:
         """The table at the crashed run's checkpoint, else at its published version (leftovers rolled back)."""

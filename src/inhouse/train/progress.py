@@ -14,10 +14,11 @@ SCORES = ("reward_accuracy", "reward_margin")  # a DPO evaluation's (inhouse.tra
 
 
 class EventsCallback(TrainerCallback):
-    """Turns the Trainer's logs into events (with non-padding tokens/s) and stops when asked to."""
+    """Turns the Trainer's logs into events (with non-padding tokens/s, unless `tokens` is False: a trainer
+    that does not count them) and stops when asked to."""
 
-    def __init__(self, events: Events):
-        self.events = events
+    def __init__(self, events: Events, tokens: bool = True):
+        self.events, self.tokens = events, tokens
         self.stopped_at: int | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -37,7 +38,8 @@ class EventsCallback(TrainerCallback):
             self.events.log("metrics", step=state.global_step, loss=logs["loss"], learning_rate=logs.get("learning_rate"),
                             grad_norm=logs.get("grad_norm"), mean_token_accuracy=logs.get("mean_token_accuracy"),
                             epoch=logs.get("epoch"), total_steps=state.max_steps,
-                            tokens_per_second=(state.num_input_tokens_seen - self.start_tokens) / elapsed)
+                            tokens_per_second=(state.num_input_tokens_seen - self.start_tokens) / elapsed
+                            if self.tokens else None)
         if "eval_loss" in logs:
             self.events.log("eval", step=state.global_step, valid_loss=logs["eval_loss"],
                             valid_mean_token_accuracy=logs.get("eval_mean_token_accuracy"),
