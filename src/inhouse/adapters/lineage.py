@@ -8,15 +8,14 @@ with nothing lost.
 
 from __future__ import annotations
 
-import hashlib
-import platform
-from datetime import datetime, timezone
-from importlib import metadata
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inhouse import provenance
+from inhouse.provenance import now, sha256_file  # noqa: F401 (this module's API since it began)
 from inhouse.recipe import Recipe
 
 PACKAGES = ("inhouse", "torch", "transformers", "peft", "accelerate", "tokenizers")
@@ -58,26 +57,8 @@ class Lineage(BaseModel):
         return self.parent or self
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    return provenance.versions(PACKAGES)
 
 
 def build_lineage(recipe: Recipe, name: str, metrics: dict[str, Any], history: list[dict],

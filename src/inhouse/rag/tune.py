@@ -13,21 +13,18 @@ then rebuilds a knowledge base with it; the index records the library name, so s
 from __future__ import annotations
 
 import os
-import platform
 import random
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from inhouse import atomic, outputs
+from inhouse import atomic, outputs, provenance
 from inhouse.errors import InhouseError
 from inhouse.events import Events, Stopped
 from inhouse.rag.config import TuneConfig
@@ -73,7 +70,7 @@ def tune_embedder(kb: str | os.PathLike, *, pairs_file: str | os.PathLike | None
                   events: Events | None = None) -> TunedEmbedder:
     """Tune the embedder of knowledge base `kb` on pairs from `pairs_file` (a QA file), or on pairs made
     from its chunks; saved in the library as `name` (default: `<kb>-tuned`)."""
-    config, events, started = config or TuneConfig(), events or Events(), _now()
+    config, events, started = config or TuneConfig(), events or Events(), provenance.now()
     store = open_kb(kb)
     name = name or f"{store.path.name}-tuned"
     out = outputs.claim(embedder_path(name), EMBEDDER_KIND, overwrite=overwrite, flag="--out")
@@ -91,7 +88,7 @@ def tune_embedder(kb: str | os.PathLike, *, pairs_file: str | os.PathLike | None
     lineage = EmbedderLineage(name=name, base_embedder=base_name, knowledge_base=_kb_info(store),
                               pairs=_pairs_info(pairs, train, held, pairs_file, config), config=config.model_dump(),
                               metrics=metrics, versions=versions(), device=device, started_at=started,
-                              finished_at=_now())
+                              finished_at=provenance.now())
     path = out.write(lambda folder: _save(model, folder, lineage))
     events.say(f"embedder {name!r} saved to {path}" + (f"; held-out MRR@10 {before['mrr@10']:.3f} -> "
                                                        f"{after['mrr@10']:.3f}" if held else ""))
@@ -240,29 +237,12 @@ def _pairs_info(pairs: Sequence[Pair], train: Sequence[Pair], held: Sequence[Pai
                 pairs_file: str | os.PathLike | None, config: TuneConfig) -> dict[str, Any]:
     if pairs_file is not None:
         source: dict[str, Any] = {"source": "questions", "file": str(Path(pairs_file).resolve()),
-                                  "file_sha256": _sha256_file(Path(pairs_file))}
+                                  "file_sha256": provenance.sha256_file(Path(pairs_file))}
     else:
         source = {"source": "chunks", "kinds": list(config.pairs)}
     return {**source, "counts": count_by_kind(pairs), "total": len(pairs), "train": len(train),
             "held_out": len(held), "sha256": pairs_digest(pairs)}
 
 
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return provenance.versions(PACKAGES)
