@@ -28,7 +28,8 @@ from inhouse.model.tiny import NAME as BUILTIN
 from inhouse.recipe import Recipe
 from inhouse.train.pair_source import is_pair_file
 
-SERVER_SET = ("base_model", "train_file", "train_files", "validation_file", "output_name")
+# devices/strategy too: a job runs as one process on the GPU its request's `devices` names.
+SERVER_SET = ("base_model", "train_file", "train_files", "validation_file", "output_name", "devices", "strategy")
 DEFAULT_LR = Recipe.model_fields["learning_rate"].default
 MAX_DEVICES = 1  # GPUs per job: multi-GPU training is issue #20
 
@@ -105,7 +106,8 @@ def check_recipe(fields: dict[str, Any] | None) -> dict[str, Any]:
     fields = dict(fields or {})
     for name in fields:
         if name in SERVER_SET:
-            raise BadField(f"recipe.{name} is set by the server (from the job's files and model)", f"recipe.{name}")
+            raise BadField(f"recipe.{name} is set by the server (from the job's files, model and devices)",
+                           f"recipe.{name}")
     start = fields.get("init_adapter")
     if start is not None and start not in registry.names():
         raise BadField(f"recipe.init_adapter must name an adapter of this server's library, not {str(start)[:200]!r}",

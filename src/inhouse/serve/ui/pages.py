@@ -27,7 +27,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ui", include_in_schema=False)
 MAIN_FIELDS = ("method", "lora_r", "max_steps", "max_seq_length")  # shown first; the rest fold away
 HIDDEN_FIELDS = ("base_model", "train_file", "train_files", "validation_file", "output_name", "epochs", "batch_size",
-                 "learning_rate")  # set from the job request itself
+                 "learning_rate", "devices", "strategy")  # set from the job request itself
 
 
 def page(request: Request, template: str, **context: Any) -> HTMLResponse:
