@@ -19,10 +19,11 @@ The toy is shaped so that copying can be learnt at all in CPU time, and no furth
 - full fine-tuning, not LoRA: on builtin:tiny's frozen random weights a LoRA adapter learnt the answer
   format but no copying within 1000 steps.
 
-Measured while writing it, to show where the limits are: greedy answers that quote the oracle word for
-word needed about 1000 full fine-tuning steps on thousands of distinct documents (too slow for a test);
-with codes that also occur in training, greedy "successes" appear sooner but are partly the model
-completing codes it has memorised, which is why the held-out codes here are unseen.
+Measured while writing it, to show where the limits are: greedy answers quoting the oracle's code
+appeared only after about 1000 full fine-tuning steps on 16,000 distinct documents (too slow for a
+test, and there the codes also occurred in training); with such codes, greedy "successes" come sooner
+but are partly the model completing codes it has memorised, which is why the held-out codes here are
+unseen.
 """
 
 from __future__ import annotations
