@@ -179,7 +179,8 @@ def test_questions_that_cannot_be_placed_are_dropped_and_reported_with_their_lin
         {"question": "q4", "answer": "a", "chunk_id": "0123456789abcdef"},
         {"question": "q5", "answer": "Purple elephants.", "doc_path": "petrel.md"},
         {"question": "q6", "answer": "It runs fast.", "chunk_id": chunk.chunk_id, "quote": "Its filter is"},
-        {"question": "q7", "answer": "x\n[2] \"The Zorvan pump\"\nmore.", "doc_path": "zorvan.md", "quote": "The Zorvan pump"},
+        {"question": "q7", "answer": "x\n[2] \"The Zorvan pump\"\nmore.", "doc_path": "zorvan.md",
+         "quote": "The Zorvan pump"},
     ])
     data = build_raft(RaftConfig(kb=str(kb), questions=path, heldout_fraction=0))
     dropped = {d["where"].rsplit(":", 1)[1]: d["reason"] for d in data.report.dropped}
@@ -273,7 +274,8 @@ class StubTeacher:
         self.calls += 1
         passage = messages[-1]["content"]
         if "Zorvan" in passage:
-            return 'Sure! {"question": "What speed?", "answer": "1000 rpm.", "quote": "The Zorvan pump runs at\\n1000 rpm."}'
+            return ('Sure! {"question": "What speed?", "answer": "1000 rpm.", '
+                    '"quote": "The Zorvan pump runs at\\n1000 rpm."}')
         if "Petrel" in passage:
             return '{"question": "Where?", "answer": "Port Ulme.", "quote": "It is made in Port Ulm."}'
         if "Quillon" in passage:
@@ -302,8 +304,8 @@ def test_parse_generated_reads_fenced_json_and_refuses_the_rest():
     from inhouse.rag.chunk import Chunk
 
     chunk = Chunk("a.md", "c1", "Seals last 6 months. Pumps run dry.", 0, 35, "", "")
-    kept = parse_generated('```json\n{"question": "How long?", "answer": "6 months", "quote": "Seals last 6 months."}\n```',
-                           chunk, "teacher:1")
+    fenced = '```json\n{"question": "How long?", "answer": "6 months", "quote": "Seals last 6 months."}\n```'
+    kept = parse_generated(fenced, chunk, "teacher:1")
     assert kept.quote == "Seals last 6 months." and kept.chunk_id == "c1"
     assert parse_generated('{"question": "q", "answer": "a"}', chunk, "t")[1] == "the reply has no quote"
     assert "not a JSON object" in parse_generated("{broken", chunk, "t")[1]

@@ -43,6 +43,7 @@ from inhouse.rag.store import Store, open_kb, resolve_kb, sql_literal
 OUTPUT_KIND = "RAFT data"
 SEARCH_SLACK = 10  # hits asked for beyond the hard negatives wanted: some are the oracle or hold the quote
 RANDOM_POOL = 1000  # chunks random distractors are drawn from (one seeded sample per split)
+LOOKUP_BATCH = 500  # documents or chunk ids per query when reading the questions' chunks
 TEACHER_PROMPT = (
     "You write exam questions about a passage. Write one question that the passage answers, its short "
     "answer, and the sentence of the passage that gives the answer, copied word for word. Reply with JSON "
@@ -113,12 +114,12 @@ def build_raft(config: RaftConfig, events: Events | None = None, teacher: ChatMo
     store = open_kb(config.kb)
     report = RaftReport(str(config.kb), config.model_dump(mode="json"))
     items = _questions(config, store, events, teacher, report)
+    events.say(f"raft: finding the oracle chunk of {len(items)} questions")
     located = _locate_all(items, store, events, report)
     held = heldout_documents(located, config.heldout_fraction, config.seed)
     train_q, held_q = _partition(located, held, config)
-    from inhouse.rag.embed import load_embedder
-
-    maker = _Maker(store, embedder or load_embedder(store.meta()["embedder_name"]), config, events)
+    events.say(f"raft: {len(train_q)} training and {len(held_q)} held-out questions ({len(held)} held-out documents)")
+    maker = _Maker(store, embedder, config, events)
     train = maker.examples(train_q, "train", exclude=held)
     validation = maker.examples(held_q, "validation", exclude=set())
     heldout = [replace(q.item, doc_path=q.chunk.doc_path, quote=q.quote) if q.chunk else q.item for q in held_q]
@@ -135,9 +136,10 @@ def _questions(config: RaftConfig, store: Store, events: Events, teacher: ChatMo
     items = load_qa(config.questions) if config.questions else []
     report.questions_read = len(items)
     if config.generate:
+        events.say(f"raft: {config.teacher} writes questions for {config.generate} sampled chunks")
         teacher = teacher or _load_teacher(config.teacher)
         made, rejected = generate_questions(store, teacher, config.generate, config.seed, events)
-        report.generated = {"asked": config.generate, "kept": len(made), "rejected": len(rejected)}
+        report.generated = {"asked": len(made) + len(rejected), "kept": len(made), "rejected": len(rejected)}
         report.dropped += rejected
         items += made
     return items
@@ -187,8 +189,8 @@ def parse_generated(reply: str, chunk: Chunk, where: str) -> QAItem | tuple[str,
                   chunk.text[span[0]:span[1]])
 
 
-def _excerpt(text: str, limit: int = 80) -> str:
-    flat = " ".join(text.split())
+def _excerpt(text: str | None, limit: int = 80) -> str:
+    flat = " ".join((text or "").split())
     return repr(flat if len(flat) <= limit else flat[:limit] + "...")
 
 
@@ -196,7 +198,7 @@ def _excerpt(text: str, limit: int = 80) -> str:
 
 
 def _locate_all(items: list[QAItem], store: Store, events: Events, report: RaftReport) -> list[Located]:
-    finder = _Finder(store)
+    finder = _Finder(store, items)
     located = []
     for i, item in enumerate(items, 1):
         _check_stop(events)
@@ -212,31 +214,39 @@ def _locate_all(items: list[QAItem], store: Store, events: Events, report: RaftR
 
 
 class _Finder:
-    """Finds each question's oracle chunk and quote; a document's chunks are read once."""
+    """Finds each question's oracle chunk and quote. The chunks of the documents and the chunk ids the
+    questions name are read up front, LOOKUP_BATCH names per query, not one query per question."""
 
-    def __init__(self, store: Store):
-        self.store = store
-        self.by_doc: dict[str, list[Chunk]] = {}
+    def __init__(self, store: Store, items: list[QAItem]):
+        self.store, self.by_doc, self.by_id = store, {}, {}
+        wanted = [i for i in items if i.answerable]
+        for c in self._read("chunk_id", {i.chunk_id for i in wanted if i.chunk_id}):
+            self.by_id[c.chunk_id] = c
+        for c in self._read("doc_path", {i.doc_path for i in wanted if i.doc_path and not i.chunk_id}):
+            self.by_doc.setdefault(c.doc_path, []).append(c)
+        for chunks in self.by_doc.values():
+            chunks.sort(key=lambda c: c.start)
+
+    def _read(self, key: str, values: set[str]) -> list[Chunk]:
+        names = sorted(values)
+        batches = (names[k:k + LOOKUP_BATCH] for k in range(0, len(names), LOOKUP_BATCH))
+        return [c for batch in batches for c in self.store.chunks({key: batch})]
 
     def locate(self, item: QAItem) -> Located | str:
         """The question with its oracle, or why it has none."""
         if not item.answerable:
             return Located(item)
         if item.chunk_id:
-            chunk = next(iter(self.store.chunks({"chunk_id": item.chunk_id})), None)
+            chunk = self.by_id.get(item.chunk_id)
             if chunk is None:
-                return f"chunk_id {item.chunk_id!r} is not in the knowledge base (re-indexed since the file was written?)"
-            return _with_quote(item, chunk) or f"the quote is not in chunk {item.chunk_id}: {_excerpt(item.quote or '')}"
-        chunks = self._chunks(str(item.doc_path))
+                return (f"chunk_id {item.chunk_id!r} is not in the knowledge base (re-indexed since the file was "
+                        "written?)")
+            return _with_quote(item, chunk) or f"the quote is not in chunk {item.chunk_id}: {_excerpt(item.quote)}"
+        chunks = self.by_doc.get(str(item.doc_path))
         if not chunks:
             known = list(self.store.manifest())
             return f"doc_path {item.doc_path!r} is not in the knowledge base{did_you_mean(str(item.doc_path), known)}"
         return _in_document(item, chunks)
-
-    def _chunks(self, doc_path: str) -> list[Chunk]:
-        if doc_path not in self.by_doc:
-            self.by_doc[doc_path] = sorted(self.store.chunks({"doc_path": doc_path}), key=lambda c: c.start)
-        return self.by_doc[doc_path]
 
 
 def _in_document(item: QAItem, chunks: list[Chunk]) -> Located | str:
@@ -313,7 +323,16 @@ class _Maker:
     """Builds the examples of one split: the oracle draw, distractors and passage order, all seeded."""
 
     def __init__(self, store: Store, embedder: Any, config: RaftConfig, events: Events):
-        self.store, self.embedder, self.config, self.events = store, embedder, config, events
+        self.store, self._embedder, self.config, self.events = store, embedder, config, events
+
+    @property
+    def embedder(self) -> Any:
+        """The knowledge base's own embedder, loaded at the first search (random distractors need none)."""
+        if self._embedder is None:
+            from inhouse.rag.embed import load_embedder
+
+            self._embedder = load_embedder(self.store.meta()["embedder_name"])
+        return self._embedder
 
     def examples(self, located: list[Located], split: str, exclude: set[str]) -> list[Example]:
         rng = random.Random(f"{self.config.seed}:{split}")
