@@ -85,6 +85,7 @@ def test_tuned_embedder_is_saved_with_lineage_and_loads_by_name(setup, home):
     assert lineage.pairs["source"] == "questions" and lineage.pairs["counts"] == {"qa": 6}
     assert len(lineage.pairs["file_sha256"]) == 64 and len(lineage.pairs["sha256"]) == 64
     assert lineage.config["learning_rate"] == 1e-4 and lineage.metrics["steps"] == 10
+    assert lineage.metrics["negatives"] == "all"  # a QA file's pairs: every in-batch negative counts
     assert lineage.versions["sentence-transformers"] and lineage.finished_at
     assert resolve_embedder("shop-codes") == ("shop-codes", path)
     assert load_embedder("shop-codes", device="cpu").name == "shop-codes"
@@ -138,6 +139,7 @@ def test_synthetic_pairs_from_the_knowledge_base_train_and_report_held_out_score
     pairs = tuned.lineage.pairs
     assert pairs["source"] == "chunks" and pairs["counts"] == {"title": 6, "sentence": 6}
     assert pairs["held_out"] >= 2 and pairs["train"] + pairs["held_out"] == 12
+    assert tuned.lineage.metrics["negatives"] == "guided"  # pseudo-queries: the base model guides the negatives
     held = tuned.lineage.metrics["held_out"]
     assert set(held["before"]) == set(held["after"]) == {"accuracy@1", "mrr@10"}
 

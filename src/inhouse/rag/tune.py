@@ -38,6 +38,7 @@ from inhouse.rag.store import LanceStore, Store, open_kb
 EMBEDDER_KIND = "embedder"
 LINEAGE = "inhouse.json"
 MAX_HELD_OUT = 500
+SCALE = 20.0  # similarity scale of the contrastive loss (1 / temperature): sentence-transformers' default
 PACKAGES = ("inhouse", "sentence-transformers", "transformers", "torch")
 
 
@@ -84,9 +85,10 @@ def tune_embedder(kb: str | os.PathLike, *, pairs_file: str | os.PathLike | None
     model, device = _load_model(base_folder), default_device()
     before = retrieval_scores(model, held)
     clock = time.perf_counter()
-    loss, steps = _train(model, train, config, events)
+    negatives = guided_or_all(config, pairs_file)
+    loss, steps = _train(model, train, config, events, base_folder if negatives == "guided" else None)
     after = retrieval_scores(model, held)
-    metrics = {"train_loss": loss, "steps": steps, "seconds": round(time.perf_counter() - clock, 1),
+    metrics = {"train_loss": loss, "steps": steps, "negatives": negatives, "seconds": round(time.perf_counter() - clock, 1),
                "held_out": {"pairs": len(held), "before": before, "after": after}}
     lineage = EmbedderLineage(name=name, base_embedder=base_name, knowledge_base=_kb_info(store),
                               pairs=_pairs_info(pairs, train, held, pairs_file, config), config=config.model_dump(),
@@ -163,11 +165,20 @@ def _load_model(folder: Path) -> Any:
         raise InhouseError(f"could not load embedder from {folder}: {str(e).splitlines()[0]}") from e
 
 
-def _train(model: Any, pairs: Sequence[Pair], config: TuneConfig, events: Events) -> tuple[float, int]:
-    """sentence-transformers' trainer with in-batch negatives; returns (mean loss, steps)."""
+def guided_or_all(config: TuneConfig, pairs_file: Any) -> str:
+    """`auto` resolved: pseudo-queries made from a narrow collection have many relevant passages besides
+    their own, so their negatives are guided; a QA file's pairs are the user's, all negatives count."""
+    if config.negatives != "auto":
+        return config.negatives
+    return "all" if pairs_file is not None else "guided"
+
+
+def _train(model: Any, pairs: Sequence[Pair], config: TuneConfig, events: Events,
+           guide: Path | None = None) -> tuple[float, int]:
+    """sentence-transformers' trainer with in-batch negatives (guided by the model at `guide`, when given);
+    returns (mean loss, steps)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import PrinterCallback
 
     from inhouse.train.progress import EventsCallback, FiniteLossGuard, NonFiniteLoss
@@ -178,8 +189,7 @@ def _train(model: Any, pairs: Sequence[Pair], config: TuneConfig, events: Events
     model.max_seq_length = min(config.max_seq_length or limit, limit)
     with tempfile.TemporaryDirectory(prefix="inhouse-tune-") as run_dir:
         trainer = SentenceTransformerTrainer(model=model, args=_training_args(config, run_dir), train_dataset=data,
-                                             loss=MultipleNegativesRankingLoss(model),
-                                             callbacks=[progress, FiniteLossGuard()])
+                                             loss=_loss(model, guide), callbacks=[progress, FiniteLossGuard()])
         trainer.remove_callback(PrinterCallback)
         try:
             result = trainer.train()
@@ -191,6 +201,18 @@ def _train(model: Any, pairs: Sequence[Pair], config: TuneConfig, events: Events
     if progress.stopped_at is not None:
         raise Stopped(f"tuning stopped on request at step {progress.stopped_at}; nothing was saved")
     return round(float(result.training_loss), 4), int(result.global_step)
+
+
+def _loss(model: Any, guide: Path | None) -> Any:
+    """In-batch negatives at scale 20 (temperature 0.05); with a guide, GISTEmbedLoss drops the negatives the
+    guide scores above the pair's own passage."""
+    from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss, MultipleNegativesRankingLoss
+
+    if guide is None:
+        return MultipleNegativesRankingLoss(model, scale=SCALE)
+    guide_model = _load_model(guide)
+    guide_model.max_seq_length = model.max_seq_length
+    return GISTEmbedLoss(model, guide_model, temperature=1 / SCALE)
 
 
 def _training_args(config: TuneConfig, run_dir: str) -> Any:
