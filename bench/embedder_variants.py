@@ -78,17 +78,17 @@ def train(variant: dict, pairs: list, negatives: list[str] | None, max_len: int)
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss, MultipleNegativesRankingLoss
 
-    from inhouse.rag.tune import SCALE, _load_model
+    from inhouse.rag.tune import SCALE, fresh_model
     from inhouse.rag.embed import resolve_embedder
 
     folder = resolve_embedder(None)[1]
-    model = _load_model(folder)
+    model = fresh_model(folder)
     model.max_seq_length = max_len
     columns = {"anchor": [p.query for p in pairs], "positive": [p.passage for p in pairs]}
     if negatives is not None:
         columns["negative"] = negatives
     if variant["negatives"] == "guided":
-        guide = _load_model(folder)
+        guide = fresh_model(folder)
         guide.max_seq_length = max_len
         loss = GISTEmbedLoss(model, guide, temperature=1 / SCALE)
     else:

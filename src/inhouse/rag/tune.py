@@ -2,8 +2,10 @@
 
 `tune_embedder` reads pairs from a QA file or makes them from the knowledge base's chunks
 (`inhouse.rag.pairs`), holds a few out (whole chunks), and trains a fresh copy of the base embedder
-with sentence-transformers' own `SentenceTransformerTrainer` and `MultipleNegativesRankingLoss`:
-for each question, its passage must score above every other passage of the batch. The result is a
+with sentence-transformers' own `SentenceTransformerTrainer`: for each question, its passage must score
+above the other passages of the batch (`MultipleNegativesRankingLoss`), or above those the base
+embedder does not already rank above it (`GISTEmbedLoss` with the base as guide, for pairs made from
+the chunks: in a narrow collection many other passages are relevant too). The result is a
 sentence-transformers folder in the library (`paths.embedders()/NAME`), written atomically with an
 `inhouse.json` lineage (base, knowledge base, pairs and their sha256, settings, held-out retrieval
 before and after, versions, dates). `inhouse rag index FOLDER --kb NAME --embedder NAME --reindex`
@@ -82,7 +84,7 @@ def tune_embedder(kb: str | os.PathLike, *, pairs_file: str | os.PathLike | None
     pairs = _pairs(store, pairs_file, config)
     train, held = split_held_out(pairs, config)
     events.say(f"{len(train)} training pairs ({_kinds_text(train)}), {len(held)} held out; base {base_name}")
-    model, device = _load_model(base_folder), default_device()
+    model, device = fresh_model(base_folder), default_device()
     before = retrieval_scores(model, held)
     clock = time.perf_counter()
     negatives = guided_or_all(config, pairs_file)
@@ -155,7 +157,7 @@ def _kinds_text(pairs: Sequence[Pair]) -> str:
 # --- training --------------------------------------------------------------------------------------
 
 
-def _load_model(folder: Path) -> Any:
+def fresh_model(folder: Path) -> Any:
     """A fresh copy of the base model: the cached one `load_embedder` serves must never be trained."""
     from sentence_transformers import SentenceTransformer
 
@@ -210,7 +212,7 @@ def _loss(model: Any, guide: Path | None) -> Any:
 
     if guide is None:
         return MultipleNegativesRankingLoss(model, scale=SCALE)
-    guide_model = _load_model(guide)
+    guide_model = fresh_model(guide)
     guide_model.max_seq_length = model.max_seq_length
     return GISTEmbedLoss(model, guide_model, temperature=1 / SCALE)
 
