@@ -85,6 +85,7 @@ def test_tuned_embedder_is_saved_with_lineage_and_loads_by_name(setup, home):
     assert lineage.pairs["source"] == "questions" and lineage.pairs["counts"] == {"qa": 6}
     assert len(lineage.pairs["file_sha256"]) == 64 and len(lineage.pairs["sha256"]) == 64
     assert lineage.config["learning_rate"] == 1e-4 and lineage.metrics["steps"] == 10
+    assert lineage.metrics["negatives"] == "all"  # a QA file's pairs: every in-batch negative counts
     assert lineage.versions["sentence-transformers"] and lineage.finished_at
     assert resolve_embedder("shop-codes") == ("shop-codes", path)
     assert load_embedder("shop-codes", device="cpu").name == "shop-codes"
@@ -138,6 +139,7 @@ def test_synthetic_pairs_from_the_knowledge_base_train_and_report_held_out_score
     pairs = tuned.lineage.pairs
     assert pairs["source"] == "chunks" and pairs["counts"] == {"title": 6, "sentence": 6}
     assert pairs["held_out"] >= 2 and pairs["train"] + pairs["held_out"] == 12
+    assert tuned.lineage.metrics["negatives"] == "guided"  # pseudo-queries: the base model guides the negatives
     held = tuned.lineage.metrics["held_out"]
     assert set(held["before"]) == set(held["after"]) == {"accuracy@1", "mrr@10"}
 
@@ -227,3 +229,25 @@ def test_the_cli_reports_a_bad_qa_line_in_one_line(setup, home, tmp_path):
     assert code == 1 and err.strip() == f"error: {bad}:2: invalid_value [doc_path]: an answerable question needs " \
         "the document (doc_path) or chunk (chunk_id) its answer comes from, or the passage itself (passage)"
     assert not (paths.embedders() / "never").exists()
+
+
+def test_held_out_scores_rank_each_question_against_other_chunks_only():
+    import numpy as np
+
+    from inhouse.rag.pairs import Pair
+    from inhouse.rag.tune import retrieval_scores
+
+    vectors = {"q-title": [1, 0], "q-sentence": [1, 0.1], "chunk a less title": [0.9, 0.1],
+               "chunk a less sentence": [1, 0], "q-b": [0, 1], "chunk b": [0.6, 0.8]}
+
+    class Fixed:
+        def encode(self, texts, **_):
+            rows = np.array([vectors[t] for t in texts], dtype=float)
+            return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    pairs = [Pair("q-title", "chunk a less title", "title", "a"), Pair("q-sentence", "chunk a less sentence",
+             "sentence", "a"), Pair("q-b", "chunk b", "title", "b")]
+    # q-title scores chunk a's other passage higher than its own: the same chunk, so no rival
+    assert retrieval_scores(Fixed(), pairs) == {"accuracy@1": 1.0, "mrr@10": 1.0}
+    pairs[1] = Pair("q-sentence", "chunk a less sentence", "sentence", "c")  # from other chunks, they are rivals
+    assert retrieval_scores(Fixed(), pairs) == {"accuracy@1": 0.3333, "mrr@10": 0.6667}  # both first two rank 2nd

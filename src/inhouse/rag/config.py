@@ -123,6 +123,7 @@ class TuneConfig(BaseModel):
     base: str | None = Field(None, description="Embedder to start from: all-MiniLM-L6-v2, a tuned embedder's name or a local sentence-transformers folder; none: the one the knowledge base was indexed with.")
     pairs: list[Literal["title", "sentence"]] = Field(["title", "sentence"], description="Without --questions, the pairs made from each chunk: title (its heading path, else its document's title or title line -> the chunk), sentence (one of its sentences -> the rest of it).")
     max_pairs: int | None = Field(None, ge=1, le=10_000_000, description="Train on at most this many pairs (a seeded sample).")
+    negatives: Literal["auto", "guided", "all"] = Field("auto", description="Which in-batch passages count as a question's negatives. all: every other passage of the batch (MultipleNegativesRankingLoss). guided: those the base embedder scores above the question's own passage are left out, as in a narrow collection they are often relevant too (GISTEmbedLoss, the base embedder as guide). auto: guided for pairs made from the chunks, all for --questions.")
     epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS, description="Passes over the pairs.")
     learning_rate: float = Field(2e-5, gt=0, le=1, description="Peak learning rate (linear warm-up, then linear decay).")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps spent warming the learning rate up.")

@@ -2,8 +2,10 @@
 
 `tune_embedder` reads pairs from a QA file or makes them from the knowledge base's chunks
 (`inhouse.rag.pairs`), holds a few out (whole chunks), and trains a fresh copy of the base embedder
-with sentence-transformers' own `SentenceTransformerTrainer` and `MultipleNegativesRankingLoss`:
-for each question, its passage must score above every other passage of the batch. The result is a
+with sentence-transformers' own `SentenceTransformerTrainer`: for each question, its passage must score
+above the other passages of the batch (`MultipleNegativesRankingLoss`), or above those the base
+embedder does not already rank above it (`GISTEmbedLoss` with the base as guide, for pairs made from
+the chunks: in a narrow collection many other passages are relevant too). The result is a
 sentence-transformers folder in the library (`paths.embedders()/NAME`), written atomically with an
 `inhouse.json` lineage (base, knowledge base, pairs and their sha256, settings, held-out retrieval
 before and after, versions, dates). `inhouse rag index FOLDER --kb NAME --embedder NAME --reindex`
@@ -35,6 +37,7 @@ from inhouse.rag.store import LanceStore, Store, open_kb
 EMBEDDER_KIND = "embedder"
 LINEAGE = "inhouse.json"
 MAX_HELD_OUT = 500
+SCALE = 20.0  # similarity scale of the contrastive loss (1 / temperature): sentence-transformers' default
 PACKAGES = ("inhouse", "sentence-transformers", "transformers", "torch")
 
 
@@ -78,12 +81,13 @@ def tune_embedder(kb: str | os.PathLike, *, pairs_file: str | os.PathLike | None
     pairs = _pairs(store, pairs_file, config)
     train, held = split_held_out(pairs, config)
     events.say(f"{len(train)} training pairs ({_kinds_text(train)}), {len(held)} held out; base {base_name}")
-    model, device = _load_model(base_folder), default_device()
+    model, device = fresh_model(base_folder), default_device()
     before = retrieval_scores(model, held)
     clock = time.perf_counter()
-    loss, steps = _train(model, train, config, events)
+    negatives = guided_or_all(config, pairs_file)
+    loss, steps = _train(model, train, config, events, base_folder if negatives == "guided" else None)
     after = retrieval_scores(model, held)
-    metrics = {"train_loss": loss, "steps": steps, "seconds": round(time.perf_counter() - clock, 1),
+    metrics = {"train_loss": loss, "steps": steps, "negatives": negatives, "seconds": round(time.perf_counter() - clock, 1),
                "held_out": {"pairs": len(held), "before": before, "after": after}}
     lineage = EmbedderLineage(name=name, base_embedder=base_name, knowledge_base=_kb_info(store),
                               pairs=_pairs_info(pairs, train, held, pairs_file, config), config=config.model_dump(),
@@ -150,7 +154,7 @@ def _kinds_text(pairs: Sequence[Pair]) -> str:
 # --- training --------------------------------------------------------------------------------------
 
 
-def _load_model(folder: Path) -> Any:
+def fresh_model(folder: Path) -> Any:
     """A fresh copy of the base model: the cached one `load_embedder` serves must never be trained."""
     from sentence_transformers import SentenceTransformer
 
@@ -160,11 +164,20 @@ def _load_model(folder: Path) -> Any:
         raise InhouseError(f"could not load embedder from {folder}: {str(e).splitlines()[0]}") from e
 
 
-def _train(model: Any, pairs: Sequence[Pair], config: TuneConfig, events: Events) -> tuple[float, int]:
-    """sentence-transformers' trainer with in-batch negatives; returns (mean loss, steps)."""
+def guided_or_all(config: TuneConfig, pairs_file: Any) -> str:
+    """`auto` resolved: pseudo-queries made from a narrow collection have many relevant passages besides
+    their own, so their negatives are guided; a QA file's pairs are the user's, all negatives count."""
+    if config.negatives != "auto":
+        return config.negatives
+    return "all" if pairs_file is not None else "guided"
+
+
+def _train(model: Any, pairs: Sequence[Pair], config: TuneConfig, events: Events,
+           guide: Path | None = None) -> tuple[float, int]:
+    """sentence-transformers' trainer with in-batch negatives (guided by the model at `guide`, when given);
+    returns (mean loss, steps)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import PrinterCallback
 
     from inhouse.train.progress import EventsCallback, FiniteLossGuard, NonFiniteLoss
@@ -175,8 +188,7 @@ def _train(model: Any, pairs: Sequence[Pair], config: TuneConfig, events: Events
     model.max_seq_length = min(config.max_seq_length or limit, limit)
     with tempfile.TemporaryDirectory(prefix="inhouse-tune-") as run_dir:
         trainer = SentenceTransformerTrainer(model=model, args=_training_args(config, run_dir), train_dataset=data,
-                                             loss=MultipleNegativesRankingLoss(model),
-                                             callbacks=[progress, FiniteLossGuard()])
+                                             loss=_loss(model, guide), callbacks=[progress, FiniteLossGuard()])
         trainer.remove_callback(PrinterCallback)
         try:
             result = trainer.train()
@@ -188,6 +200,18 @@ def _train(model: Any, pairs: Sequence[Pair], config: TuneConfig, events: Events
     if progress.stopped_at is not None:
         raise Stopped(f"tuning stopped on request at step {progress.stopped_at}; nothing was saved")
     return round(float(result.training_loss), 4), int(result.global_step)
+
+
+def _loss(model: Any, guide: Path | None) -> Any:
+    """In-batch negatives at scale 20 (temperature 0.05); with a guide, GISTEmbedLoss drops the negatives the
+    guide scores above the pair's own passage."""
+    from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss, MultipleNegativesRankingLoss
+
+    if guide is None:
+        return MultipleNegativesRankingLoss(model, scale=SCALE)
+    guide_model = fresh_model(guide)
+    guide_model.max_seq_length = model.max_seq_length
+    return GISTEmbedLoss(model, guide_model, temperature=1 / SCALE)
 
 
 def _training_args(config: TuneConfig, run_dir: str) -> Any:
@@ -205,16 +229,17 @@ def _training_args(config: TuneConfig, run_dir: str) -> Any:
 
 
 def retrieval_scores(model: Any, pairs: Sequence[Pair], batch_size: int = 64) -> dict[str, float]:
-    """Each question against every held-out passage: accuracy@1 and MRR@10 of its own passage."""
+    """Each question against the held-out passages of every other origin: accuracy@1 and MRR@10 of its own
+    (two pairs of one chunk have near-identical passages, so neither competes with the other)."""
     if not pairs:
         return {}
-    passages = list(dict.fromkeys(p.passage for p in pairs))
     encode = lambda texts: model.encode(texts, batch_size=batch_size, convert_to_numpy=True,  # noqa: E731
                                         normalize_embeddings=True, show_progress_bar=False)
-    scores = encode([p.query for p in pairs]) @ encode(passages).T
-    index = {text: i for i, text in enumerate(passages)}
-    gold = scores[np.arange(len(pairs)), [index[p.passage] for p in pairs]]
-    ranks = 1 + (scores > gold[:, None]).sum(axis=1)
+    scores = encode([p.query for p in pairs]) @ encode([p.passage for p in pairs]).T
+    origins = np.array([p.origin for p in pairs])
+    rivals = (origins[:, None] != origins[None, :])
+    gold = np.diag(scores)
+    ranks = 1 + ((scores > gold[:, None]) & rivals).sum(axis=1)
     return {"accuracy@1": round(float((ranks == 1).mean()), 4),
             "mrr@10": round(float(np.where(ranks <= 10, 1.0 / ranks, 0.0).mean()), 4)}
 
