@@ -1,16 +1,16 @@
-"""Which pairs and negatives to tune the embedder on: variants scored on Cranfield, chosen on odd query ids.
+"""Which tuning settings to give `inhouse rag tune-embedder`: variants scored on Cranfield, chosen on odd query ids.
 
-    python bench/embedder_variants.py --work /tmp/embvar                 # every variant (about 15 min each on 2 cores)
-    python bench/embedder_variants.py --work /tmp/embvar --only guided   # some of them
+    python bench/embedder_variants.py --work /tmp/embvar                     # every variant
+    python bench/embedder_variants.py --work /tmp/embvar --only default title # some of them
 
-The exploration behind `inhouse rag tune-embedder`'s defaults (bench/embedder_tuning.py measures the
-chosen one through the real pipeline). The stock knowledge base is indexed once (kept in --work with its
-BM25 lists); each variant makes pairs from its chunks with `inhouse.rag.pairs.synthetic_pairs`, trains
-a fresh MiniLM with sentence-transformers' trainer, embeds every chunk and judged query, ranks exactly by
-cosine (what the store's exact search returns) and fuses with the stock BM25 lists as search() does
-(rrf_run of bench/rag_cranfield.py). One variant uses what the product does not have (BM25 hard
-negatives): it is here because it was tried. Scores: all / odd / even query
-ids; choose on odd, report on even. Passages are cut at 128 tokens in training (--max-seq-length).
+The exploration behind the command's defaults (bench/embedder_tuning.py then measures the chosen one
+through the real pipeline: tune, re-index, search). The stock knowledge base is indexed once; its chunks
+and each judged query's BM25 list are kept in --work/stock.pkl, which is all a variant needs, so the
+pickle can travel to a GPU machine without a knowledge base. Each variant is TuneConfig settings: pairs
+made from the chunks by `synthetic_pairs`, the held-out split, loss and trainer of `inhouse.rag.tune`,
+from a fresh MiniLM; then every chunk and judged query is embedded, ranked exactly by cosine (what the
+store's exact search returns) and fused with the stock BM25 lists as search() fuses (rrf_run of
+bench/rag_cranfield.py). Scores: all / odd / even query ids; choose on odd, report on even.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import pickle
-import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,28 +27,40 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import rag_cranfield as rc  # noqa: E402
+import rag_cranfield as rc
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = {"pairs": ["title", "sentence"], "negatives": "all", "learning_rate": 2e-5, "epochs": 1.0}
+# Each variant is TuneConfig settings (inhouse.rag.config): the product's own trainer (inhouse.rag.tune._train)
+# runs it, so the winner is a default of `inhouse rag tune-embedder` as it stands.
 VARIANTS: dict[str, dict[str, Any]] = {
     "stock": {},
-    "title+sentence": {},
+    "default": {},
+    "3 epochs": {"epochs": 3.0},
+    "lr 5e-5": {"learning_rate": 5e-5},
+    "lr 5e-5, 3 epochs": {"learning_rate": 5e-5, "epochs": 3.0},
+    "lr 1e-4, 3 epochs": {"learning_rate": 1e-4, "epochs": 3.0},
+    "batch 128": {"batch_size": 128},
+    "batch 128, lr 1e-4, 3 epochs": {"batch_size": 128, "learning_rate": 1e-4, "epochs": 3.0},
+    "batch 256, lr 2e-4, 5 epochs": {"batch_size": 256, "learning_rate": 2e-4, "epochs": 5.0},
+    "all negatives": {"negatives": "all"},
+    "all negatives, 3 epochs": {"negatives": "all", "epochs": 3.0},
     "title": {"pairs": ["title"]},
-    "title, 3 epochs, lr 5e-5": {"pairs": ["title"], "epochs": 3.0, "learning_rate": 5e-5},
-    "title, BM25 hard negatives": {"pairs": ["title"], "hard_negatives": True},
-    "guided": {"negatives": "guided"},
-    "guided, lr 5e-5": {"negatives": "guided", "learning_rate": 5e-5},
+    "title, lr 5e-5, 3 epochs": {"pairs": ["title"], "learning_rate": 5e-5, "epochs": 3.0},
+    "sentence": {"pairs": ["sentence"]},
+    "sentence, lr 5e-5, 3 epochs": {"pairs": ["sentence"], "learning_rate": 5e-5, "epochs": 3.0},
+    "5 epochs, lr 5e-5": {"epochs": 5.0, "learning_rate": 5e-5},
 }
 
 
 def prepare(work: Path) -> dict:
-    """The stock knowledge base and each judged query's BM25 list, made once per --work folder."""
+    """The stock knowledge base's chunks and each judged query's BM25 list, made once per --work folder.
+    The state pickle is all a variant needs (no knowledge base), so it can travel to a GPU machine."""
     cached = work / "stock.pkl"
     if cached.is_file():
         return pickle.loads(cached.read_bytes())
     from inhouse.rag.index import index
     from inhouse.rag.qrels import read_cranfield, write_collection
+    from inhouse.rag.store import open_kb
 
     data = read_cranfield(rc.DEFAULT_DATA)
     write_collection(data.docs, work / "docs")
@@ -58,54 +68,33 @@ def prepare(work: Path) -> dict:
     queries = {q: t for q, t in data.queries.items() if q in data.qrels}
     lists = rc.fetch_lists("cran", queries, max(50, 4 * rc.CHUNKS_PER_QUERY))
     state = {"queries": queries, "qrels": data.qrels, "judged": {d for j in data.qrels.values() for d in j},
-             "bm25": {q: v["bm25"] for q, v in lists.items()}}
+             "bm25": {q: v["bm25"] for q, v in lists.items()},
+             "chunks": sorted(open_kb("cran").chunks(), key=lambda c: c.chunk_id)}
     cached.write_bytes(pickle.dumps(state))
     return state
 
 
-def hard_negatives(store: Any, chunks: list, pairs: list) -> list[str]:
-    """For each pair, one of the BM25 top 10 chunks of another document (seeded)."""
-    doc_of = {c.chunk_id: c.doc_path for c in chunks}
-    out = []
-    for p in pairs:
-        hits = [h for h in store.search_text(p.query, 12) if h.doc_path != doc_of[p.origin]][:10]
-        out.append(random.Random(p.origin).choice(hits).text if hits else random.Random(p.origin).choice(chunks).text)
-    return out
-
-
-def train(variant: dict, pairs: list, negatives: list[str] | None, max_len: int) -> Any:
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss, MultipleNegativesRankingLoss
-
-    from inhouse.rag.tune import SCALE, fresh_model
+def train(settings: dict, chunks: list, max_len: int | None) -> tuple[Any, dict]:
+    """A fresh base model tuned as `tune_embedder` tunes it (the same pairs, held-out split, loss and trainer)."""
+    from inhouse.events import Events
+    from inhouse.rag.config import TuneConfig
     from inhouse.rag.embed import resolve_embedder
+    from inhouse.rag.pairs import count_by_kind, synthetic_pairs
+    from inhouse.rag.tune import _train, fresh_model, guided_or_all, split_held_out
 
+    config = TuneConfig(**({"max_seq_length": max_len} | settings))
     folder = resolve_embedder(None)[1]
+    pairs = synthetic_pairs(chunks, config.pairs, config.seed)
+    train_pairs, _ = split_held_out(pairs, config)
     model = fresh_model(folder)
-    model.max_seq_length = max_len
-    columns = {"anchor": [p.query for p in pairs], "positive": [p.passage for p in pairs]}
-    if negatives is not None:
-        columns["negative"] = negatives
-    if variant["negatives"] == "guided":
-        guide = fresh_model(folder)
-        guide.max_seq_length = max_len
-        loss = GISTEmbedLoss(model, guide, temperature=1 / SCALE)
-    else:
-        loss = MultipleNegativesRankingLoss(model, scale=SCALE)
-    with tempfile.TemporaryDirectory() as run_dir:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=run_dir, num_train_epochs=variant["epochs"], per_device_train_batch_size=32,
-            learning_rate=variant["learning_rate"], warmup_steps=0.1, batch_sampler="no_duplicates",
-            logging_steps=10, save_strategy="no", report_to="none", seed=0, disable_tqdm=True)
-        SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss).train()
-    model.max_seq_length = 256
-    return model
+    negatives = guided_or_all(config, None)
+    loss, steps = _train(model, train_pairs, config, Events(), folder if negatives == "guided" else None)
+    return model, {"config": config.model_dump(), "pairs": count_by_kind(train_pairs), "loss": loss, "steps": steps}
 
 
 def evaluate(model: Any, chunks: list, state: dict) -> dict:
     """Exact cosine top 1200 per query, fused with the stock BM25 lists; all / odd / even."""
-    encode = lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True,  # noqa: E731
+    encode = lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=False)
     qids = list(state["queries"])
     scores = encode([state["queries"][q] for q in qids]) @ encode([c.text for c in chunks]).T
@@ -120,23 +109,14 @@ def evaluate(model: Any, chunks: list, state: dict) -> dict:
     return {m: {h: rc.score(run, qrels, ids) for h, ids in halves.items()} for m, run in runs.items()}
 
 
-def run_variant(name: str, state: dict, max_len: int) -> dict:
+def run_variant(name: str, state: dict, max_len: int | None) -> dict:
     from inhouse.rag.embed import load_embedder
-    from inhouse.rag.pairs import count_by_kind, synthetic_pairs
-    from inhouse.rag.store import open_kb
 
-    store = open_kb("cran")
-    chunks = sorted(store.chunks(), key=lambda c: c.chunk_id)
     clock = time.perf_counter()
     if name == "stock":
-        return {"scores": evaluate(load_embedder(None, device="cpu").model, chunks, state)}
-    variant = BASE | VARIANTS[name]
-    pairs = synthetic_pairs(chunks, variant["pairs"])
-    negatives = hard_negatives(store, chunks, pairs) if variant.get("hard_negatives") else None
-    model = train(variant, pairs, negatives, max_len)
-    seconds = round(time.perf_counter() - clock, 1)
-    return {"variant": variant, "pairs": count_by_kind(pairs), "train_s": seconds,
-            "scores": evaluate(model, chunks, state)}
+        return {"scores": evaluate(load_embedder(None).model, state["chunks"], state)}
+    model, info = train(VARIANTS[name], state["chunks"], max_len)
+    return info | {"train_s": round(time.perf_counter() - clock, 1), "scores": evaluate(model, state["chunks"], state)}
 
 
 def table(results: dict) -> str:
@@ -153,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, required=True, help="folder for the stock index and lists (reused)")
     p.add_argument("--only", nargs="*", default=list(VARIANTS), help=f"variants: {', '.join(VARIANTS)}")
-    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--max-seq-length", type=int, default=None, help="tokens of a passage in training (default: "
+                   "TuneConfig's, the embedder's own 256)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "embedder_variants.json")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
