@@ -94,7 +94,7 @@ def train(settings: dict, chunks: list, max_len: int | None) -> tuple[Any, dict]
 
 def evaluate(model: Any, chunks: list, state: dict) -> dict:
     """Exact cosine top 1200 per query, fused with the stock BM25 lists; all / odd / even."""
-    encode = lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True,
+    encode = lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True,  # noqa: E731
                                         convert_to_numpy=True, show_progress_bar=False)
     qids = list(state["queries"])
     scores = encode([state["queries"][q] for q in qids]) @ encode([c.text for c in chunks]).T

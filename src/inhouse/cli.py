@@ -164,7 +164,7 @@ def train_cmd(
     from inhouse.train import distributed
 
     if distributed.needs_launch(recipe):  # --devices N: N processes under torchrun, this command in each
-        raise typer.Exit(distributed.relaunch(recipe, sys.argv[1:]))
+        raise typer.Exit(distributed.relaunch(recipe, sys.argv[1:], resume))
     from inhouse.events import ConsoleEvents
     from inhouse.train.sft import train
 

@@ -13,7 +13,7 @@ from helpers import chat, write_jsonl
 from inhouse import recipe as recipe_mod
 from inhouse import world
 from inhouse.errors import InvalidInputError
-from inhouse.train import distributed
+from inhouse.train import checkpoints, distributed
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -49,9 +49,8 @@ def test_devices_must_match_the_processes(monkeypatch, tiny_dir):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(InvalidInputError, match="the launcher started 3 processes"):
         distributed.check_world(two)
-    cmd = distributed.launch_command(two, ["train", "--devices", "2"])
-    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    assert cmd[-4:] == ["inhouse", "train", "--devices", "2"]
+    config = distributed.launch_config(2)
+    assert (config.nproc_per_node, config.max_nodes, config.max_restarts, config.rdzv_endpoint) == (2, 1, 0, "localhost:0")
 
 
 def train_cli(tmp_path, data, tiny_dir, name, *flags):
@@ -96,3 +95,44 @@ def test_accelerate_launch_runs_the_same_command(tmp_path, tiny_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("adapter 'acc' saved") == 1 and "ddp on 2 processes" in proc.stdout
     assert json.loads((tmp_path / "home" / "adapters" / "acc" / "inhouse.json").read_text())["speed"]["strategy"] == "ddp"
+
+
+def test_a_killed_two_process_run_resumes_on_two_processes(tmp_path, tiny_dir):
+    """kill -9 of `inhouse train --devices 2` once a checkpoint is written: its ranks die with it (they do
+    not train on and publish unseen); --resume --devices 2 restarts both from the checkpoint, each with its
+    own random state, and rank 0 alone publishes."""
+    import signal
+    import time
+
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(f"What is item {i}?", f"Item {i} is blue.") for i in range(16)])
+    home = tmp_path / "home"
+    env = {**os.environ, "INHOUSE_HOME": str(home), "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    args = [sys.executable, "-m", "inhouse", "train", "--train-file", str(data), "--base-model", str(tiny_dir),
+            "--validation-fraction", "0", "--max-steps", "200", "--save-every", "2", "--batch-size", "1",
+            "--devices", "2", "--output-name", "ddp-resume", "--quiet"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run, deadline = home / "runs" / "ddp-resume", time.monotonic() + 600
+    while proc.poll() is None and not both_ranks_saved(run) and time.monotonic() < deadline:
+        time.sleep(0.01)  # a stat per checkpoint: fast enough to catch the first one
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "training ended before it could be killed"
+    time.sleep(5)  # what orphaned ranks would use to train on
+    assert checkpoints.last_complete(run) is not None and not (home / "adapters" / "ddp-resume").exists()
+    done = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.count("resuming from checkpoint-") == 1 and done.stdout.count("adapter 'ddp-resume' saved") == 1
+    lineage = json.loads((home / "adapters" / "ddp-resume" / "inhouse.json").read_text())
+    assert lineage["speed"]["strategy"] == "ddp" and lineage["metrics"]["steps"] == 200
+    again = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and again.stderr.startswith("error: nothing to resume: no complete checkpoint")
+    assert len(again.stderr.strip().splitlines()) == 1  # said once, by the launching process
+
+
+def both_ranks_saved(run: Path) -> bool:
+    try:
+        return any((c / "trainer_state.json").is_file() and (c / "rng_state_1.pth").is_file()
+                   for c in run.glob("checkpoint-*"))
+    except OSError:  # a checkpoint rotated away meanwhile
+        return False

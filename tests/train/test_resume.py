@@ -190,3 +190,16 @@ def test_save_every_sets_the_checkpoint_interval(tmp_path, tiny_dir, home):
     with pytest.raises(InhouseError, match="interrupted"):
         train(recipe, events=Events(), callbacks=[InterruptAt(5)])
     assert [p.name for p in checkpoints.all_checkpoints(paths.runs() / "spaced")] == ["checkpoint-4"]
+
+
+def test_a_rank_without_its_random_state_makes_the_checkpoint_incomplete(two_checkpoints, tmp_path):
+    """Several ranks write rng_state_0..N-1.pth, rank 0 its trainer_state.json without waiting for the rest."""
+    folder = tmp_path / "checkpoint-3"
+    shutil.copytree(two_checkpoints[0] / "checkpoint-3", folder)
+    assert checkpoints.problem(folder) is None
+    (folder / "rng_state.pth").rename(folder / "rng_state_0.pth")
+    assert checkpoints.problem(folder) == "no rng_state_1.pth"  # numbered: two ranks at least
+    shutil.copy(folder / "rng_state_0.pth", folder / "rng_state_2.pth")
+    assert checkpoints.problem(folder) == "no rng_state_1.pth"
+    shutil.copy(folder / "rng_state_0.pth", folder / "rng_state_1.pth")
+    assert checkpoints.problem(folder) is None

@@ -19,6 +19,7 @@ from pathlib import Path
 from inhouse.events import Events
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+RNG = re.compile(r"^rng_state_(\d+)\.pth$")
 STATE = "trainer_state.json"
 # What resume reads besides the weights: without optimizer or scheduler the Trainer silently restarts
 # them, without rng_state it warns and draws different dropout masks; both change the result.
@@ -36,13 +37,22 @@ def all_checkpoints(run_dir: Path) -> list[Path]:
 def problem(folder: Path) -> str | None:
     """Why `folder` cannot be resumed from (what is missing, else the first unreadable file), or None
     when it can."""
-    missing = [name for name in REQUIRED if not (folder / name).is_file()]
-    if not any(folder.glob("rng_state*.pth")):
-        missing.append("rng_state.pth")
+    missing = [name for name in REQUIRED if not (folder / name).is_file()] + rng_missing(folder)
     missing += weights_missing(folder) + shards_missing(folder)
     if missing:
         return "no " + ", no ".join(missing)
     return next((f"{p.name} is unreadable ({why})" for p in sorted(folder.iterdir()) if (why := unreadable(p))), None)
+
+
+def rng_missing(folder: Path) -> list[str]:
+    """The random state of each rank. One process writes rng_state.pth; N processes write
+    rng_state_0..N-1.pth, each rank its own, while rank 0 writes trainer_state.json without waiting for
+    the others, so a kill can leave a rank's file missing, and that rank would silently resume with other
+    dropout masks. Numbered files mean at least two ranks, and must run from 0 without a gap."""
+    ranks = sorted(int(m.group(1)) for p in folder.glob("rng_state_*.pth") if (m := RNG.match(p.name)))
+    if not ranks:
+        return [] if (folder / "rng_state.pth").is_file() else ["rng_state.pth"]
+    return [f"rng_state_{r}.pth" for r in range(max(2, ranks[-1] + 1)) if r not in ranks]
 
 
 def weights_missing(folder: Path) -> list[str]:

@@ -1,8 +1,8 @@
 """Training on several GPUs: the launch, the strategy, and what only the main process does.
 
-`inhouse train --devices N` starts N copies of itself through torchrun (`torch.distributed.run`), one
-per GPU; `torchrun -m inhouse train ...` and `accelerate launch -m inhouse train ...` work the same,
-since each only sets RANK, LOCAL_RANK and WORLD_SIZE (`inhouse.world`). Inside, transformers' Trainer
+`inhouse train --devices N` starts N copies of itself through torchrun's launcher
+(`torch.distributed.launcher`), one per GPU; `torchrun -m inhouse train ...` and
+`accelerate launch -m inhouse train ...` work the same, since each only sets RANK, LOCAL_RANK and WORLD_SIZE (`inhouse.world`). Inside, transformers' Trainer
 (through accelerate) wraps the model for DDP or FSDP2 and splits the data across ranks. inhouse adds
 the rest: one run name for all ranks, the run folder and the library written by rank 0 alone, and a
 stop request seen by rank 0 obeyed by all.
@@ -10,7 +10,6 @@ stop request seen by rank 0 obeyed by all.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 from inhouse import world
 from inhouse.errors import InvalidInputError
 from inhouse.recipe import Recipe
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def needs_launch(recipe: Recipe) -> bool:
@@ -41,22 +42,47 @@ def check_world(recipe: Recipe) -> None:
             raise InvalidInputError(f"--devices: {size} processes but {torch.cuda.device_count()} GPU(s) visible")
 
 
-def launch_command(recipe: Recipe, argv: Sequence[str]) -> list[str]:
-    """torchrun with one process per device, re-running this command line (argv without the program)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={recipe.devices}",
-            "-m", "inhouse", *argv]
+def launch_config(devices: int) -> Any:
+    """What `torchrun --standalone --nproc_per_node N` configures: one machine, a local rendezvous on a
+    free port, no restarts."""
+    import uuid
+
+    from torch.distributed.launcher.api import LaunchConfig
+
+    return LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=str(uuid.uuid4()),
+                        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
 
 
-def relaunch(recipe: Recipe, argv: Sequence[str]) -> int:
-    """Run the command again under torchrun and return its exit status. The run name is fixed here, so
-    every rank (and a later --resume) agrees on it."""
+def relaunch(recipe: Recipe, argv: Sequence[str], resume: bool = False) -> int:
+    """Run the command again in `devices` processes and return its exit status. The run name is fixed
+    and its folder checked here, once: every rank (and a later --resume) agrees on the name, and a wrong
+    --resume or a taken name is one line before any process starts."""
+    from inhouse.train.sft import default_name, run_dir_for
+
     check_launchable(recipe)
     args = list(argv)
     if recipe.output_name is None:
-        from inhouse.train.sft import default_name
-
         args += ["--output-name", default_name(recipe)]
-    return subprocess.call(launch_command(recipe, args))
+    run_dir_for(recipe.output_name or args[-1], resume)
+    return launch(recipe.devices or 1, ["-m", "inhouse", *args])
+
+
+def launch(devices: int, args: Sequence[str]) -> int:
+    """torchrun's launcher (torch.distributed.launcher), run in this process: each rank prints its own
+    one-line error when it fails, so the launcher's report and traceback are not shown; exit status 1."""
+    import logging
+    import os
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun sets it: the ranks share the CPU cores
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        elastic_launch(launch_config(devices), sys.executable)(*args)
+    except ChildFailedError:
+        return 1
+    return 0
 
 
 def check_launchable(recipe: Recipe) -> None:
@@ -74,7 +100,25 @@ def join() -> None:
     if world.current().distributed:
         from accelerate import PartialState
 
+        die_with_launcher()
         PartialState(cpu=not world.gpu())
+
+
+def die_with_launcher() -> None:
+    """A rank must not outlive its launcher. torchrun's agent starts each rank in a session of its own, so
+    when the agent is killed outright (kill -9 of `inhouse train`, a job cancelled hard, the OOM killer)
+    nothing stops the ranks, and they would train on and publish unseen. Linux's parent-death signal
+    ends each rank with the process that started it."""
+    import os
+
+    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the launcher was gone before the signal was asked for
+        os._exit(1)
 
 
 def one_device_per_process(args: Any) -> Any:
