@@ -108,7 +108,7 @@ class Recipe(BaseModel):
     liger: bool | None = Field(None, description="Liger Kernel fused RMSNorm, RoPE, SwiGLU and linear cross-entropy (default: on a GPU when installed and the architecture is supported).")
     compile: bool = Field(False, description="torch.compile the model (CPU, or GPU without liger/varlen: that combination crashed inductor on an H100).")
     devices: int | None = Field(None, ge=1, le=MAX_DEVICES, description="GPUs to train on, one process each: above 1, inhouse train relaunches itself through torchrun (default: 1, or the process count of torchrun / accelerate launch when started by one).")
-    strategy: Literal["auto", "ddp", "fsdp"] = Field("auto", description="How several processes share the work: ddp keeps a full copy of the model on each GPU, fsdp (FSDP2) shards weights, gradients and optimizer state across them; auto = fsdp for method full, ddp otherwise.")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field("auto", description="How several processes share the work: ddp keeps a full copy of the model on each GPU, fsdp (FSDP2) shards weights, gradients and optimizer state across them; auto = fsdp for method full on GPUs, ddp otherwise (accelerate shards on GPUs only).")
     chat_template: str | None = Field(None, description="Override the model's chat template: chatml, llama3, or a path to a .jinja file.")
     seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed for the split, initialisation and data order.")
     output_name: str | None = Field(None, description="Name in the adapter library (default: <data file>-<timestamp>).")

@@ -32,7 +32,13 @@ def test_strategy_and_its_trainer_settings(monkeypatch, tiny_dir):
     assert distributed.strategy(lora) is None and distributed.trainer_settings(lora, ["L"], True) == {}
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert distributed.strategy(lora) == "ddp"
-    assert distributed.strategy(lora.model_copy(update={"method": "full"})) == "fsdp"
+    full = lora.model_copy(update={"method": "full"})
+    monkeypatch.setattr(world, "gpu", lambda: True)
+    assert distributed.strategy(full) == "fsdp"
+    monkeypatch.setattr(world, "gpu", lambda: False)  # accelerate shards on GPUs only
+    assert distributed.strategy(full) == "ddp"
+    with pytest.raises(InvalidInputError, match="^--strategy: fsdp needs GPUs"):
+        distributed.check_world(lora.model_copy(update={"strategy": "fsdp"}))
     fsdp = distributed.trainer_settings(lora.model_copy(update={"strategy": "fsdp"}), ["LlamaDecoderLayer"], True)
     assert fsdp["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
     assert fsdp["fsdp_config"]["version"] == 2 and fsdp["fsdp_config"]["activation_checkpointing"] is True

@@ -29,6 +29,7 @@ def needs_launch(recipe: Recipe) -> bool:
 def check_world(recipe: Recipe) -> None:
     """devices, when set, must match the processes the launcher started; a plain process cannot train
     on several GPUs by itself (the Python API needs a launcher; the CLI relaunches)."""
+    check_strategy(recipe)
     size = world.current().size
     if recipe.devices is not None and recipe.devices != size:
         how = ("start it with 'inhouse train --devices N' or torchrun --nproc_per_node N" if size == 1 else
@@ -86,6 +87,7 @@ def launch(devices: int, args: Sequence[str]) -> int:
 
 
 def check_launchable(recipe: Recipe) -> None:
+    check_strategy(recipe)
     if world.gpu():
         import torch
 
@@ -138,7 +140,14 @@ def strategy(recipe: Recipe) -> str | None:
         return None
     if recipe.strategy != "auto":
         return recipe.strategy
-    return "fsdp" if recipe.method == "full" else "ddp"
+    return "fsdp" if recipe.method == "full" and world.gpu() else "ddp"
+
+
+def check_strategy(recipe: Recipe) -> None:
+    """accelerate shards with FSDP on GPUs only: on CPUs it would quietly run DDP instead."""
+    if recipe.strategy == "fsdp" and (recipe.devices or world.current().size) > 1 and not world.gpu():
+        raise InvalidInputError("--strategy: fsdp needs GPUs (accelerate shards on CUDA devices only); "
+                                "on CPUs use ddp")
 
 
 def trainer_settings(recipe: Recipe, layer_classes: Sequence[str], checkpointing: bool) -> dict:
