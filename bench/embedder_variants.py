@@ -112,11 +112,12 @@ def evaluate(model: Any, chunks: list, state: dict) -> dict:
 def run_variant(name: str, state: dict, max_len: int | None) -> dict:
     from inhouse.rag.embed import load_embedder
 
-    clock = time.perf_counter()
+    clock, measured = time.perf_counter(), rc.environment()
     if name == "stock":
-        return {"scores": evaluate(load_embedder(None).model, state["chunks"], state)}
+        return {"environment": measured, "scores": evaluate(load_embedder(None).model, state["chunks"], state)}
     model, info = train(VARIANTS[name], state["chunks"], max_len)
-    return info | {"train_s": round(time.perf_counter() - clock, 1), "scores": evaluate(model, state["chunks"], state)}
+    return info | {"environment": measured, "train_s": round(time.perf_counter() - clock, 1),
+                   "scores": evaluate(model, state["chunks"], state)}
 
 
 def table(results: dict) -> str:
