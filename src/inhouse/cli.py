@@ -25,7 +25,7 @@ from inhouse.listsyntax import split_list
 from inhouse.eval.config import EvalConfig
 from inhouse.errors import InhouseError
 from inhouse.generation import GenerationConfig
-from inhouse.rag.config import AskConfig, SearchConfig, TuneConfig
+from inhouse.rag.config import STORE_HELP, AskConfig, SearchConfig, TuneConfig
 from inhouse.recipe import Recipe, build_config
 from inhouse.serve.config import ServeConfig
 
@@ -323,6 +323,7 @@ def rag_index(
                                       "folder point to outside it (skipped and reported by default)."),
     reindex: bool = typer.Option(False, "--reindex", help="Rebuild the whole knowledge base (with --embedder, else "
                                  "its own embedder), replacing it only once complete: the way to change embedders."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Index a folder; re-running embeds only new or changed documents."""
     from inhouse.rag.index import index
@@ -330,7 +331,7 @@ def rag_index(
     if not folder.is_dir():
         raise InhouseError(f"{folder}: no such folder")
     clock = time.perf_counter()
-    report = index(folder, kb, embedder=embedder, follow_links=follow_links, reindex=reindex)
+    report = index(folder, kb, embedder=embedder, follow_links=follow_links, reindex=reindex, store=store)
     seconds = max(time.perf_counter() - clock, 1e-9)
     done = len(report.added) + len(report.changed)
     typer.echo(f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
