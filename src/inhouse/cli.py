@@ -342,6 +342,22 @@ def rag_index(
         typer.echo(f"skipped {path}: {reason}")
 
 
+@rag_app.command("attach")
+def rag_attach(
+    kb: str = typer.Argument(..., help="Name of the knowledge base, as it was indexed on the other machine."),
+    store: str = typer.Option(..., "--store", help="The PostgreSQL database it lives in: postgresql://USER@HOST/DB "
+                              "(no password: PGPASSWORD or ~/.pgpass) or env:VARIABLE."),
+) -> None:
+    """Use a knowledge base that another machine indexed into PostgreSQL (servers sharing one database)."""
+    from inhouse.rag.pgstore import attach
+    from inhouse.rag.store import kb_path
+
+    found = attach(kb_path(kb), store)
+    meta = found.meta()
+    typer.echo(f"attached {kb}: {meta.get('chunks')} chunks, embedder {meta.get('embedder_name')}, "
+               f"updated {meta.get('updated_at')}")
+
+
 @rag_app.command("tune-embedder")
 @model_options(TuneConfig)
 def rag_tune_embedder(

@@ -192,3 +192,26 @@ def test_kb_names_live_under_home(home):
     assert resolve_kb("./some/kb").name == "kb"
     with pytest.raises(InhouseError):
         kb_path("..")
+
+
+def test_a_postgresql_kb_records_no_password_and_another_home_can_attach_it(tmp_path, embedder, pg_dsn, monkeypatch):
+    from inhouse.errors import ConflictError, InvalidInputError, NotFoundError
+    from inhouse.rag.pgstore import attach, location
+    from inhouse.rag.store import open_kb
+
+    with pytest.raises(InvalidInputError, match="holds a password") as err:
+        location("postgresql://app:s3cret@db.example/kb", "docs")
+    assert "s3cret" not in str(err.value)
+    monkeypatch.setenv("INHOUSE_TEST_PG", pg_dsn)
+    s = store_at(tmp_path / "one" / "docs", "env:INHOUSE_TEST_PG")
+    publish(s, embedder, list(TEXTS))
+    assert (tmp_path / "one" / "docs" / "store.json").read_text().count("INHOUSE_TEST_PG") == 1
+    with pytest.raises(NotFoundError, match="no published knowledge base 'other'"):
+        attach(tmp_path / "two" / "other", pg_dsn)
+    attach(tmp_path / "two" / "docs", pg_dsn)  # the same name on a second machine, the URL given directly
+    assert open_kb(tmp_path / "two" / "docs").count() == len(TEXTS)
+    with pytest.raises(ConflictError, match="lives in postgresql"):
+        store_at(tmp_path / "two" / "docs", "env:ELSEWHERE")
+    monkeypatch.delenv("INHOUSE_TEST_PG")
+    with pytest.raises(InhouseError, match=r"\$INHOUSE_TEST_PG, which is not set"):
+        open_kb(tmp_path / "one" / "docs").count()

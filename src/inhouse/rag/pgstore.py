@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from inhouse import atomic, outputs
-from inhouse.errors import ConflictError, InhouseError, InvalidInputError
+from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
 from inhouse.rag.chunk import Chunk, Hit
 from inhouse.rag.store import COLUMNS, FORMAT, KB_KIND, STORE_FILE, Store, _chunk, check_kb_folder, like_pattern
 
@@ -116,6 +116,23 @@ def _conninfo(loc: Mapping[str, Any]) -> str:
     return loc["dsn"]
 
 
+def attach(path: Path, spec: str) -> PgStore:
+    """Make folder `path` name the PostgreSQL knowledge base of the same name that another machine indexed
+    (several servers sharing one database): only store.json is written, after the database confirms it."""
+    store = PgStore(path, location(spec, path.name))
+    if not store.meta():
+        raise NotFoundError(f"no published knowledge base {path.name!r} in {shown(store.loc)}; "
+                            "index it first (inhouse rag index FOLDER --kb NAME --store ...)")
+    check_kb_folder(path)
+    existing = path / STORE_FILE
+    if existing.is_file() and PgStore.from_folder(path).loc != store.loc:
+        raise ConflictError(f"{path} already names another store; choose another --kb")
+    if (path / "kb.json").is_file():
+        raise ConflictError(f"{path} is an embedded (LanceDB) knowledge base; choose another name")
+    store._mark()
+    return store
+
+
 # -- connections: a small per-process pool, so a server does not connect per request ------------
 
 _pool: dict[tuple[int, str], list[Any]] = {}
@@ -138,7 +155,7 @@ def _connect(loc: Mapping[str, Any], autocommit: bool) -> Any:
 @contextmanager
 def _reader(loc: Mapping[str, Any]) -> Iterator[Any]:
     """An autocommit connection (each statement sees the latest published state) for one operation."""
-    key = (os.getpid(), json.dumps(dict(loc), sort_keys=True))
+    key = (os.getpid(), _conninfo(loc))  # read each time: a variable that changed or went away is noticed
     with _pool_lock:
         conn = _pool.get(key, []).pop() if _pool.get(key) else None
     if conn is None or conn.closed or conn.broken:
