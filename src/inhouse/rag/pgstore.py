@@ -324,19 +324,21 @@ class PgStore(Store):
     def _bm25_sql(self, cond: Any) -> Any:
         """One statement, so the statistics (N, mean length, document frequencies) and the matches come
         from the same snapshot. idf = ln(1 + (N - df + 0.5) / (df + 0.5)), as Lucene and LanceDB. Each term
-        is looked up in the GIN index on its own; its frequency in a chunk is ts_rank_cd of that one term
-        with unit weights and no normalisation (computed in C, no unnesting of the tsvector)."""
+        is looked up in the GIN index once: df is counted over its matches before the filter, and its
+        frequency in a chunk is ts_rank_cd of that one term with unit weights and no normalisation
+        (computed in C, no unnesting of the tsvector). The cost grows with the chunks matching any query
+        word: there is no early termination as in LanceDB's index."""
         sql = _sql()
         return sql.SQL("""
 WITH kb AS (SELECT (meta->>'chunks')::float8 AS n, greatest((meta->>'avg_len')::float8, 1) AS avgdl
             FROM {kbs} WHERE name = %s),
-terms AS (SELECT DISTINCT quote_literal(u.lexeme)::tsquery AS q FROM unnest(to_tsvector('english', %s)) u),
-idf AS (SELECT t.q, ln(1 + (kb.n - d.df + 0.5) / (d.df + 0.5)) AS w FROM terms t CROSS JOIN kb
-        CROSS JOIN LATERAL (SELECT count(*)::float8 AS df FROM {t} c WHERE c.tsv @@ t.q) d),
-scored AS (SELECT c.chunk_id, sum(i.w * f.tf * {k1p} / (f.tf + {k1} * (1 - {b} + {b} * c.doc_len / kb.avgdl))) AS score
-           FROM idf i CROSS JOIN kb JOIN {t} c ON c.tsv @@ i.q
-           CROSS JOIN LATERAL (SELECT ts_rank_cd('{{1,1,1,1}}', c.tsv, i.q, 0) AS tf) f
-           WHERE {cond} GROUP BY c.chunk_id)
+terms AS (SELECT DISTINCT u.lexeme, quote_literal(u.lexeme)::tsquery AS q FROM unnest(to_tsvector('english', %s)) u),
+matches AS (SELECT c.chunk_id, c.doc_len, ts_rank_cd('{{1,1,1,1}}', c.tsv, t.q, 0) AS tf, {cond} AS keep,
+                   count(*) OVER (PARTITION BY t.lexeme)::float8 AS df
+            FROM terms t JOIN {t} c ON c.tsv @@ t.q),
+scored AS (SELECT m.chunk_id, sum(ln(1 + (kb.n - m.df + 0.5) / (m.df + 0.5)) * m.tf * {k1p}
+                                  / (m.tf + {k1} * (1 - {b} + {b} * m.doc_len / kb.avgdl))) AS score
+           FROM matches m CROSS JOIN kb WHERE m.keep GROUP BY m.chunk_id)
 SELECT {cols}, s.score FROM scored s JOIN {t} c USING (chunk_id) ORDER BY s.score DESC, chunk_id LIMIT %s
 """).format(kbs=sql.Identifier(KBS), t=self._ident(), cond=cond, k1p=sql.Literal(K1 + 1), k1=sql.Literal(K1),
             b=sql.Literal(B), cols=sql.SQL(", ").join(sql.Identifier("c", c) for c in COLUMNS))
