@@ -142,7 +142,6 @@ _pool_lock = threading.Lock()
 def _connect(loc: Mapping[str, Any], autocommit: bool) -> Any:
     _sql()
     import psycopg
-    from pgvector.psycopg import register_vector
 
     try:
         conn = psycopg.connect(_conninfo(loc), autocommit=autocommit, connect_timeout=10)
