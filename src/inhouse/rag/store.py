@@ -26,8 +26,9 @@ Vector search is exact (no ANN index): fine up to a few hundred thousand
 chunks. Do not fork a process once lancedb is in use (its runtime threads do
 not survive a fork); the lock is flock, meant for a local filesystem.
 
-`Store` is the interface search and index use, so a server-backed store can
-replace LanceDB for larger corpora.
+`Store` is the interface search and index use; `store_at` picks the backend of
+a knowledge base: this LanceDB table, or PostgreSQL + pgvector
+(`inhouse.rag.pgstore`) when the folder holds a `store.json` saying so.
 """
 
 from __future__ import annotations
