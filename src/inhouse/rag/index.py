@@ -37,7 +37,8 @@ from inhouse import atomic, outputs, paths
 from inhouse.events import Events, Stopped
 from inhouse.rag.chunk import HEADING_SEP, Chunk
 from inhouse.rag.embed import Embedder, load_embedder
-from inhouse.rag.store import LanceStore, check_kb_folder, kb_path, resolve_kb
+from inhouse.errors import InvalidInputError
+from inhouse.rag.store import LanceStore, Store, check_kb_folder, kb_path, resolve_kb, store_at
 
 __all__ = ["IndexReport", "default_chunker", "index", "kb_path"]
 
@@ -70,37 +71,41 @@ def default_chunker(embedder: Embedder, max_tokens: int = 256, overlap: int = 32
 def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | str | None = None,
           chunker: Callable[[Any], Sequence[Any]] | None = None, progress: bool = True,
           batch_size: int = 64, lock_timeout: float = 0.0, follow_links: bool = False,
-          events: Events | None = None, reindex: bool = False) -> IndexReport:
+          events: Events | None = None, reindex: bool = False, store: str | None = None) -> IndexReport:
     """Bring knowledge base `kb` (a name under paths.kbs(), or a folder) in line with the files under `root`;
-    `reindex`: rebuild it whole (with `embedder`, else its own), replacing it once complete."""
+    `reindex`: rebuild it whole (with `embedder`, else its own), replacing it once complete; `store`: where
+    a new knowledge base keeps its chunks (see `inhouse.rag.config.STORE_HELP`)."""
     from inhouse.rag.ingest import scan_folder
 
     root = Path(root).expanduser().resolve()
-    store = LanceStore(resolve_kb(kb))
-    outputs.check_not_overlapping(store.path, [root], flag="--kb")
-    check_kb_folder(store.path)  # before the embedder loads; the writer checks again
-    if reindex and store.meta():
-        again = {"embedder": embedder if embedder is not None else store.meta().get("embedder_name"),
+    target = store_at(resolve_kb(kb), store)
+    outputs.check_not_overlapping(target.path, [root], flag="--kb")
+    check_kb_folder(target.path)  # before the embedder loads; the writer checks again
+    if reindex and target.meta() and not isinstance(target, LanceStore):
+        raise InvalidInputError(f"--reindex is not supported yet for a PostgreSQL knowledge base ({target.path}); "
+                                "index into a new knowledge base instead")
+    if reindex and target.meta():
+        again = {"embedder": embedder if embedder is not None else target.meta().get("embedder_name"),
                  "chunker": chunker, "progress": progress, "batch_size": batch_size,
                  "follow_links": follow_links, "events": events}
-        return rebuild(store, lambda staged: index(root, staged, **again), lock_timeout)
+        return rebuild(target, lambda staged: index(root, staged, **again), lock_timeout)
     files, skipped = scan_folder(root, follow_links=follow_links)
     skipped = [(paths.shown(_rel(root, p)), why) for p, why in skipped]
     if embedder is None or isinstance(embedder, (str, os.PathLike)):  # None: the one the KB was built with
-        embedder = load_embedder(str(embedder) if embedder is not None else store.meta().get("embedder_name"))
+        embedder = load_embedder(str(embedder) if embedder is not None else target.meta().get("embedder_name"))
     chunker = chunker or default_chunker(embedder)
     report = IndexReport(skipped_files=skipped)
-    with store.writer(embedder.name, embedder.dim, timeout=lock_timeout, resume_key=str(root)):
-        old, point = store.manifest(), store.resume_point()
+    with target.writer(embedder.name, embedder.dim, timeout=lock_timeout, resume_key=str(root)):
+        old, point = target.manifest(), target.resume_point()
         done, gone = point.get("done", {}), set(point.get("deleted", []))
         manifest, todo = _plan(root, files, old, report, done, gone)
         written = {rel: entry for rel, entry in done.items() if manifest.get(rel) is entry}  # resumed
         deleted = [*(p for p in report.changed if p not in written), *report.removed]
-        store.delete_docs(deleted)
+        target.delete_docs(deleted)
         gone.update(deleted)
-        report.chunks_written = _write(store, embedder, chunker, todo, manifest, written, report, progress,
-                                       batch_size, lambda: store.checkpoint(written, sorted(gone)), events or Events())
-        store.commit(manifest, root=str(root))
+        report.chunks_written = _write(target, embedder, chunker, todo, manifest, written, report, progress,
+                                       batch_size, lambda: target.checkpoint(written, sorted(gone)), events or Events())
+        target.commit(manifest, root=str(root))
     return report
 
 
@@ -144,7 +149,7 @@ def _plan(root: Path, files: Iterable[Path], old: dict, report: IndexReport, don
     return manifest, todo
 
 
-def _write(store: LanceStore, embedder: Embedder, chunker: Callable, todo: list[tuple[str, Path]],
+def _write(store: Store, embedder: Embedder, chunker: Callable, todo: list[tuple[str, Path]],
            manifest: dict, written: dict, report: IndexReport, progress: bool, batch_size: int,
            checkpoint: Callable[[], None], events: Events) -> int:
     """Load, chunk, embed and upsert the docs to do, FLUSH_CHUNKS at a time; returns chunks written.
@@ -183,7 +188,7 @@ def _write(store: LanceStore, embedder: Embedder, chunker: Callable, todo: list[
     return chunks_out + _flush(store, embedder, pending, batch_size)
 
 
-def _flush(store: LanceStore, embedder: Embedder, pending: list[tuple[Any, Any]], batch_size: int) -> int:
+def _flush(store: Store, embedder: Embedder, pending: list[tuple[Any, Any]], batch_size: int) -> int:
     """Embed and upsert the pending chunks, then empty the list."""
     if not pending:
         return 0

@@ -26,8 +26,9 @@ Vector search is exact (no ANN index): fine up to a few hundred thousand
 chunks. Do not fork a process once lancedb is in use (its runtime threads do
 not survive a fork); the lock is flock, meant for a local filesystem.
 
-`Store` is the interface search and index use, so a server-backed store can
-replace LanceDB for larger corpora.
+`Store` is the interface search and index use; `store_at` picks the backend of
+a knowledge base: this LanceDB table, or PostgreSQL + pgvector
+(`inhouse.rag.pgstore`) when the folder holds a `store.json` saying so.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ TABLE = "chunks"
 META = "kb.json"
 LOCK = ".lock"
 RESUME = "resume.json"
+STORE_FILE = "store.json"  # only in a knowledge base whose chunks live elsewhere (PostgreSQL)
 FORMAT = 1
 COLUMNS = tuple(FILTER_KEYS)  # every column but the vector
 _DELETE_BATCH = 500
@@ -80,9 +82,32 @@ def resolve_kb(kb: str | os.PathLike) -> Path:
     return kb_path(text)
 
 
-def open_kb(kb: str | os.PathLike) -> LanceStore:
-    """A knowledge base that exists (by library name or folder), ready to read."""
-    store = LanceStore(resolve_kb(kb))
+def store_at(path: Path, store: str | None = None) -> Store:
+    """The store of the knowledge base at `path`: where its store.json points (PostgreSQL), else the
+    embedded LanceDB table in the folder. `store` (a --store value) chooses the backend of a new one;
+    an existing knowledge base keeps its own."""
+    from inhouse.rag import pgstore
+
+    if (path / STORE_FILE).is_file():
+        found = pgstore.PgStore.from_folder(path)
+        if store and pgstore.location(store, path.name) != found.loc:
+            raise ConflictError(f"knowledge base {path} lives in {pgstore.shown(found.loc)}, not the --store given; "
+                                "leave --store out, or index into a new knowledge base")
+        return found
+    if not store or store == "lancedb":
+        return LanceStore(path)
+    if not pgstore.is_store_spec(store):
+        raise InvalidInputError("--store: give lancedb (the default), a postgresql:// connection string "
+                                "or env:VARIABLE (a variable holding one)")
+    if (path / META).is_file():
+        raise ConflictError(f"knowledge base {path} already lives in LanceDB; index into a new knowledge base "
+                            "to move it to PostgreSQL")
+    return pgstore.PgStore(path, pgstore.location(store, path.name))
+
+
+def open_kb(kb: str | os.PathLike) -> Store:
+    """A knowledge base that exists (by library name or folder), ready to read, whichever its backend."""
+    store = store_at(resolve_kb(kb))
     if not store.meta():
         known = sorted(p.name for p in kbs().iterdir() if p.is_dir()) if kbs().is_dir() else []
         raise NotFoundError(f"no knowledge base at {store.path}{did_you_mean(os.fspath(kb), known)}; "
@@ -97,7 +122,7 @@ def check_kb_folder(path: Path) -> None:
         raise InvalidInputError(f"--kb {path} is a file, not a knowledge base folder")
     if not path.is_dir() or outputs.is_empty_dir(path) or outputs.marker_kind(path) == KB_KIND:
         return
-    if (path / META).is_file() or (path / "lance").is_dir():  # made before the marker existed
+    if (path / META).is_file() or (path / "lance").is_dir() or (path / STORE_FILE).is_file():  # pre-marker
         return
     raise ConflictError(f"--kb {path} exists and was not written by inhouse (it is not a knowledge base); "
                         "give a new folder or a knowledge base name")

@@ -32,7 +32,7 @@ from inhouse.events import Events, Stopped
 from inhouse.rag.config import TuneConfig
 from inhouse.rag.embed import default_device, embedder_path, resolve_embedder
 from inhouse.rag.pairs import Pair, count_by_kind, pairs_digest, qa_pairs, synthetic_pairs
-from inhouse.rag.store import LanceStore, Store, open_kb
+from inhouse.rag.store import Store, open_kb
 
 EMBEDDER_KIND = "embedder"
 LINEAGE = "inhouse.json"
@@ -252,7 +252,7 @@ def _save(model: Any, folder: Path, lineage: EmbedderLineage) -> None:
     atomic.write_json(folder / LINEAGE, lineage.model_dump(mode="json"))
 
 
-def _kb_info(store: LanceStore) -> dict[str, Any]:
+def _kb_info(store: Store) -> dict[str, Any]:
     meta = store.meta()
     return {"name": store.path.name, "path": str(store.path), "embedder": meta.get("embedder_name"),
             "table_version": meta.get("table_version"), "root": meta.get("root"), "chunks": store.count()}

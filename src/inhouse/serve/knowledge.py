@@ -44,10 +44,10 @@ def _embed(texts: list[str]) -> tuple[Any, int]:
 
 def _kb(name: str) -> Any:
     """The store of knowledge base `name`; 404 for an unknown or unsafe name."""
-    from inhouse.rag.store import LanceStore, kb_path
+    from inhouse.rag.store import kb_path, store_at
 
     try:
-        store = LanceStore(kb_path(name))
+        store = store_at(kb_path(name))
     except InvalidInputError:
         raise NotFoundError(f"No vector store found with id '{name}'.") from None
     if not store.meta():
@@ -74,9 +74,20 @@ def _epoch(iso: str | None) -> int | None:
 
 
 def _all_stores() -> list[dict[str, Any]]:
+    """Every published knowledge base: an embedded one has kb.json, a PostgreSQL one a store.json
+    (and is listed once its first index run has committed)."""
+    from inhouse.rag.store import META, STORE_FILE
+
     root = paths.kbs()
-    names = sorted(p.name for p in root.iterdir() if (p / "kb.json").is_file()) if root.is_dir() else []
-    return [_vector_store(_kb(n)) for n in names]
+    names = sorted(p.name for p in root.iterdir() if (p / META).is_file() or (p / STORE_FILE).is_file()) \
+        if root.is_dir() else []
+    stores = []
+    for name in names:
+        try:
+            stores.append(_vector_store(_kb(name)))
+        except NotFoundError:
+            continue
+    return stores
 
 
 @router.get("/v1/vector_stores")
@@ -156,10 +167,10 @@ def _index_uploads(store_id: str, uploads: list) -> dict[str, Any]:
 
     from inhouse.errors import ConflictError
     from inhouse.rag.index import index
-    from inhouse.rag.store import LanceStore, kb_path
+    from inhouse.rag.store import kb_path, store_at
 
     target, root = kb_path(store_id), paths.home() / "kb-sources" / store_id
-    existing = LanceStore(target).meta().get("root")
+    existing = store_at(target).meta().get("root")
     if existing and Path(existing) != root:
         raise ConflictError(f"vector store '{store_id}' indexes {existing}; add documents there and run "
                             f"'inhouse rag index' again")
@@ -175,4 +186,4 @@ def _index_uploads(store_id: str, uploads: list) -> dict[str, Any]:
     report = index(root, store_id, progress=False)
     return {"added": report.added, "changed": report.changed, "skipped": [{"path": p, "reason": r}
                                                                           for p, r in report.skipped_files],
-            "chunks_written": report.chunks_written, "vector_store": _vector_store(LanceStore(target))}
+            "chunks_written": report.chunks_written, "vector_store": _vector_store(store_at(target))}
