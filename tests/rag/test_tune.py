@@ -92,30 +92,40 @@ def test_tuned_embedder_is_saved_with_lineage_and_loads_by_name(setup, home):
     assert not list(paths.embedders().glob(".*staging*"))
 
 
-def test_another_embedder_needs_reindex_which_swaps_the_whole_index(setup, home):
+def test_another_embedder_needs_reindex_which_swaps_the_whole_index(setup, home, backend):
+    """In LanceDB through a staging folder, in PostgreSQL in the commit's transaction: the same result."""
+    name = f"shop-re-{'pg' if backend else 'lance'}"
     with pytest.raises(ConflictError, match="--reindex"):
         index(setup.root, "shop", embedder="shop-codes", progress=False)
-    index(setup.root, "shop-re", progress=False)
-    report = index(setup.root, "shop-re", embedder="shop-codes", reindex=True, progress=False)
-    meta = json.loads((paths.kbs() / "shop-re" / "kb.json").read_text())
+    index(setup.root, name, progress=False, store=backend)
+    report = index(setup.root, name, embedder="shop-codes", reindex=True, progress=False)
+    meta = open_kb(name).meta()
     assert meta["embedder_name"] == "shop-codes" and sorted(report.added) == sorted(DOCS)
-    assert search("shop-re", "Tell me about KX-41.", k=1, mode="vector")[0].doc_path == "shipping.txt"
-    assert search("shop-re", "refund", k=1, mode="hybrid")  # search reloads the tuned embedder by its name
-    again = index(setup.root, "shop-re", progress=False)  # incremental runs keep the tuned embedder
+    assert search(name, "Tell me about KX-41.", k=1, mode="vector")[0].doc_path == "shipping.txt"
+    assert search(name, "refund", k=1, mode="hybrid")  # search reloads the tuned embedder by its name
+    again = index(setup.root, name, progress=False)  # incremental runs keep the tuned embedder
     assert again.unchanged == len(DOCS) and again.chunks_written == 0
+    fewer = setup.tmp / f"fewer-{name}"
+    fewer.mkdir()
+    for doc in ("shipping.txt", "hours.txt"):
+        (fewer / doc).write_text((setup.root / doc).read_text(encoding="utf-8"), encoding="utf-8")
+    index(fewer, name, reindex=True, progress=False)  # a rebuild keeps nothing of the old index
+    assert {c.doc_path for c in open_kb(name).chunks()} == {"shipping.txt", "hours.txt"}
+    assert open_kb(name).count() == len({c.chunk_id for c in open_kb(name).chunks()})
     assert not [p for p in paths.kbs().iterdir() if p.name.startswith(".")]
 
 
-def test_a_failed_rebuild_leaves_the_old_index(setup, home, monkeypatch):
+def test_a_failed_rebuild_leaves_the_old_index(setup, home, monkeypatch, backend):
     from inhouse.rag import index as index_mod
 
-    index(setup.root, "shop-keep", progress=False)
-    before = (paths.kbs() / "shop-keep" / "kb.json").read_text()
+    name = f"shop-keep-{'pg' if backend else 'lance'}"
+    index(setup.root, name, progress=False, store=backend)
+    before, count = open_kb(name).meta(), open_kb(name).count()
     monkeypatch.setattr(index_mod, "_flush", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
     with pytest.raises(RuntimeError, match="disk full"):
-        index(setup.root, "shop-keep", embedder="shop-codes", reindex=True, progress=False)
-    assert (paths.kbs() / "shop-keep" / "kb.json").read_text() == before
-    assert search("shop-keep", "refund", k=1, mode="vector")
+        index(setup.root, name, embedder="shop-codes", reindex=True, progress=False)
+    assert open_kb(name).meta() == before and open_kb(name).count() == count
+    assert search(name, "refund", k=1, mode="vector")
 
 
 def test_an_existing_name_is_refused_unless_overwrite(setup, home):

@@ -15,8 +15,10 @@ folder is still recognised; the root itself is recorded in kb.json.
 `reindex=True` rebuilds a published knowledge base from scratch, with another
 embedder if one is given (vectors of two models never share an index): the new
 index is written into a staging folder beside it while the old one's writer
-lock is held, and renamed into place only when complete. Readers search the old
-index until then; a crash leaves it as it was (a rebuild does not resume).
+lock is held, and renamed into place only when complete. In PostgreSQL the new
+chunks are staged instead and replace the old ones in the commit's one transaction
+(an embedder of the same dimension). Readers search the old index until then; a
+crash leaves it as it was (a rebuild does not resume).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from inhouse import atomic, outputs, paths
 from inhouse.events import Events, Stopped
 from inhouse.rag.chunk import HEADING_SEP, Chunk
 from inhouse.rag.embed import Embedder, load_embedder
-from inhouse.errors import InvalidInputError
 from inhouse.rag.store import LanceStore, Store, check_kb_folder, kb_path, resolve_kb, store_at
 
 __all__ = ["IndexReport", "default_chunker", "index", "kb_path"]
@@ -81,10 +82,8 @@ def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | s
     target = store_at(resolve_kb(kb), store)
     outputs.check_not_overlapping(target.path, [root], flag="--kb")
     check_kb_folder(target.path)  # before the embedder loads; the writer checks again
-    if reindex and target.meta() and not isinstance(target, LanceStore):
-        raise InvalidInputError(f"--reindex is not supported yet for a PostgreSQL knowledge base ({target.path}); "
-                                "index into a new knowledge base instead")
-    if reindex and target.meta():
+    replace = bool(reindex and target.meta()) and not isinstance(target, LanceStore)  # rebuilt in place
+    if reindex and target.meta() and not replace:
         again = {"embedder": embedder if embedder is not None else target.meta().get("embedder_name"),
                  "chunker": chunker, "progress": progress, "batch_size": batch_size,
                  "follow_links": follow_links, "events": events}
@@ -95,8 +94,8 @@ def index(root: str | os.PathLike, kb: str | os.PathLike, embedder: Embedder | s
         embedder = load_embedder(str(embedder) if embedder is not None else target.meta().get("embedder_name"))
     chunker = chunker or default_chunker(embedder)
     report = IndexReport(skipped_files=skipped)
-    with target.writer(embedder.name, embedder.dim, timeout=lock_timeout, resume_key=str(root)):
-        old, point = target.manifest(), target.resume_point()
+    with target.writer(embedder.name, embedder.dim, timeout=lock_timeout, resume_key=str(root), replace=replace):
+        old, point = ({}, {}) if replace else (target.manifest(), target.resume_point())
         done, gone = point.get("done", {}), set(point.get("deleted", []))
         manifest, todo = _plan(root, files, old, report, done, gone)
         written = {rel: entry for rel, entry in done.items() if manifest.get(rel) is entry}  # resumed

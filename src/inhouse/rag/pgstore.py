@@ -233,6 +233,7 @@ class PgStore(Store):
         self._embedder_name = ""
         self._resume: dict = {}
         self._resume_key: str | None = None
+        self._replace = False
 
     @classmethod
     def from_folder(cls, path: Path) -> PgStore:
@@ -346,14 +347,17 @@ SELECT {cols}, s.score FROM scored s JOIN {t} c USING (chunk_id) ORDER BY s.scor
 
     @contextmanager
     def writer(self, embedder_name: str, dim: int, timeout: float = 0.0,
-               resume_key: str | None = None) -> Iterator[PgStore]:
-        """Hold the advisory lock for the block; readers go on reading the published state meanwhile."""
+               resume_key: str | None = None, replace: bool = False) -> Iterator[PgStore]:
+        """Hold the advisory lock for the block; readers go on reading the published state meanwhile.
+        `replace` (a rebuild, perhaps with another embedder of the same dimension): the commit deletes every
+        published chunk and inserts the staged ones in its one transaction; it never resumes."""
         with self.locked(timeout) as conn:
             try:
                 self._mark()
-                self._check_embedder(embedder_name, dim)
+                self._check_embedder(embedder_name, dim, replace)
                 self._create(conn, dim)
-                self._resume_key, self._dim, self._embedder_name = resume_key, dim, embedder_name
+                self._replace = replace
+                self._resume_key, self._dim, self._embedder_name = (None if replace else resume_key), dim, embedder_name
                 self._resume = self._open_stage(conn)
                 self._conn = conn
                 yield self
@@ -389,9 +393,13 @@ SELECT {cols}, s.score FROM scored s JOIN {t} c USING (chunk_id) ORDER BY s.scor
         if not (self.path / STORE_FILE).is_file():
             atomic.write_json(self.path / STORE_FILE, self.loc)
 
-    def _check_embedder(self, name: str, dim: int) -> None:
+    def _check_embedder(self, name: str, dim: int, replace: bool = False) -> None:
         meta = self.meta()
-        if meta and (meta.get("embedder_name"), meta.get("dim")) != (name, dim):
+        if meta and replace and meta.get("dim") != dim:
+            raise ConflictError(
+                f"knowledge base {self.path} stores {meta.get('dim')}-d vectors in {shown(self.loc)}; a rebuild "
+                f"with a {dim}-d embedder is not supported there yet: index into a new knowledge base")
+        if meta and not replace and (meta.get("embedder_name"), meta.get("dim")) != (name, dim):
             raise ConflictError(
                 f"knowledge base {self.path} was indexed with embedder {meta.get('embedder_name')} "
                 f"({meta.get('dim')}-d), not {name} ({dim}-d); use that embedder or index into a new knowledge base")
@@ -523,6 +531,8 @@ SELECT {cols}, s.score FROM scored s JOIN {t} c USING (chunk_id) ORDER BY s.scor
         conn, old = self._writing(), self.meta()
         sql = _sql()
         t, stage, deleted = self._ident(), self._ident("__stage"), self._ident("__deleted")
+        if self._replace:  # readers keep the old rows until this transaction commits
+            conn.execute(sql.SQL("DELETE FROM {}").format(t))
         conn.execute(sql.SQL("DELETE FROM {} c USING {} d WHERE c.doc_path = d.doc_path").format(t, deleted))
         conn.execute(sql.SQL("DELETE FROM {} c USING {} s WHERE c.chunk_id = s.chunk_id").format(t, stage))
         conn.execute("SET LOCAL maintenance_work_mem = '512MB'")

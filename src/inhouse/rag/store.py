@@ -190,9 +190,11 @@ class Store(ABC):
     """
 
     @abstractmethod
-    def writer(self, embedder_name: str, dim: int, timeout: float = 0.0, resume_key: str | None = None) -> Any:
+    def writer(self, embedder_name: str, dim: int, timeout: float = 0.0, resume_key: str | None = None,
+               replace: bool = False) -> Any:
         """Context manager: take the writer lock, refuse another embedder, drop uncommitted writes
-        (except those of a checkpoint made under the same `resume_key`, when the store can resume)."""
+        (except those of a checkpoint made under the same `resume_key`, when the store can resume).
+        `replace`: the commit replaces every chunk (a rebuild, with this embedder), where the store can."""
 
     @abstractmethod
     def upsert(self, chunks: Sequence[Chunk], vectors: Any) -> int:
@@ -362,8 +364,11 @@ class LanceStore(Store):
 
     @contextmanager
     def writer(self, embedder_name: str, dim: int, timeout: float = 0.0,
-               resume_key: str | None = None) -> Iterator[LanceStore]:
-        """Hold the writer lock for the block; readers go on reading the published version meanwhile."""
+               resume_key: str | None = None, replace: bool = False) -> Iterator[LanceStore]:
+        """Hold the writer lock for the block; readers go on reading the published version meanwhile.
+        A rebuild goes through a staging folder instead (`inhouse.rag.index.rebuild`)."""
+        if replace:
+            raise NotImplementedError("a LanceDB knowledge base is rebuilt in a staging folder (index.rebuild)")
         with self.locked(timeout):
             try:
                 self._mark()
