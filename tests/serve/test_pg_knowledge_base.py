@@ -54,3 +54,34 @@ def test_the_ui_pages_list_and_show_the_knowledge_base(pg_server_over_shop):
         assert sorted(d["path"] for d in json.load(docs)["data"]) == sorted(DOCS)
     with urllib.request.urlopen(url + "/v1/vector_stores/shop/documents/content?path=returns.md") as doc:
         assert json.load(doc)["text"] == DOCS["returns.md"]
+
+
+def test_documents_uploaded_to_a_server_with_kb_store_land_in_postgresql(tmp_path, tiny_dir, pg_dsn):
+    """`inhouse serve --kb-store URL`: a knowledge base the server creates from uploads lives in PostgreSQL."""
+    import json
+    import urllib.request
+    import uuid
+
+    home = tmp_path / "home"
+    srv = Server(home, tiny_dir, "--served-model-name", "tiny", "--kb-store", pg_dsn)
+    try:
+        boundary = uuid.uuid4().hex
+        body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+                        f"Content-Type: text/plain\r\n\r\n{text}\r\n".encode() for name, text in DOCS.items())
+        request = urllib.request.Request(srv.url + "/v1/vector_stores/uploaded/documents", method="POST",
+                                         data=body + f"--{boundary}--\r\n".encode(),
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                                                  "Authorization": "Bearer unused"})  # an API client
+        with urllib.request.urlopen(request) as response:
+            assert sorted(json.load(response)["added"]) == sorted(DOCS)
+        assert (home / "kb" / "uploaded" / "store.json").is_file() and not (home / "kb" / "uploaded" / "kb.json").exists()
+        results = list(srv.client().vector_stores.search("uploaded", query="how long do refunds take", max_num_results=1))
+        assert results[0].filename == "returns.md"
+    finally:
+        srv.stop()
+
+
+def test_a_kb_store_with_a_password_stops_the_server_at_start(tmp_path, tiny_dir):
+    code, out, err = run_cli("serve", "--model", tiny_dir, "--kb-store", "postgresql://me:secret@db.example/kb",
+                             env={"INHOUSE_HOME": str(tmp_path / "home")})
+    assert code != 0 and "password" in err and "secret" not in out + err and "Traceback" not in err

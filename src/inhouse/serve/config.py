@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ServeConfig(BaseModel):
@@ -24,3 +24,21 @@ class ServeConfig(BaseModel):
     allow_model_paths: bool | None = Field(None, description="Let fine-tuning jobs name a model folder on this machine by its absolute path (default: on when bound to loopback with no API key, where every client is this machine's user; off otherwise).")
     cors_origin: list[str] | None = Field(None, description="Origins allowed to call the API from a browser (CORS off when unset), comma-separated.")
     default_max_tokens: int = Field(4096, ge=1, le=32768, description="Answer length when a request sets no max_tokens (never past the context).")
+    kb_store: str | None = Field(None, description="Where a knowledge base created by uploading documents to the server keeps its chunks: a postgresql://USER@HOST/DB connection string without password (PGPASSWORD or ~/.pgpass supply it), or env:VARIABLE naming an environment variable that holds one (default: embedded LanceDB). Existing knowledge bases keep their own.")
+
+    @field_validator("kb_store")
+    @classmethod
+    def _known_store(cls, value: str | None) -> str | None:
+        """Checked at start (a password in the URL is refused here too), not at the first upload."""
+        if value is None or value == "lancedb":
+            return None
+        from inhouse.errors import InhouseError
+        from inhouse.rag import pgstore
+
+        if not pgstore.is_store_spec(value):
+            raise ValueError("give lancedb (the default), a postgresql:// connection string or env:VARIABLE")
+        try:
+            pgstore.location(value, "check")
+        except InhouseError as e:
+            raise ValueError(str(e).removeprefix("--store: ").replace("--store env:", "env:")) from None
+        return value

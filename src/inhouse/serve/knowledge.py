@@ -44,7 +44,7 @@ def _embed(texts: list[str]) -> tuple[Any, int]:
 
 def _kb(name: str) -> Any:
     """The store of knowledge base `name`; 404 for an unknown or unsafe name."""
-    from inhouse.rag.store import kb_path, store_at
+    from inhouse.rag.store import STORE_FILE, kb_path, store_at
 
     try:
         store = store_at(kb_path(name))
@@ -156,20 +156,21 @@ async def add_documents(store_id: str, request: Request) -> dict[str, Any]:
         uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
         if not uploads:
             raise InvalidInputError("Missing required parameter: 'file' (one or more documents).")
-        report = await run_in_threadpool(_index_uploads, store_id, uploads)
+        report = await run_in_threadpool(_index_uploads, store_id, uploads, request.app.state.config.kb_store)
     finally:
         await form.close()
     return report
 
 
-def _index_uploads(store_id: str, uploads: list) -> dict[str, Any]:
+def _index_uploads(store_id: str, uploads: list, kb_store: str | None = None) -> dict[str, Any]:
     import shutil
 
     from inhouse.errors import ConflictError
     from inhouse.rag.index import index
-    from inhouse.rag.store import kb_path, store_at
+    from inhouse.rag.store import STORE_FILE, kb_path, store_at
 
     target, root = kb_path(store_id), paths.home() / "kb-sources" / store_id
+    store = kb_store if not (target / STORE_FILE).is_file() and not store_at(target).meta() else None
     existing = store_at(target).meta().get("root")
     if existing and Path(existing) != root:
         raise ConflictError(f"vector store '{store_id}' indexes {existing}; add documents there and run "
@@ -183,7 +184,7 @@ def _index_uploads(store_id: str, uploads: list) -> dict[str, Any]:
         with open(partial, "wb") as out:
             shutil.copyfileobj(upload.file, out)
         partial.replace(root / name)  # a document appears whole or not at all
-    report = index(root, store_id, progress=False)
+    report = index(root, store_id, progress=False, store=store)
     return {"added": report.added, "changed": report.changed, "skipped": [{"path": p, "reason": r}
                                                                           for p, r in report.skipped_files],
             "chunks_written": report.chunks_written, "vector_store": _vector_store(store_at(target))}
