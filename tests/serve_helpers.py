@@ -20,6 +20,14 @@ DOCS = {
 }
 
 
+def check_shop_vector_store(client, store="shop") -> None:
+    """The knowledge base of DOCS as OpenAI's vector store API shows it, whichever backend holds it."""
+    stores = [s for s in client.vector_stores.list() if s.id == store]
+    assert stores and stores[0].file_counts.completed == len(DOCS)
+    results = list(client.vector_stores.search(store, query="how long do refunds take", max_num_results=2))
+    assert results[0].filename == "returns.md" and "Refunds take five working days" in results[0].content[0].text
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -44,7 +44,7 @@ def _embed(texts: list[str]) -> tuple[Any, int]:
 
 def _kb(name: str) -> Any:
     """The store of knowledge base `name`; 404 for an unknown or unsafe name."""
-    from inhouse.rag.store import STORE_FILE, kb_path, store_at
+    from inhouse.rag.store import kb_path, store_at
 
     try:
         store = store_at(kb_path(name))
