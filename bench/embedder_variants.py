@@ -49,6 +49,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sentence": {"pairs": ["sentence"]},
     "sentence, lr 5e-5, 3 epochs": {"pairs": ["sentence"], "learning_rate": 5e-5, "epochs": 3.0},
     "5 epochs, lr 5e-5": {"epochs": 5.0, "learning_rate": 5e-5},
+    # Not a product setting (yet): only the pairs BM25 does not already solve (its top hit is another
+    # chunk), so the dense side learns what the fusion's other list misses.
+    "BM25-hard pairs, lr 5e-5, 3 epochs": {"bm25_hard": True, "learning_rate": 5e-5, "epochs": 3.0},
 }
 
 
@@ -82,14 +85,26 @@ def train(settings: dict, chunks: list, max_len: int | None) -> tuple[Any, dict]
     from inhouse.rag.pairs import count_by_kind, synthetic_pairs
     from inhouse.rag.tune import _train, fresh_model, guided_or_all, split_held_out
 
+    settings = dict(settings)
+    hard = settings.pop("bm25_hard", False)
     config = TuneConfig(**({"max_seq_length": max_len} | settings))
     folder = resolve_embedder(None)[1]
     pairs = synthetic_pairs(chunks, config.pairs, config.seed)
+    if hard:
+        pairs = bm25_hard(pairs)
     train_pairs, _ = split_held_out(pairs, config)
     model = fresh_model(folder)
     negatives = guided_or_all(config, None)
     loss, steps = _train(model, train_pairs, config, Events(), folder if negatives == "guided" else None)
     return model, {"config": config.model_dump(), "pairs": count_by_kind(train_pairs), "loss": loss, "steps": steps}
+
+
+def bm25_hard(pairs: list) -> list:
+    """The pairs whose own chunk is not BM25's top hit for their pseudo-query (the stock knowledge base)."""
+    from inhouse.rag.store import open_kb
+
+    store = open_kb("cran")
+    return [p for p in pairs if [h.chunk_id for h in store.search_text(p.query, 1)] != [p.origin]]
 
 
 def evaluate(model: Any, chunks: list, state: dict) -> dict:
