@@ -170,8 +170,9 @@ def _index_uploads(store_id: str, uploads: list, kb_store: str | None = None) ->
     from inhouse.rag.store import STORE_FILE, kb_path, store_at
 
     target, root = kb_path(store_id), paths.home() / "kb-sources" / store_id
-    store = kb_store if not (target / STORE_FILE).is_file() and not store_at(target).meta() else None
-    existing = store_at(target).meta().get("root")
+    published = store_at(target).meta()
+    store = kb_store if not published and not (target / STORE_FILE).is_file() else None  # a new one only
+    existing = published.get("root")
     if existing and Path(existing) != root:
         raise ConflictError(f"vector store '{store_id}' indexes {existing}; add documents there and run "
                             f"'inhouse rag index' again")
