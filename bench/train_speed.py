@@ -4,6 +4,7 @@ Run on a CUDA machine (one call, a few minutes):
 
     python bench/train_speed.py --out results/          # all runs
     python bench/train_speed.py --smoke                  # tiny shapes, checks the plumbing
+    python bench/train_speed.py --group default long     # the recipe's default targets, long context
 
 Each run is a separate process (Liger patches transformers' classes, and peak
 memory must not leak between runs). Every run sees the same examples in the same
@@ -12,8 +13,16 @@ Before the first inhouse run of each model size an untimed run over the same ste
 fills Triton's on-disk kernel cache (Liger's kernels specialise on the packed row's
 length), as the first minutes of any real training run would.
 
-Reported per run: non-padding tokens/s, peak GPU memory (max allocated), MFU =
-4 x params x tokens/s / (bf16 matmul peak measured in this run), last-step loss.
+Reported per run: non-padding tokens/s, peak GPU memory (max allocated), MFU, last-step loss.
+
+MFU = model FLOPs of the timed steps / time / (bf16 matmul peak measured in this run), where the model
+FLOPs are, per token, 4 x the frozen matmul weights (forward, and backward to the inputs; the output
+head included, the embedding lookup not) + 6 x the LoRA weights (forward, input and weight gradients),
+plus causal attention: 6 x layers x heads x head_dim x sum over examples of length^2 (QK^T and AV forward,
+twice that backward). Recomputation by checkpointing is not counted: it is work, not model FLOPs.
+
+Long-context runs (`seq_len`) train one example of that many tokens per step (batch of one), with
+checkpointing and offload on; the runs beyond 32k find the longest sequence that trains on the GPU.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ from transformers import TrainerCallback
 
 GIB = 1024**3
 STEP_EXAMPLES = 16
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+ALL = ("all-linear",)  # the recipe's default targets
+RANK = 16
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,13 @@ class Spec:
     optimizer: str | None = None
     offload: bool | None = None  # None: the recipe's default (on with checkpointing on a GPU)
     compile: bool = False
+    peft_casts: bool = False  # PEFT's float32 copies of LoRA inputs, as before bf16_lora_inputs
+    seq_len: int | None = None  # long context: one example of this length per step
+    steps: int | None = None  # this run's own optimizer steps / untimed warm-up steps
+    warmup: int | None = None
+
+    def lora_targets(self) -> tuple[str, ...]:
+        return PROJECTIONS if self.targets == ("all-linear",) else self.targets
 
 
 def model_config(size: str):
@@ -79,19 +98,32 @@ def lengths(n: int, seed: int = 0) -> list[int]:
     return [int(min(2048, max(24, x))) for x in raw]
 
 
-def examples(n: int, vocab: int, avoid: int, seed: int = 0):
+def examples(n: int, vocab: int, avoid: int, seed: int = 0, seq_len: int | None = None):
     """Random tokens; the first 20-60% of each example is prompt (not trained)."""
     from inhouse.model.template import IGNORE, Encoded
 
     g = torch.Generator().manual_seed(seed + 1)
     out = []
-    for length in lengths(n, seed):
+    for length in ([seq_len] * n if seq_len else lengths(n, seed)):
         ids = torch.randint(0, vocab - 1, (length,), generator=g)
         ids[ids == avoid] = avoid + 1
         prompt = int(length * (0.2 + 0.4 * torch.rand(1, generator=g).item()))
         labels = [IGNORE] * prompt + ids[prompt:].tolist()
         out.append(Encoded(ids.tolist(), labels))
     return out
+
+
+def step_flops(size: str, targets: tuple[str, ...], lengths_: list[int]) -> float:
+    """Model FLOPs of training on examples of these lengths (the formula in the module docstring)."""
+    c = model_config(size)
+    h, inner, q, kv = c.hidden_size, c.intermediate_size, c.num_attention_heads * c.head_dim, \
+        c.num_key_value_heads * c.head_dim
+    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h), "gate_proj": (h, inner),
+              "up_proj": (h, inner), "down_proj": (inner, h)}
+    frozen = c.num_hidden_layers * sum(a * b for a, b in shapes.values()) + h * c.vocab_size
+    lora = c.num_hidden_layers * sum(RANK * (a + b) for name, (a, b) in shapes.items() if name in targets)
+    attention = 6 * c.num_hidden_layers * q * sum(n * n for n in lengths_)
+    return (4 * frozen + 6 * lora) * sum(lengths_) + attention
 
 
 def matmul_peak() -> float:
@@ -153,8 +185,8 @@ def baseline_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
     model.config.use_cache = False
     if spec.checkpointing:
         model.enable_input_require_grads()
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                             target_modules=list(spec.targets), task_type="CAUSAL_LM"))
+    model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=32, lora_dropout=0.0,
+                                             target_modules=list(spec.lora_targets()), task_type="CAUSAL_LM"))
     args = TrainingArguments(output_dir=run_dir, per_device_train_batch_size=spec.micro_batch,
                              gradient_accumulation_steps=spec.accumulation, max_steps=steps, learning_rate=1e-4,
                              bf16=True, gradient_checkpointing=spec.checkpointing, logging_steps=1,
@@ -176,13 +208,15 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
     from inhouse.train.speed import plan, prepare_model
 
     recipe = recipe_mod.build(
-        method=spec.method, lora_target_modules=list(spec.targets), lora_r=16, lora_alpha=32, lora_dropout=0.0,
+        method=spec.method, lora_target_modules=list(spec.targets), lora_r=RANK, lora_alpha=32, lora_dropout=0.0,
         batch_size=spec.micro_batch, gradient_accumulation=spec.accumulation, max_steps=steps, learning_rate=1e-4,
         lr_scheduler="constant", warmup_ratio=0.0, seed=0, packing=spec.packing, liger=spec.liger,
         gradient_checkpointing=spec.checkpointing, activation_offload=spec.offload, optimizer=spec.optimizer,
         compile=spec.compile,
-        max_seq_length=4096)
+        max_seq_length=max(4096, spec.seq_len or 0))
     speed = plan(recipe, model)
+    if spec.peft_casts:
+        speed = replace(speed, bf16_lora_inputs=False)
     model = attach_method(prepare_model(model, speed), recipe)
     trainer = build_trainer(recipe, model, tiny.build_tokenizer(), speed, EncodedSet(data, []), EncodedSet([], []),
                             Path(run_dir), [timer])
@@ -198,7 +232,10 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
     params = sum(p.numel() for p in model.parameters())
     if spec.method == "qlora":  # 4-bit tensors count two weights per byte
         params = _unquantised_params(spec.size)
-    data = examples(STEP_EXAMPLES * steps, model.config.vocab_size, tiny.build_tokenizer().pad_token_id)
+    per_step = 1 if spec.seq_len else STEP_EXAMPLES
+    steps, warmup = spec.steps or steps, spec.warmup if spec.warmup is not None else warmup
+    data = examples(per_step * steps, model.config.vocab_size, tiny.build_tokenizer().pad_token_id,
+                    seq_len=spec.seq_len)
     profiler = _profiler() if profile else None
     timer = StepTimer(warmup, steps, profiler)
     make = baseline_trainer if spec.baseline else inhouse_trainer
@@ -210,7 +247,10 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
     last_step, t_end, tok_end = timer.marks[-1]
     tokens_per_s = (tok_end - timer.tok0) / (t_end - timer.t0)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e][:steps]
+    timed = [len(e.input_ids) for e in data[per_step * warmup:per_step * last_step]]
+    flops = step_flops(spec.size, spec.lora_targets(), timed)
     result = {"spec": asdict(spec), "params": params, "tokens_per_s": tokens_per_s,
+              "model_tflops_per_s": flops / (t_end - timer.t0) / 1e12, "timed_lengths_sum": sum(timed),
               "peak_gib": timer.peak / GIB, "losses": losses, "last_loss": losses[-1],
               "timed_steps": last_step - warmup, "timed_tokens": tok_end - timer.tok0}
     if profiler is not None:
@@ -248,10 +288,11 @@ def specs(smoke: bool) -> list[Spec]:
     if smoke:
         return [Spec("baseline-tiny", "tiny", baseline=True), Spec("inhouse-lora-tiny", "tiny", micro_batch=16,
                 accumulation=1), Spec("inhouse-qlora-tiny", "tiny", method="qlora", micro_batch=16, accumulation=1,
-                checkpointing=True)]
+                checkpointing=True), Spec("inhouse-lora-tiny-long", "tiny", micro_batch=1, accumulation=1,
+                checkpointing=True, seq_len=8192, steps=3, warmup=1)]
     # The 8B pair runs twice, interleaved: "-again" against the first baseline shows the run-to-run spread.
     lora_8b = dict(size="8b", micro_batch=16, accumulation=1, checkpointing=True)
-    return [
+    short = [
         Spec("baseline-1b", "1b", baseline=True),
         Spec("inhouse-lora-1b", "1b", micro_batch=16, accumulation=1),
         Spec("inhouse-lora-1b-ckpt", "1b", micro_batch=16, accumulation=1, checkpointing=True),
@@ -264,27 +305,67 @@ def specs(smoke: bool) -> list[Spec]:
         Spec("inhouse-qlora-8b-paged8bit", "8b", method="qlora", micro_batch=16, accumulation=1,
              checkpointing=True, optimizer="paged_adamw_8bit"),
     ]
+    return short + default_targets() + long_context()
+
+
+def default_targets() -> list[Spec]:
+    """The recipe's default: LoRA r16 on every linear layer ("-all"); "-peft-casts" puts back PEFT's float32
+    copies of the LoRA inputs, as inhouse ran before bf16_lora_inputs."""
+    lora_8b = dict(size="8b", micro_batch=16, accumulation=1, checkpointing=True, targets=ALL)
+    return [
+        Spec("baseline-1b-all", "1b", baseline=True, targets=ALL),
+        Spec("inhouse-lora-1b-all", "1b", micro_batch=16, accumulation=1, targets=ALL),
+        Spec("inhouse-lora-1b-all-peft-casts", "1b", micro_batch=16, accumulation=1, targets=ALL, peft_casts=True),
+        Spec("inhouse-qlora-1b-all", "1b", method="qlora", micro_batch=16, accumulation=1, checkpointing=True,
+             targets=ALL),
+        Spec("baseline-8b-all", "8b", baseline=True, checkpointing=True, targets=ALL),
+        Spec("inhouse-lora-8b-all", **lora_8b),
+        Spec("inhouse-lora-8b-all-peft-casts", **lora_8b, peft_casts=True),
+        Spec("baseline-8b-all-again", "8b", baseline=True, checkpointing=True, targets=ALL),
+        Spec("inhouse-lora-8b-all-again", **lora_8b),
+        Spec("inhouse-qlora-8b-all", "8b", method="qlora", micro_batch=16, accumulation=1, checkpointing=True,
+             targets=ALL),
+        Spec("inhouse-qlora-8b-all-peft-casts", "8b", method="qlora", micro_batch=16, accumulation=1,
+             checkpointing=True, targets=ALL, peft_casts=True),
+    ]
+
+
+def long_context() -> list[Spec]:
+    """8B, one sequence per step, checkpointing and offload on; 64k and 128k (the model's context) probe
+    the longest that trains, so they run two steps (one timed). Ordered so that a call cut short at its
+    time limit has measured the common lengths first."""
+    out = []
+    for k in (8, 16, 32, 128, 64):
+        for method in ("lora", "qlora"):
+            out.append(Spec(f"inhouse-{method}-8b-all-{k}k", "8b", method=method, micro_batch=1, accumulation=1,
+                            checkpointing=True, targets=ALL, seq_len=k * 1024, steps=4 if k <= 32 else 2,
+                            warmup=1))
+    return out
 
 
 def table(results: list[dict], peak: float) -> str:
-    base: dict[str, dict] = {}
-    for r in results:  # the first baseline of each size is the reference
+    base: dict[tuple, dict] = {}
+    for r in results:  # the first baseline of each size and targets is the reference
         if r["spec"]["baseline"] and "error" not in r:
-            base.setdefault(r["spec"]["size"], r)
+            base.setdefault(_group(r["spec"]), r)
     rows = ["| run | tokens/s | x baseline | peak GiB | x baseline | MFU | last loss | max abs loss diff vs baseline |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if "error" in r:
             rows.append(f"| {r['spec']['name']} | failed: {r['error'][:80]} | | | | | | |")
             continue
-        b = base.get(r["spec"]["size"])
-        mfu = 4 * r["params"] * r["tokens_per_s"] / (peak * 1e12)
+        b = base.get(_group(r["spec"])) if not r["spec"].get("seq_len") else None
+        mfu = r["model_tflops_per_s"] / peak
         speed = f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}" if b else "-"
         mem = f"{r['peak_gib'] / b['peak_gib']:.2f}" if b else "-"
-        diff = max(abs(a - c) for a, c in zip(r["losses"], b["losses"])) if b else float("nan")
+        diff = f"{max(abs(a - c) for a, c in zip(r['losses'], b['losses'])):.4f}" if b else "-"
         rows.append(f"| {r['spec']['name']} | {r['tokens_per_s']:,.0f} | {speed} | {r['peak_gib']:.1f} | {mem} | "
-                    f"{mfu:.1%} | {r['last_loss']:.4f} | {diff:.4f} |")
+                    f"{mfu:.1%} | {r['last_loss']:.4f} | {diff} |")
     return "\n".join(rows)
+
+
+def _group(spec: dict) -> tuple:
+    return spec["size"], tuple(spec["targets"])
 
 
 def orchestrate(args) -> None:
@@ -297,24 +378,36 @@ def orchestrate(args) -> None:
     report = {"device": torch.cuda.get_device_name(), "matmul_peak_tflops": peak, "torch": torch.__version__,
               "steps": args.steps, "warmup": args.warmup, "examples_per_step": STEP_EXAMPLES, "results": results}
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
-        folder = None
-        for spec in specs(args.smoke):
-            if args.only and spec.name not in args.only:
-                continue
+        folders: dict[str, str] = {}  # the saved random checkpoint QLoRA loads, one per size
+        for spec in chosen(args):
+            folder = folders.get(spec.size)
             if spec.method == "qlora" and folder is None:
-                folder = os.path.join(scratch, f"random-{spec.size}")
+                folder = folders[spec.size] = os.path.join(scratch, f"random-{spec.size}")
                 clock = time.perf_counter()
                 save_random_checkpoint(spec.size, folder)
                 print(f"saved random {spec.size} checkpoint in {time.perf_counter() - clock:.0f} s", flush=True)
-            if not spec.baseline and spec.size not in warmed and not args.no_warm:
+            if not spec.baseline and not spec.seq_len and spec.size not in warmed and not args.no_warm:
                 warmed.add(spec.size)  # Triton kernels compile once per machine, not once per run
                 run_child(replace(spec, name=f"{spec.name}-warmup"), args, folder, Path(scratch))
             results.append(run_child(spec, args, folder, Path(scratch)))
             if "error" not in results[-1]:
-                print(f"  {results[-1]['tokens_per_s']:,.0f} tokens/s, peak {results[-1]['peak_gib']:.1f} GiB", flush=True)
+                r = results[-1]
+                print(f"  {r['tokens_per_s']:,.0f} tokens/s, MFU {r['model_tflops_per_s'] / peak:.1%}, "
+                      f"peak {r['peak_gib']:.1f} GiB", flush=True)
             report["results"] = results
             (out / "train_speed.json").write_text(json.dumps(report, indent=2))  # each run kept if a later one hangs
     print("\n" + table(results, peak))
+
+
+GROUPS = {"short": lambda smoke: specs(smoke)[:10], "default": lambda smoke: default_targets(),
+          "long": lambda smoke: long_context()}
+
+
+def chosen(args) -> list[Spec]:
+    """The runs this call makes: --group picks lists (in the order given), --only names within them."""
+    pool = [spec for group in args.group for spec in GROUPS[group](args.smoke)] if args.group and not args.smoke \
+        else specs(args.smoke)
+    return [spec for spec in pool if not args.only or spec.name in args.only]
 
 
 def run_child(spec: Spec, args, folder: str | None, scratch: Path) -> dict:
@@ -339,6 +432,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run (16 examples each)")
     parser.add_argument("--warmup", type=int, default=4, help="steps excluded from timing")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: check the plumbing quickly")
+    parser.add_argument("--group", nargs="*", choices=sorted(GROUPS), help="run these lists only: short (q/v LoRA, "
+                        "the first round), default (all-linear targets), long (long context)")
     parser.add_argument("--only", nargs="*", help="run only these names")
     parser.add_argument("--profile", nargs="*", help="runs to profile for 2 extra steps after timing")
     parser.add_argument("--no-warm", action="store_true", help="skip the untimed run that fills Triton's kernel "

@@ -1,5 +1,8 @@
 """Padding-free packing and the speed switches keep the math (CPU, fp32)."""
 
+import contextlib
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +17,9 @@ from inhouse.data.conversation import Conversation, Message
 from inhouse.train.dataset import PadCollator
 from inhouse.train.packing import PackedCollator
 from inhouse.train.sft import train
+from inhouse.train import speed as speed_mod
 from inhouse.train.speed import plan
+from transformers import TrainerCallback
 
 CONVS = [
     Conversation((Message("user", "Where is my order?"), Message("assistant", "It shipped on Monday."))),
@@ -107,3 +112,45 @@ def test_torch_compile_switch_keeps_the_loss_curve(tmp_path, tiny_dir, home):
     plain = losses_for(tmp_path, tiny_dir, "eager", packing=False, max_steps=3)
     compiled = losses_for(tmp_path, tiny_dir, "compiled", packing=False, compile=True, max_steps=3)
     assert torch.allclose(torch.tensor(compiled), torch.tensor(plain), rtol=1e-4, atol=1e-4), (plain, compiled)
+
+
+class LoraInputDtypes(TrainerCallback):
+    """Records the dtype of every input the LoRA A matrices see during training steps."""
+
+    def __init__(self):
+        self.seen: set[torch.dtype] = set()
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        for name, module in model.named_modules():
+            if name.endswith("lora_A.default"):
+                module.register_forward_pre_hook(lambda _m, inputs: self.seen.add(inputs[0].dtype))
+
+
+def test_bf16_lora_inputs_skip_peft_float32_copies_and_keep_the_loss_curve(tmp_path, tiny_dir, home, monkeypatch):
+    """Under bf16 autocast (CPU autocast here) the LoRA layers take bf16 inputs as they are; with PEFT's
+    casts back on they see float32 copies only, and the losses are the same."""
+    rows = [chat(f"Where is order {100 + 7 * i}?", f"Order {100 + 7 * i} left.") for i in range(16)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+
+    def run(name):
+        dtypes = LoraInputDtypes()
+        recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0, lora_dropout=0,
+                                  learning_rate=3e-3, output_name=name, batch_size=4, max_steps=4, bf16=True)
+        result = train(recipe, events=Events(), callbacks=[dtypes])
+        history = json.loads((result.path / "inhouse.json").read_text())["history"]
+        return [h["loss"] for h in history if "loss" in h], dtypes.seen
+
+    fast, fast_dtypes = run("bf16-inputs")
+    monkeypatch.setattr(speed_mod, "lora_input_casts", lambda speed, model: contextlib.nullcontext())
+    cast, cast_dtypes = run("peft-casts")
+    # The tiny model's weights are float32 here, so only o_proj and down_proj get bf16 inputs (autocast's
+    # outputs); with a bf16 model on a GPU every LoRA input is bf16.
+    assert torch.bfloat16 in fast_dtypes and cast_dtypes == {torch.float32}
+    assert len(fast) == 4 and fast == cast, (fast, cast)
+
+
+def test_bf16_lora_inputs_follow_bf16_and_the_method():
+    model, _ = tiny.build()
+    assert plan(recipe_mod.build(bf16=True), model).bf16_lora_inputs
+    assert not plan(recipe_mod.build(), model).bf16_lora_inputs  # no autocast on this CPU by default
+    assert not plan(recipe_mod.build(bf16=True, method="full"), model).bf16_lora_inputs

@@ -35,13 +35,13 @@ from inhouse.train.rewards import REF_ADAPTER, score_pairs
 from inhouse.train.sft import (TrainResult, attach_method, begin_run, check_length, describe_data, finish_run,
                                load_for_training, load_training_data, run_training, stopping_callbacks,
                                rank_events, trainer_settings)
-from inhouse.train.speed import OffloadSteps, SpeedPlan, plan, prepare_model
+from inhouse.train.speed import SpeedSteps, SpeedPlan, plan, prepare_model
 from inhouse.train.tracking import tracking_env
 
 SCORES = ("reward_accuracy", "reward_margin", "chosen_loss")  # kept before and after, beside the DPO loss
 
 
-class InhouseDPOTrainer(OffloadSteps, DPOTrainer):
+class InhouseDPOTrainer(SpeedSteps, DPOTrainer):
     """TRL's DPOTrainer fed pairs encoded by inhouse, with SFT's activation offload and reward scoring."""
 
     def __init__(self, *args, speed: SpeedPlan, **kwargs):

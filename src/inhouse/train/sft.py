@@ -35,7 +35,7 @@ from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_
 from inhouse.train.mix import Mix, Reader, load_mix
 from inhouse.train.packing import PackedCollator
 from inhouse.train.progress import EventsCallback, FiniteLossGuard, NonFiniteLoss
-from inhouse.train.speed import OffloadSteps, SpeedPlan, plan, prepare_model
+from inhouse.train.speed import SpeedSteps, SpeedPlan, plan, prepare_model
 from inhouse.train.tracking import TRACKING_DIR, check_installed, tracking_env
 
 if TYPE_CHECKING:
@@ -206,8 +206,8 @@ def describe_data(train: EncodedSet | PairSet, val: EncodedSet | PairSet, events
         raise InhouseError("no training example fits max_seq_length; raise it or shorten the data")
 
 
-class InhouseTrainer(OffloadSteps, Trainer):
-    """Trainer with optional activation offload around each training step."""
+class InhouseTrainer(SpeedSteps, Trainer):
+    """Trainer with the speed plan's per-step contexts (offload, bf16 LoRA inputs) and token accuracy."""
 
     def __init__(self, *args, speed: SpeedPlan, **kwargs):
         super().__init__(*args, **kwargs)

@@ -32,10 +32,12 @@ class SpeedPlan:
     compile: bool
     optimizer: str
     strategy: str | None = None  # ddp / fsdp across processes (inhouse.train.distributed), None for one
+    # LoRA inputs stay bf16 under autocast instead of PEFT's float32 copies (see `lora_input_casts`).
+    bf16_lora_inputs: bool = False
 
     def describe(self) -> str:
-        on = [name for name in ("bf16", "gradient_checkpointing", "activation_offload", "packing", "liger", "compile")
-              if getattr(self, name)]
+        on = [name for name in ("bf16", "gradient_checkpointing", "activation_offload", "packing", "liger", "compile",
+                                "bf16_lora_inputs") if getattr(self, name)]
         across = f"; {self.strategy} on {world.current().size} processes" if self.strategy else ""
         return f"{', '.join(on) or 'no speed features'}; attention={self.attention}; optimizer={self.optimizer}{across}"
 
@@ -71,8 +73,9 @@ def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
     # Under FSDP the weights are sharded tensors that the offload hooks do not know: off by default.
     offload = (gpu and checkpointing and across != "fsdp") if recipe.activation_offload is None \
         else recipe.activation_offload
+    bf16 = (gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16
     return SpeedPlan(
-        bf16=(gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16,
+        bf16=bf16, bf16_lora_inputs=bf16 and recipe.method != "full" and across != "fsdp",
         gradient_checkpointing=checkpointing,
         activation_offload=offload, packing=packing, attention=attn, liger=liger,
         compile=recipe.compile, optimizer=optimizer, strategy=across,
@@ -149,11 +152,25 @@ def offload_context(speed: SpeedPlan, model: torch.nn.Module):
     return contextlib.nullcontext()
 
 
-class OffloadSteps:
-    """Trainer mixin: activation offload around each training step, as the speed plan (`self.speed`) says."""
+def lora_input_casts(speed: SpeedPlan, model: torch.nn.Module):
+    """PEFT copies every LoRA layer's input to the adapter's float32 before its low-rank matmuls, and
+    autocast copies it straight back to bf16 for them: with LoRA on all seven projections these copies
+    were 16-22% of an 8B step's GPU time (profiles in docs/benchmarks.md). Under bf16 autocast the
+    matmuls see the same bf16 operands without them, so the step computes the same numbers. Switched
+    off for the training step only (PEFT's own switch): outside autocast the casts are needed."""
+    if not speed.bf16_lora_inputs:
+        return contextlib.nullcontext()
+    from peft.helpers import disable_input_dtype_casting
+
+    return disable_input_dtype_casting(model)
+
+
+class SpeedSteps:
+    """Trainer mixin: the speed plan's (`self.speed`) per-step contexts around each training step:
+    activation offload, and LoRA inputs left in bf16."""
 
     speed: SpeedPlan
 
     def training_step(self, *args, **kwargs):
-        with offload_context(self.speed, self.model):
+        with offload_context(self.speed, self.model), lora_input_casts(self.speed, self.model):
             return super().training_step(*args, **kwargs)
