@@ -113,8 +113,8 @@ def examples(n: int, vocab: int, avoid: int, seed: int = 0, seq_len: int | None 
     return out
 
 
-def step_flops(size: str, targets: tuple[str, ...], lengths_: list[int]) -> float:
-    """Model FLOPs of training on examples of these lengths (the formula in the module docstring)."""
+def flops_per_token(size: str, targets: tuple[str, ...]) -> float:
+    """Matmul model FLOPs per trained token (the formula in the module docstring), attention aside."""
     c = model_config(size)
     h, inner, q, kv = c.hidden_size, c.intermediate_size, c.num_attention_heads * c.head_dim, \
         c.num_key_value_heads * c.head_dim
@@ -122,8 +122,20 @@ def step_flops(size: str, targets: tuple[str, ...], lengths_: list[int]) -> floa
               "up_proj": (h, inner), "down_proj": (inner, h)}
     frozen = c.num_hidden_layers * sum(a * b for a, b in shapes.values()) + h * c.vocab_size
     lora = c.num_hidden_layers * sum(RANK * (a + b) for name, (a, b) in shapes.items() if name in targets)
-    attention = 6 * c.num_hidden_layers * q * sum(n * n for n in lengths_)
-    return (4 * frozen + 6 * lora) * sum(lengths_) + attention
+    return 4 * frozen + 6 * lora
+
+
+def attention_flops(size: str, lengths_: list[int]) -> float:
+    """Causal attention, forward and backward, over examples of these lengths."""
+    c = model_config(size)
+    return 6 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * sum(n * n for n in lengths_)
+
+
+def timed_flops(spec: Spec, tokens: int, lengths_: list[int]) -> float:
+    """Model FLOPs of the timed steps: `tokens` is the Trainer's count; `lengths_` are the examples the timed
+    steps draw from (the Trainer shuffles, so their attention is scaled to the tokens counted)."""
+    attention = attention_flops(spec.size, lengths_) * tokens / sum(lengths_)
+    return flops_per_token(spec.size, spec.lora_targets()) * tokens + attention
 
 
 def matmul_peak() -> float:
@@ -248,9 +260,9 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
     tokens_per_s = (tok_end - timer.tok0) / (t_end - timer.t0)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e][:steps]
     timed = [len(e.input_ids) for e in data[per_step * warmup:per_step * last_step]]
-    flops = step_flops(spec.size, spec.lora_targets(), timed)
+    flops = timed_flops(spec, tok_end - timer.tok0, timed)
     result = {"spec": asdict(spec), "params": params, "tokens_per_s": tokens_per_s,
-              "model_tflops_per_s": flops / (t_end - timer.t0) / 1e12, "timed_lengths_sum": sum(timed),
+              "model_tflops_per_s": flops / (t_end - timer.t0) / 1e12,
               "peak_gib": timer.peak / GIB, "losses": losses, "last_loss": losses[-1],
               "timed_steps": last_step - warmup, "timed_tokens": tok_end - timer.tok0}
     if profiler is not None:
@@ -338,7 +350,7 @@ def long_context() -> list[Spec]:
     for k in (8, 16, 32, 128, 64):
         for method in ("lora", "qlora"):
             out.append(Spec(f"inhouse-{method}-8b-all-{k}k", "8b", method=method, micro_batch=1, accumulation=1,
-                            checkpointing=True, targets=ALL, seq_len=k * 1024, steps=4 if k <= 32 else 2,
+                            checkpointing=True, targets=ALL, seq_len=k * 1024, steps=3 if k <= 32 else 2,
                             warmup=1))
     return out
 
@@ -399,6 +411,23 @@ def orchestrate(args) -> None:
     print("\n" + table(results, peak))
 
 
+def rescore(report: dict) -> dict:
+    """A saved report's MFU recomputed with this file's FLOP count, from each run's timed tokens and
+    tokens/s (the examples are regenerated: they depend only on the seed and the run's steps)."""
+    for r in report["results"]:
+        if "error" in r:
+            continue
+        spec = Spec(**{**r["spec"], "targets": tuple(r["spec"]["targets"])})
+        steps = spec.steps or report["steps"]
+        warmup = spec.warmup if spec.warmup is not None else report["warmup"]
+        per_step = 1 if spec.seq_len else STEP_EXAMPLES
+        timed = [spec.seq_len] * (steps - warmup) if spec.seq_len \
+            else lengths(per_step * steps)[per_step * warmup:per_step * steps]
+        seconds = r["timed_tokens"] / r["tokens_per_s"]
+        r["model_tflops_per_s"] = timed_flops(spec, r["timed_tokens"], timed) / seconds / 1e12
+    return report
+
+
 GROUPS = {"short": lambda smoke: specs(smoke)[:10], "default": lambda smoke: default_targets(),
           "long": lambda smoke: long_context()}
 
@@ -439,11 +468,18 @@ def main() -> None:
     parser.add_argument("--no-warm", action="store_true", help="skip the untimed run that fills Triton's kernel "
                         "cache before the first inhouse run of each size")
     parser.add_argument("--scratch", default=None, help="folder for the random 8B checkpoint (needs ~16 GB)")
+    parser.add_argument("--report", nargs="*", help="print the tables of saved train_speed JSON files (MFU "
+                        "recomputed with this version's FLOP count) and run nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
+    if args.report:
+        for name in args.report:
+            report = rescore(json.loads(Path(name).read_text()))
+            print(f"{name}: {report['device']}, bf16 matmul peak {report['matmul_peak_tflops']:.0f} TFLOP/s")
+            print(table(report["results"], report["matmul_peak_tflops"]) + "\n")
+    elif args.child:
         spec = Spec(**{**json.loads(args.child), "targets": tuple(json.loads(args.child)["targets"])})
         result = run(spec, args.steps, args.warmup, args.folder, spec.name in (args.profile or []))
         Path(args.result).write_text(json.dumps(result))

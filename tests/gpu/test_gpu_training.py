@@ -3,6 +3,7 @@
     python -m pytest -m gpu tests/gpu -q
 """
 
+import contextlib
 import json
 
 import pytest
@@ -112,3 +113,17 @@ def test_liger_kernels_compute_the_same_loss(tiny_dir):
     apply_liger(patched)
     got = patched(**batch).loss
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3), (got, expected)
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_bf16_lora_inputs_keep_the_loss_curve(method, tmp_path, tiny_dir, home, monkeypatch):
+    """The fast path without PEFT's float32 copies of LoRA inputs trains the same curve as with them."""
+    if method == "qlora":
+        pytest.importorskip("bitsandbytes")
+    from inhouse.train import speed as speed_mod
+
+    fast, fast_speed = curve(tmp_path, tiny_dir, f"{method}-bf16-inputs", method=method)
+    monkeypatch.setattr(speed_mod, "lora_input_casts", lambda speed, model: contextlib.nullcontext())
+    cast, _ = curve(tmp_path, tiny_dir, f"{method}-peft-casts", method=method)
+    assert fast_speed["bf16_lora_inputs"] and fast[0] != fast[-1]
+    assert torch.allclose(torch.tensor(fast), torch.tensor(cast), rtol=1e-3, atol=1e-3), (cast, fast)
