@@ -8,22 +8,25 @@ plus the table. Secrets therefore never reach the folder, lineage, events or err
 
 In the database, per knowledge base (quoted identifiers, made on the first write):
 
-- `kb_<name>`: one row per chunk, its vector (HNSW index, cosine), its English `tsvector` (GIN
-  index) and token count; `inhouse_kbs`: one row per knowledge base with the published meta, the
-  manifest and a crashed run's checkpoint;
+- `kb_<name>`: one row per chunk, its vector (HNSW index, cosine), its English `tsvector`, token count
+  and row id; `kb_<name>__post`: the full-text postings of those rows (`inhouse.rag.pgtext`);
+  `inhouse_kbs`: one row per knowledge base with the published meta, the manifest and a crashed run's
+  checkpoint;
 - `kb_<name>__stage` and `kb_<name>__deleted`: the writer's upserts and deleted documents.
 
 Why readers never see half an update: a writer only fills the stage tables; `commit()` applies them
-to the chunks table and replaces the meta and manifest in one transaction, so MVCC shows every
-reader the old state or the new one. The writer's open transaction is committed only at
-`checkpoint()`, so a killed run leaves exactly its last checkpoint in the stage, and the next run
-under the same resume key goes on from there (any other run empties the stage first). One writer at
-a time: a session advisory lock keyed on the table, which the server drops when the writer's
-connection dies.
+to the chunks and postings tables and replaces the meta and manifest in one transaction, so MVCC shows
+every reader the old state or the new one. A rebuild (`--reindex`, perhaps with an embedder of another
+dimension), the first publish and the first write to a table of earlier code fill new tables instead,
+which replace the published ones by name at the end of that same transaction. The writer's open
+transaction is committed only at `checkpoint()`, so a killed run leaves exactly its last checkpoint in
+the stage, and the next run under the same resume key goes on from there (any other run empties the
+stage first). One writer at a time: a session advisory lock keyed on the table, which the server drops
+when the writer's connection dies.
 
-Full text uses PostgreSQL's own English parser, stemmer and stop words for matching (GIN), and
-scores the matches by BM25 (k1=1.2, b=0.75, as LanceDB) in SQL, so the bm25 and hybrid rankings
-stay comparable with the embedded store; any query word may match (OR), as there.
+Full text uses PostgreSQL's own English parser, stemmer and stop words, and scores by BM25 (k1=1.2,
+b=0.75, as LanceDB) in SQL over the postings, so the bm25 and hybrid rankings stay comparable with the
+embedded store; any query word may match (OR), as there.
 """
 
 from __future__ import annotations
