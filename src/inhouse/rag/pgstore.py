@@ -53,6 +53,8 @@ from inhouse.rag.store import COLUMNS, FORMAT, KB_KIND, STORE_FILE, Store, _chun
 
 KBS = "inhouse_kbs"
 _READ_BATCH = 4096
+# index builds (HNSW, keys) and the sort of the postings; a server set higher keeps its own values
+_COMMIT_MEMORY = {"maintenance_work_mem": "512MB", "work_mem": "256MB"}
 _TYPES = {"chunk_id": "text", "doc_path": "text", "title": "text", "heading_path": "text", "text": "text",
           "start": "int8", "end": "int8", "page": "int4", "mtime": "float8", "sha256": "text"}
 INSTALL = "PostgreSQL knowledge bases need psycopg and pgvector: pip install 'inhouse[postgres]'"
@@ -532,8 +534,9 @@ class PgStore(Store):
         of earlier code without postings) into a new table that replaces the old one at the end."""
         conn, old = self._writing(), self.meta()
         sql = _sql()
-        conn.execute("SELECT set_config('maintenance_work_mem', '512MB', true) "
-                     "WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('512MB')")
+        for setting, floor in _COMMIT_MEMORY.items():  # raised for this transaction, never lowered
+            conn.execute("SELECT set_config(%s, %s, true) WHERE pg_size_bytes(current_setting(%s)) < pg_size_bytes(%s)",
+                         [setting, floor, setting, floor])
         if self._replace or not old.get("chunks") or old.get("full_text") != pgtext.FULL_TEXT:
             self._rebuild(conn, keep=not self._replace)
         else:
