@@ -55,6 +55,8 @@ KBS = "inhouse_kbs"
 _READ_BATCH = 4096
 # index builds (HNSW, keys) and the sort of the postings; a server set higher keeps its own values
 _COMMIT_MEMORY = {"maintenance_work_mem": "512MB", "work_mem": "256MB"}
+# a BM25 query sums the scores of every chunk holding a query word: in memory up to a few million
+_SEARCH_MEMORY = {"work_mem": "64MB"}
 _TYPES = {"chunk_id": "text", "doc_path": "text", "title": "text", "heading_path": "text", "text": "text",
           "start": "int8", "end": "int8", "page": "int4", "mtime": "float8", "sha256": "text"}
 INSTALL = "PostgreSQL knowledge bases need psycopg and pgvector: pip install 'inhouse[postgres]'"
@@ -332,7 +334,8 @@ class PgStore(Store):
         else:
             statement = pgtext.legacy_bm25_sql(sql.Identifier(KBS), self._ident(), cols, cond)
             values = [self.loc["table"], query, *params, k]
-        with _reader(self.loc) as conn, _filter_errors(where):
+        with _reader(self.loc) as conn, conn.transaction(), _filter_errors(where):
+            _raise_memory(conn, _SEARCH_MEMORY)
             rows = conn.execute(statement, values).fetchall()
         return [_chunk(dict(zip(COLUMNS, r)), Hit, score=float(r[-1])) for r in rows]
 
@@ -534,10 +537,9 @@ class PgStore(Store):
         of earlier code without postings) into a new table that replaces the old one at the end."""
         conn, old = self._writing(), self.meta()
         sql = _sql()
-        for setting, floor in _COMMIT_MEMORY.items():  # raised for this transaction, never lowered
-            conn.execute("SELECT set_config(%s, %s, true) WHERE pg_size_bytes(current_setting(%s)) < pg_size_bytes(%s)",
-                         [setting, floor, setting, floor])
-        if self._replace or not old.get("chunks") or old.get("full_text") != pgtext.FULL_TEXT:
+        _raise_memory(conn, _COMMIT_MEMORY)
+        rebuild = self._replace or not old.get("chunks") or old.get("full_text") != pgtext.FULL_TEXT
+        if rebuild:
             self._rebuild(conn, keep=not self._replace)
         else:
             self._apply(conn)
@@ -552,6 +554,19 @@ class PgStore(Store):
         conn.execute(sql.SQL("TRUNCATE {}, {}").format(self._ident("__stage"), self._ident("__deleted")))
         conn.commit()
         self._resume = {}
+        if rebuild:
+            self._vacuum(conn)
+
+    def _vacuum(self, conn: Any) -> None:
+        """After a bulk load, as PostgreSQL's docs advise: mark the new tables' pages all-visible, so
+        the postings are read from their key alone (index-only), at once rather than whenever
+        autovacuum gets to them (minutes for a million chunks, competing with the first searches)."""
+        sql = _sql()
+        conn.autocommit = True
+        try:
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}, {}").format(self._ident(), self._ident("__post")))
+        finally:
+            conn.autocommit = False
 
     def _staged_rows(self, target: Any) -> Any:
         """INSERT the staged chunks into `target`, with their English tsvector and length (the number of
@@ -608,6 +623,13 @@ class PgStore(Store):
             conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
                 sql.SQL(kind), sql.Identifier(name + suffix), sql.Identifier(t + suffix)))
         conn.execute(sql.SQL("ANALYZE {}, {}").format(self._ident(), self._ident("__post")))
+
+
+def _raise_memory(conn: Any, floors: Mapping[str, str]) -> None:
+    """Raise these memory settings for the current transaction where the server's are lower; never lower them."""
+    for setting, floor in floors.items():
+        conn.execute("SELECT set_config(%s, %s, true) WHERE pg_size_bytes(current_setting(%s)) < pg_size_bytes(%s)",
+                     [setting, floor, setting, floor])
 
 
 def _register(conn: Any) -> None:
