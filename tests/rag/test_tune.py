@@ -4,6 +4,7 @@ embedder library with lineage, re-indexing and searching with a tuned embedder, 
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from helpers import write_jsonl
 
@@ -126,6 +127,40 @@ def test_a_failed_rebuild_leaves_the_old_index(setup, home, monkeypatch, backend
         index(setup.root, name, embedder="shop-codes", reindex=True, progress=False)
     assert open_kb(name).meta() == before and open_kb(name).count() == count
     assert search(name, "refund", k=1, mode="vector")
+
+
+class Doubled:
+    """MiniLM's vectors written twice (768-d, unit length still): an embedder of another dimension."""
+
+    def __init__(self, base):
+        self.base, self.name, self.dim = base, "minilm-doubled", 2 * base.dim
+        self.tokenizer, self.max_tokens = base.tokenizer, base.max_tokens
+
+    def embed(self, texts, batch_size=64):
+        return np.hstack([self.base.embed(texts, batch_size)] * 2) / np.sqrt(2)
+
+
+def test_a_rebuild_may_change_the_dimension_and_a_failed_one_keeps_the_old(setup, home, monkeypatch, backend):
+    """In PostgreSQL the vector column's dimension is fixed: the rebuild fills a new table and swaps it in."""
+    from inhouse.rag import index as index_mod
+
+    name, doubled = f"shop-dim-{'pg' if backend else 'lance'}", Doubled(load_embedder(device="cpu"))
+    index(setup.root, name, progress=False, store=backend)
+    before, count = open_kb(name).meta(), open_kb(name).count()
+    with monkeypatch.context() as mp:
+        mp.setattr(index_mod, "_flush", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
+        with pytest.raises(RuntimeError, match="disk full"):
+            index(setup.root, name, embedder=doubled, reindex=True, progress=False)
+    assert open_kb(name).meta() == before and search(name, "refund", k=1, mode="vector")
+    index(setup.root, name, embedder=doubled, reindex=True, progress=False)
+    meta = open_kb(name).meta()
+    assert (meta["embedder_name"], meta["dim"], open_kb(name).count()) == ("minilm-doubled", 768, count)
+    for mode in ("vector", "bm25", "hybrid"):
+        assert search(name, "When does the shop open on Sundays?", k=1, mode=mode, embedder=doubled)[0].doc_path \
+            == "hours.txt"
+    assert index(setup.root, name, embedder=doubled, progress=False).unchanged == len(DOCS)
+    index(setup.root, name, embedder="all-MiniLM-L6-v2", reindex=True, progress=False)  # and back
+    assert open_kb(name).meta()["dim"] == 384 and search(name, "refund", k=1, mode="vector")[0].doc_path == "refunds.txt"
 
 
 def test_an_existing_name_is_refused_unless_overwrite(setup, home):

@@ -16,8 +16,8 @@ folder is still recognised; the root itself is recorded in kb.json.
 embedder if one is given (vectors of two models never share an index): the new
 index is written into a staging folder beside it while the old one's writer
 lock is held, and renamed into place only when complete. In PostgreSQL the new
-chunks are staged instead and replace the old ones in the commit's one transaction
-(an embedder of the same dimension). Readers search the old index until then; a
+chunks are staged instead and replace the old ones (in new tables, so the embedder
+may have another dimension) in the commit's one transaction. Readers search the old index until then; a
 crash leaves it as it was (a rebuild does not resume).
 """
 

@@ -8,22 +8,25 @@ plus the table. Secrets therefore never reach the folder, lineage, events or err
 
 In the database, per knowledge base (quoted identifiers, made on the first write):
 
-- `kb_<name>`: one row per chunk, its vector (HNSW index, cosine), its English `tsvector` (GIN
-  index) and token count; `inhouse_kbs`: one row per knowledge base with the published meta, the
-  manifest and a crashed run's checkpoint;
+- `kb_<name>`: one row per chunk, its vector (HNSW index, cosine), its English `tsvector`, token count
+  and row id; `kb_<name>__post`: the full-text postings of those rows (`inhouse.rag.pgtext`);
+  `inhouse_kbs`: one row per knowledge base with the published meta, the manifest and a crashed run's
+  checkpoint;
 - `kb_<name>__stage` and `kb_<name>__deleted`: the writer's upserts and deleted documents.
 
 Why readers never see half an update: a writer only fills the stage tables; `commit()` applies them
-to the chunks table and replaces the meta and manifest in one transaction, so MVCC shows every
-reader the old state or the new one. The writer's open transaction is committed only at
-`checkpoint()`, so a killed run leaves exactly its last checkpoint in the stage, and the next run
-under the same resume key goes on from there (any other run empties the stage first). One writer at
-a time: a session advisory lock keyed on the table, which the server drops when the writer's
-connection dies.
+to the chunks and postings tables and replaces the meta and manifest in one transaction, so MVCC shows
+every reader the old state or the new one. A rebuild (`--reindex`, perhaps with an embedder of another
+dimension), the first publish and the first write to a table of earlier code fill new tables instead,
+which replace the published ones by name at the end of that same transaction. The writer's open
+transaction is committed only at `checkpoint()`, so a killed run leaves exactly its last checkpoint in
+the stage, and the next run under the same resume key goes on from there (any other run empties the
+stage first). One writer at a time: a session advisory lock keyed on the table, which the server drops
+when the writer's connection dies.
 
-Full text uses PostgreSQL's own English parser, stemmer and stop words for matching (GIN), and
-scores the matches by BM25 (k1=1.2, b=0.75, as LanceDB) in SQL, so the bm25 and hybrid rankings
-stay comparable with the embedded store; any query word may match (OR), as there.
+Full text uses PostgreSQL's own English parser, stemmer and stop words, and scores by BM25 (k1=1.2,
+b=0.75, as LanceDB) in SQL over the postings, so the bm25 and hybrid rankings stay comparable with the
+embedded store; any query word may match (OR), as there.
 """
 
 from __future__ import annotations
@@ -44,12 +47,16 @@ import numpy as np
 
 from inhouse import atomic, outputs
 from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
+from inhouse.rag import pgtext
 from inhouse.rag.chunk import Chunk, Hit
 from inhouse.rag.store import COLUMNS, FORMAT, KB_KIND, STORE_FILE, Store, _chunk, check_kb_folder, like_pattern
 
 KBS = "inhouse_kbs"
-K1, B = 1.2, 0.75
 _READ_BATCH = 4096
+# index builds (HNSW, keys) and the sort of the postings; a server set higher keeps its own values
+_COMMIT_MEMORY = {"maintenance_work_mem": "512MB", "work_mem": "256MB"}
+# a BM25 query sums the scores of every chunk holding a query word: in memory up to a few million
+_SEARCH_MEMORY = {"work_mem": "64MB"}
 _TYPES = {"chunk_id": "text", "doc_path": "text", "title": "text", "heading_path": "text", "text": "text",
           "start": "int8", "end": "int8", "page": "int4", "mtime": "float8", "sha256": "text"}
 INSTALL = "PostgreSQL knowledge bases need psycopg and pgvector: pip install 'inhouse[postgres]'"
@@ -313,35 +320,24 @@ class PgStore(Store):
         return [_chunk(dict(zip(COLUMNS, r)), Hit, score=float(r[-1])) for r in rows]
 
     def search_text(self, query: str, k: int, where: Any = None) -> list[Hit]:
-        """BM25 top-k over the English tsvector; a query with no word characters matches nothing."""
-        if k <= 0 or not re.search(r"\w", query or "") or not self.meta():
+        """BM25 top-k over the English tsvector (see `pgtext`); a query with no word characters matches
+        nothing. A knowledge base published before the postings existed is searched the earlier way."""
+        meta = {} if k <= 0 or not re.search(r"\w", query or "") else self.meta()
+        if not meta:
             return []
-        cond, params = pg_where(where)
-        with _reader(self.loc) as conn, _filter_errors(where):
-            rows = conn.execute(self._bm25_sql(cond), [self.loc["table"], query, *params, k]).fetchall()
-        return [_chunk(dict(zip(COLUMNS, r)), Hit, score=float(r[-1])) for r in rows]
-
-    def _bm25_sql(self, cond: Any) -> Any:
-        """One statement, so the statistics (N, mean length, document frequencies) and the matches come
-        from the same snapshot. idf = ln(1 + (N - df + 0.5) / (df + 0.5)), as Lucene and LanceDB. Each term
-        is looked up in the GIN index once: df is counted over its matches before the filter, and its
-        frequency in a chunk is ts_rank_cd of that one term with unit weights and no normalisation
-        (computed in C, no unnesting of the tsvector). The cost grows with the chunks matching any query
-        word: there is no early termination as in LanceDB's index."""
         sql = _sql()
-        return sql.SQL("""
-WITH kb AS (SELECT (meta->>'chunks')::float8 AS n, greatest((meta->>'avg_len')::float8, 1) AS avgdl
-            FROM {kbs} WHERE name = %s),
-terms AS (SELECT DISTINCT u.lexeme, quote_literal(u.lexeme)::tsquery AS q FROM unnest(to_tsvector('english', %s)) u),
-matches AS (SELECT c.chunk_id, c.doc_len, ts_rank_cd('{{1,1,1,1}}', c.tsv, t.q, 0) AS tf, {cond} AS keep,
-                   count(*) OVER (PARTITION BY t.lexeme)::float8 AS df
-            FROM terms t JOIN {t} c ON c.tsv @@ t.q),
-scored AS (SELECT m.chunk_id, sum(ln(1 + (kb.n - m.df + 0.5) / (m.df + 0.5)) * m.tf * {k1p}
-                                  / (m.tf + {k1} * (1 - {b} + {b} * m.doc_len / kb.avgdl))) AS score
-           FROM matches m CROSS JOIN kb WHERE m.keep GROUP BY m.chunk_id)
-SELECT {cols}, s.score FROM scored s JOIN {t} c USING (chunk_id) ORDER BY s.score DESC, chunk_id LIMIT %s
-""").format(kbs=sql.Identifier(KBS), t=self._ident(), cond=cond, k1p=sql.Literal(K1 + 1), k1=sql.Literal(K1),
-            b=sql.Literal(B), cols=sql.SQL(", ").join(sql.Identifier("c", c) for c in COLUMNS))
+        cond, params = pg_where(where)
+        cols = sql.SQL(", ").join(sql.Identifier("c", c) for c in COLUMNS)
+        if meta.get("full_text") == pgtext.FULL_TEXT:
+            statement = pgtext.bm25_sql(sql.Identifier(KBS), self._ident(), self._ident("__post"), cols, cond, bool(where))
+            values = pgtext.bm25_params(self.loc["table"], query, params, k, bool(where))
+        else:
+            statement = pgtext.legacy_bm25_sql(sql.Identifier(KBS), self._ident(), cols, cond)
+            values = [self.loc["table"], query, *params, k]
+        with _reader(self.loc) as conn, conn.transaction(), _filter_errors(where):
+            _raise_memory(conn, _SEARCH_MEMORY)
+            rows = conn.execute(statement, values).fetchall()
+        return [_chunk(dict(zip(COLUMNS, r)), Hit, score=float(r[-1])) for r in rows]
 
     # -- writing -----------------------------------------------------------
 
@@ -394,50 +390,75 @@ SELECT {cols}, s.score FROM scored s JOIN {t} c USING (chunk_id) ORDER BY s.scor
             atomic.write_json(self.path / STORE_FILE, self.loc)
 
     def _check_embedder(self, name: str, dim: int, replace: bool = False) -> None:
+        """Incremental runs must use the published embedder; a rebuild (`replace`) may change it, and its
+        dimension too: it builds a new table (see `_rebuild`)."""
         meta = self.meta()
-        if meta and replace and meta.get("dim") != dim:
-            raise ConflictError(
-                f"knowledge base {self.path} stores {meta.get('dim')}-d vectors in {shown(self.loc)}; a rebuild "
-                f"with a {dim}-d embedder is not supported there yet: index into a new knowledge base")
         if meta and not replace and (meta.get("embedder_name"), meta.get("dim")) != (name, dim):
             raise ConflictError(
                 f"knowledge base {self.path} was indexed with embedder {meta.get('embedder_name')} "
                 f"({meta.get('dim')}-d), not {name} ({dim}-d); use that embedder or index into a new knowledge base")
 
     def _create(self, conn: Any, dim: int) -> None:
-        """Extension, tables and indexes, if missing; committed at once (they hold no data)."""
+        """Extension, tables and indexes, if missing; committed at once (they hold no data). A chunks
+        table made by earlier code is left as it is until the commit rebuilds it."""
         import psycopg
 
         sql = _sql()
-        t = self.loc["table"]
-        cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_TYPES[c])) for c in COLUMNS)
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.Error as e:
             raise InhouseError(f"{shown(self.loc)}: cannot enable pgvector ({_first_line(e)}); ask an administrator "
                                "to run CREATE EXTENSION vector in this database") from None
-        statements = [
-            "CREATE TABLE IF NOT EXISTS {kbs} (name text PRIMARY KEY, meta jsonb NOT NULL DEFAULT '{{}}', "
-            "manifest jsonb NOT NULL DEFAULT '{{}}', resume jsonb)",
-            "CREATE TABLE IF NOT EXISTS {t} ({cols}, vector vector({dim}) NOT NULL, tsv tsvector NOT NULL, "
-            "doc_len int NOT NULL, PRIMARY KEY (chunk_id))",
-            "CREATE INDEX IF NOT EXISTS {t_doc} ON {t} (doc_path)",
-            "CREATE INDEX IF NOT EXISTS {t_fts} ON {t} USING gin (tsv)",
-            "CREATE INDEX IF NOT EXISTS {t_vec} ON {t} USING hnsw (vector vector_cosine_ops)",
-            "CREATE TABLE IF NOT EXISTS {stage} ({cols}, vector vector({dim}) NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS {stage_id} ON {stage} (chunk_id)",
-            "CREATE TABLE IF NOT EXISTS {deleted} (doc_path text PRIMARY KEY)",
-        ]
-        names = {"kbs": sql.Identifier(KBS), "t": sql.Identifier(t), "cols": cols, "dim": sql.Literal(dim),
-                 "t_doc": sql.Identifier(t + "_doc"), "t_fts": sql.Identifier(t + "_fts"),
-                 "t_vec": sql.Identifier(t + "_vec"), "stage": sql.Identifier(t + "__stage"),
-                 "stage_id": sql.Identifier(t + "__stage_id"), "deleted": sql.Identifier(t + "__deleted")}
-        for statement in statements:
-            conn.execute(sql.SQL(statement).format(**names))
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, meta jsonb NOT NULL DEFAULT '{{}}', "
+                             "manifest jsonb NOT NULL DEFAULT '{{}}', resume jsonb)").format(sql.Identifier(KBS)))
+        if not self._exists(conn, ""):
+            self._new_table(conn, self.loc["table"], dim)
+            self._index(conn, self.loc["table"])
+        self._create_stage(conn, dim)
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (doc_path text PRIMARY KEY)").format(self._ident("__deleted")))
         conn.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s) ON CONFLICT DO NOTHING").format(
-            sql.Identifier(KBS)), [t])
+            sql.Identifier(KBS)), [self.loc["table"]])
         conn.commit()
         _register(conn)
+
+    def _exists(self, conn: Any, suffix: str) -> bool:
+        return conn.execute("SELECT to_regclass(%s) IS NOT NULL", [self._ident(suffix).as_string(conn)]).fetchone()[0]
+
+    def _create_stage(self, conn: Any, dim: int) -> None:
+        """The stage holds vectors of this run's dimension: one left by a run with another embedder is
+        made anew (it is the writer's own, and emptied or resumed just after)."""
+        sql = _sql()
+        stage = self._ident("__stage")
+        if self._exists(conn, "__stage") and conn.execute(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'vector'",
+                [stage.as_string(conn)]).fetchone()[0] != dim:
+            conn.execute(sql.SQL("DROP TABLE {}").format(stage))
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, vector vector({}) NOT NULL)").format(
+            stage, self._columns(), sql.Literal(dim)))
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (chunk_id)").format(self._ident("__stage_id"), stage))
+
+    def _columns(self) -> Any:
+        sql = _sql()
+        return sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_TYPES[c])) for c in COLUMNS)
+
+    def _new_table(self, conn: Any, name: str, dim: int) -> None:
+        """A chunks table `name` and its postings table `name__post`, without keys or indexes (they are
+        built once the rows are in: one HNSW build is many times faster than as many inserts into the graph)."""
+        sql = _sql()
+        conn.execute(sql.SQL("CREATE TABLE {} ({}, vector vector({}) NOT NULL, tsv tsvector NOT NULL, doc_len int NOT "
+                             "NULL, rid bigint GENERATED ALWAYS AS IDENTITY)").format(
+            sql.Identifier(name), self._columns(), sql.Literal(dim)))
+        conn.execute(pgtext.postings_table(sql.Identifier(name + "__post")))
+
+    def _index(self, conn: Any, name: str) -> None:
+        sql = _sql()
+        t = sql.Identifier(name)
+        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY (chunk_id)").format(t, sql.Identifier(name + "_pkey")))
+        conn.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} (rid)").format(sql.Identifier(name + "_rid"), t))
+        conn.execute(sql.SQL("CREATE INDEX {} ON {} (doc_path)").format(sql.Identifier(name + "_doc"), t))
+        conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (vector vector_cosine_ops)").format(
+            sql.Identifier(name + "_vec"), t))
+        conn.execute(pgtext.postings_key(sql.Identifier(name + "__post"), sql.Identifier(name + "__post_pkey")))
 
     def _open_stage(self, conn: Any) -> dict:
         """The crashed run's checkpoint when it is ours (same key, on top of the same published version);
@@ -510,52 +531,105 @@ SELECT {cols}, s.score FROM scored s JOIN {t} c USING (chunk_id) ORDER BY s.scor
                      [json.dumps(point), self.loc["table"]])
         conn.commit()
 
-    def _bulk(self, conn: Any, first: bool) -> Any:
-        """Into an empty table, build the indexes after the rows (in the same transaction): one HNSW
-        build is many times faster than as many single inserts into the graph."""
-        if not first:
-            return _noop()
-        sql = _sql()
-
-        @contextmanager
-        def rebuilt() -> Iterator[None]:
-            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}, {}").format(self._ident("_fts"), self._ident("_vec")))
-            yield
-            conn.execute(sql.SQL("CREATE INDEX {} ON {} USING gin (tsv)").format(self._ident("_fts"), self._ident()))
-            conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (vector vector_cosine_ops)").format(
-                self._ident("_vec"), self._ident()))
-        return rebuilt()
-
     def commit(self, manifest: Mapping[str, Any], **info: Any) -> None:
-        """Apply the stage to the chunks table and publish meta and manifest: one transaction."""
+        """Apply the stage to the chunks and their postings and publish meta and manifest: one transaction.
+        In place when the published table can take it; otherwise (a rebuild, the first publish, a table
+        of earlier code without postings) into a new table that replaces the old one at the end."""
         conn, old = self._writing(), self.meta()
         sql = _sql()
-        t, stage, deleted = self._ident(), self._ident("__stage"), self._ident("__deleted")
-        if self._replace:  # readers keep the old rows until this transaction commits
-            conn.execute(sql.SQL("DELETE FROM {}").format(t))
-        conn.execute(sql.SQL("DELETE FROM {} c USING {} d WHERE c.doc_path = d.doc_path").format(t, deleted))
-        conn.execute(sql.SQL("DELETE FROM {} c USING {} s WHERE c.chunk_id = s.chunk_id").format(t, stage))
-        conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-        with self._bulk(conn, first=not old.get("chunks")):
-            conn.execute(sql.SQL(
-                "INSERT INTO {t} ({cols}, vector, tsv, doc_len) SELECT {cols}, vector, tsv, "
-                "(SELECT coalesce(sum(cardinality(u.positions)), 0) FROM unnest(tsv) u) "
-                "FROM (SELECT *, to_tsvector('english', text) AS tsv FROM {stage}) s").format(
-                t=t, cols=self._select(), stage=stage))
-        chunks, avg_len = conn.execute(sql.SQL("SELECT count(*), coalesce(avg(doc_len), 0) FROM {}").format(t)).fetchone()
+        _raise_memory(conn, _COMMIT_MEMORY)
+        rebuild = self._replace or not old.get("chunks") or old.get("full_text") != pgtext.FULL_TEXT
+        if rebuild:
+            self._rebuild(conn, keep=not self._replace)
+        else:
+            self._apply(conn)
+        chunks, avg_len = conn.execute(sql.SQL("SELECT count(*), coalesce(avg(doc_len), 0) FROM {}").format(
+            self._ident())).fetchone()
         meta = {**old, **info, "format": FORMAT, "backend": "postgresql", "embedder_name": self._embedder_name,
                 "dim": self._dim, "table_version": int(old.get("table_version") or 0) + 1, "chunks": chunks,
-                "avg_len": float(avg_len), "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                "avg_len": float(avg_len), "full_text": pgtext.FULL_TEXT,
+                "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         conn.execute(sql.SQL("UPDATE {} SET meta = %s, manifest = %s, resume = NULL WHERE name = %s").format(
             sql.Identifier(KBS)), [json.dumps(meta), json.dumps(dict(manifest)), self.loc["table"]])
-        conn.execute(sql.SQL("TRUNCATE {}, {}").format(stage, deleted))
+        conn.execute(sql.SQL("TRUNCATE {}, {}").format(self._ident("__stage"), self._ident("__deleted")))
         conn.commit()
         self._resume = {}
+        if rebuild:
+            self._vacuum(conn)
+
+    def _vacuum(self, conn: Any) -> None:
+        """After a bulk load, as PostgreSQL's docs advise: mark the new tables' pages all-visible, so
+        the postings are read from their key alone (index-only), at once rather than whenever
+        autovacuum gets to them (minutes for a million chunks, competing with the first searches)."""
+        sql = _sql()
+        conn.autocommit = True
+        try:
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}, {}").format(self._ident(), self._ident("__post")))
+        finally:
+            conn.autocommit = False
+
+    def _staged_rows(self, target: Any) -> Any:
+        """INSERT the staged chunks into `target`, with their English tsvector and length (the number of
+        lexeme positions, the BM25 document length)."""
+        return _sql().SQL(
+            "INSERT INTO {t} ({cols}, vector, tsv, doc_len) SELECT {cols}, vector, tsv, "
+            "(SELECT coalesce(sum(cardinality(u.positions)), 0) FROM unnest(tsv) u) "
+            "FROM (SELECT *, to_tsvector('english', text) AS tsv FROM {stage}) s").format(
+            t=target, cols=self._select(), stage=self._ident("__stage"))
+
+    def _apply(self, conn: Any) -> None:
+        """In place: the deleted documents' and the re-staged chunks' rows and postings go, the staged
+        rows and their postings come in. Readers keep the old state until the commit (MVCC)."""
+        sql = _sql()
+        t, post = self._ident(), self._ident("__post")
+        for using in (sql.SQL("USING {} d WHERE c.doc_path = d.doc_path").format(self._ident("__deleted")),
+                      sql.SQL("USING {} s WHERE c.chunk_id = s.chunk_id").format(self._ident("__stage"))):
+            conn.execute(sql.SQL("WITH gone AS (DELETE FROM {} c {} RETURNING c.rid, c.tsv) {}").format(
+                t, using, pgtext.drop_postings(post, sql.Identifier("gone"))))
+        conn.execute(sql.SQL("WITH new AS ({} RETURNING rid, tsv, doc_len) {}").format(
+            self._staged_rows(t), pgtext.add_postings(post, sql.Identifier("new"))))
+
+    def _rebuild(self, conn: Any, keep: bool) -> None:
+        """Fill a new chunks table (the kept published rows when `keep`, then the staged ones) and its
+        postings, index them, then drop the old tables and give the new ones their names. Searches read
+        the old table, unblocked, until the drop; from there they wait for the commit and then read the
+        new one (PostgreSQL looks a table's name up again after waiting for its lock). The new table
+        takes this run's dimension, so a rebuild may change the embedder's."""
+        sql = _sql()
+        name = self.loc["table"] + "__new"
+        new = sql.Identifier(name)
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(new, sql.Identifier(name + "__post")))
+        self._new_table(conn, name, self._dim)
+        if keep and self._exists(conn, ""):
+            conn.execute(sql.SQL(
+                "INSERT INTO {new} ({cols}, vector, tsv, doc_len) SELECT {cols}, vector, tsv, doc_len FROM {t} c "
+                "WHERE NOT EXISTS (SELECT 1 FROM {d} d WHERE d.doc_path = c.doc_path) "
+                "AND NOT EXISTS (SELECT 1 FROM {s} s WHERE s.chunk_id = c.chunk_id)").format(
+                new=new, cols=self._select(), t=self._ident(), d=self._ident("__deleted"), s=self._ident("__stage")))
+        conn.execute(self._staged_rows(new))
+        conn.execute(pgtext.add_postings(sql.Identifier(name + "__post"), new))
+        self._index(conn, name)
+        self._swap(conn, name)
+
+    def _swap(self, conn: Any, name: str) -> None:
+        """Drop the published tables and rename table `name`, its postings and their indexes after them."""
+        sql = _sql()
+        t = self.loc["table"]
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(self._ident(), self._ident("__post")))
+        seq = conn.execute("SELECT pg_get_serial_sequence(%s, 'rid')", [sql.Identifier(name).as_string(conn)]).fetchone()[0]
+        conn.execute(sql.SQL("ALTER SEQUENCE {} RENAME TO {}").format(sql.SQL(seq), sql.Identifier(t + "_rid_seq")))
+        for suffix in ("", "_pkey", "_rid", "_doc", "_vec", "__post", "__post_pkey"):
+            kind = "TABLE" if suffix in ("", "__post") else "INDEX"
+            conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
+                sql.SQL(kind), sql.Identifier(name + suffix), sql.Identifier(t + suffix)))
+        conn.execute(sql.SQL("ANALYZE {}, {}").format(self._ident(), self._ident("__post")))
 
 
-@contextmanager
-def _noop() -> Iterator[None]:
-    yield
+def _raise_memory(conn: Any, floors: Mapping[str, str]) -> None:
+    """Raise these memory settings for the current transaction where the server's are lower; never lower them."""
+    for setting, floor in floors.items():
+        conn.execute("SELECT set_config(%s, %s, true) WHERE pg_size_bytes(current_setting(%s)) < pg_size_bytes(%s)",
+                     [setting, floor, setting, floor])
 
 
 def _register(conn: Any) -> None:
