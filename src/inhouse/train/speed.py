@@ -155,7 +155,7 @@ def offload_context(speed: SpeedPlan, model: torch.nn.Module):
 def lora_input_casts(speed: SpeedPlan, model: torch.nn.Module):
     """PEFT copies every LoRA layer's input to the adapter's float32 before its low-rank matmuls, and
     autocast copies it straight back to bf16 for them: with LoRA on all seven projections these copies
-    were 16-22% of an 8B step's GPU time (profiles in docs/benchmarks.md). Under bf16 autocast the
+    were a quarter of an 8B step's GPU time (profile in docs/benchmarks.md). Under bf16 autocast the
     matmuls see the same bf16 operands without them, so the step computes the same numbers. Switched
     off for the training step only (PEFT's own switch): outside autocast the casts are needed."""
     if not speed.bf16_lora_inputs:
