@@ -64,6 +64,7 @@ class Spec:
     offload: bool | None = None  # None: the recipe's default (on with checkpointing on a GPU)
     compile: bool = False
     peft_casts: bool = False  # PEFT's float32 copies of LoRA inputs, as before bf16_lora_inputs
+    peft_layers: bool = False  # PEFT's own LoRA layers, as before fused_lora
     seq_len: int | None = None  # long context: one example of this length per step
     steps: int | None = None  # this run's own optimizer steps / untimed warm-up steps
     warmup: int | None = None
@@ -229,7 +230,9 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
     speed = plan(recipe, model)
     if spec.peft_casts:
         speed = replace(speed, bf16_lora_inputs=False)
-    model = attach_method(prepare_model(model, speed), recipe)
+    if spec.peft_layers:
+        speed = replace(speed, fused_lora=False)
+    model = attach_method(prepare_model(model, speed), recipe, fused=speed.fused_lora)
     trainer = build_trainer(recipe, model, tiny.build_tokenizer(), speed, EncodedSet(data, []), EncodedSet([], []),
                             Path(run_dir), [timer])
     trainer.args.save_strategy = SaveStrategy.NO
@@ -342,6 +345,39 @@ def default_targets() -> list[Spec]:
     ]
 
 
+def fused_pairs() -> list[Spec]:
+    """Fused LoRA layers against PEFT's ("-peft-layers"), interleaved and repeated for the spread, on the
+    recipe's default targets; then 8B LoRA at 32k tokens."""
+    lora_8b = dict(size="8b", micro_batch=16, accumulation=1, checkpointing=True, targets=ALL)
+    qlora_8b = dict(lora_8b, method="qlora")
+    one_b = dict(size="1b", micro_batch=16, accumulation=1, targets=ALL)
+    return [
+        Spec("baseline-8b-all", "8b", baseline=True, checkpointing=True, targets=ALL),
+        Spec("inhouse-lora-8b-all", **lora_8b),
+        Spec("inhouse-lora-8b-all-peft-layers", **lora_8b, peft_layers=True),
+        Spec("inhouse-lora-8b-all-again", **lora_8b),
+        Spec("inhouse-lora-8b-all-peft-layers-again", **lora_8b, peft_layers=True),
+        Spec("inhouse-qlora-8b-all", **qlora_8b),
+        Spec("inhouse-qlora-8b-all-peft-layers", **qlora_8b, peft_layers=True),
+        Spec("inhouse-lora-1b-all", **one_b),
+        Spec("inhouse-lora-1b-all-peft-layers", **one_b, peft_layers=True),
+        *[s for s in long_context() if s.name == "inhouse-lora-8b-all-32k"],
+    ]
+
+
+def fused_ab() -> list[Spec]:
+    """Fused against PEFT's layers only, alternating, three times at 8B and twice at 1B: the pairs of
+    `fused_pairs` differ by less than the spread of one run."""
+    lora_8b = dict(size="8b", micro_batch=16, accumulation=1, checkpointing=True, targets=ALL)
+    one_b = dict(size="1b", micro_batch=16, accumulation=1, targets=ALL)
+    out = []
+    for shape, repeats in ((lora_8b, 3), (one_b, 2)):
+        for i in range(repeats):
+            name = f"inhouse-lora-{shape['size']}-all-ab{i + 1}"
+            out += [Spec(name, **shape), Spec(f"{name}-peft-layers", **shape, peft_layers=True)]
+    return out
+
+
 def long_context() -> list[Spec]:
     """8B, one sequence per step, checkpointing and offload on; 64k and 128k (the model's context) probe
     the longest that trains, so they run two steps (one timed). Ordered so that a call cut short at its
@@ -429,7 +465,8 @@ def rescore(report: dict) -> dict:
 
 
 GROUPS = {"short": lambda smoke: specs(smoke)[:10], "default": lambda smoke: default_targets(),
-          "long": lambda smoke: long_context()}
+          "long": lambda smoke: long_context(), "fused": lambda smoke: fused_pairs(),
+          "fused-ab": lambda smoke: fused_ab()}
 
 
 def chosen(args) -> list[Spec]:
@@ -462,7 +499,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=4, help="steps excluded from timing")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: check the plumbing quickly")
     parser.add_argument("--group", nargs="*", choices=sorted(GROUPS), help="run these lists only: short (q/v LoRA, "
-                        "the first round), default (all-linear targets), long (long context)")
+                        "the first round), default (all-linear targets), long (long context), fused (fused LoRA layers "
+                        "against PEFT's)")
     parser.add_argument("--only", nargs="*", help="run only these names")
     parser.add_argument("--profile", nargs="*", help="runs to profile for 2 extra steps after timing")
     parser.add_argument("--no-warm", action="store_true", help="skip the untimed run that fills Triton's kernel "

@@ -30,7 +30,7 @@ from inhouse.model import load as model_load
 from inhouse.model import quant
 from inhouse.model.template import IGNORE, apply_template_choice, preflight, stop_token_ids
 from inhouse.recipe import MAX_STEPS, Recipe
-from inhouse.train import checkpoints, distributed
+from inhouse.train import checkpoints, distributed, fused_lora
 from inhouse.train.dataset import EncodedSet, PadCollator, TorchDataset, encode_all
 from inhouse.train.mix import Mix, Reader, load_mix
 from inhouse.train.packing import PackedCollator
@@ -61,8 +61,9 @@ def load_training_data(recipe: Recipe, read: Reader = load_conversations) -> Mix
     return load_mix(recipe, read)
 
 
-def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
-    """Wrap the base model for the chosen method (LoRA adapter or all weights)."""
+def attach_method(model: PreTrainedModel, recipe: Recipe, fused: bool = False) -> PreTrainedModel:
+    """Wrap the base model for the chosen method (LoRA adapter or all weights); `fused`: LoRA layers
+    that add their update inside the base matmul (`inhouse.train.fused_lora`, the speed plan's)."""
     if recipe.method == "full":
         return model
     targets = recipe.lora_target_modules
@@ -70,6 +71,8 @@ def attach_method(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
         r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets, task_type="CAUSAL_LM",
     )
+    if fused:
+        fused_lora.register(config, recipe.quantized())
     try:
         return get_peft_model(model, config)
     except ValueError as exc:
@@ -447,7 +450,7 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
 
     speed = plan(recipe, model)
     events.say(f"speed: {speed.describe()}")
-    model = attach_method(prepare_model(model, speed), recipe)
+    model = attach_method(prepare_model(model, speed), recipe, fused=speed.fused_lora)
     with tracking_env(recipe.tracking, run.run_dir):
         trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run.run_dir,
                                 [EventsCallback(events), FiniteLossGuard(), *(callbacks or [])])

@@ -34,10 +34,12 @@ class SpeedPlan:
     strategy: str | None = None  # ddp / fsdp across processes (inhouse.train.distributed), None for one
     # LoRA inputs stay bf16 under autocast instead of PEFT's float32 copies (see `lora_input_casts`).
     bf16_lora_inputs: bool = False
+    # LoRA's update accumulated into the base matmul, forward and backward (inhouse.train.fused_lora).
+    fused_lora: bool = False
 
     def describe(self) -> str:
         on = [name for name in ("bf16", "gradient_checkpointing", "activation_offload", "packing", "liger", "compile",
-                                "bf16_lora_inputs") if getattr(self, name)]
+                                "bf16_lora_inputs", "fused_lora") if getattr(self, name)]
         across = f"; {self.strategy} on {world.current().size} processes" if self.strategy else ""
         return f"{', '.join(on) or 'no speed features'}; attention={self.attention}; optimizer={self.optimizer}{across}"
 
@@ -74,8 +76,11 @@ def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
     offload = (gpu and checkpointing and across != "fsdp") if recipe.activation_offload is None \
         else recipe.activation_offload
     bf16 = (gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16
+    adapter = recipe.method != "full" and across != "fsdp"
     return SpeedPlan(
-        bf16=bf16, bf16_lora_inputs=bf16 and recipe.method != "full" and across != "fsdp",
+        bf16=bf16, bf16_lora_inputs=bf16 and adapter,
+        fused_lora=recipe.method != "full" and (gpu and bf16 and adapter and not recipe.quantized()
+                                                if recipe.fused_lora is None else recipe.fused_lora),
         gradient_checkpointing=checkpointing,
         activation_offload=offload, packing=packing, attention=attn, liger=liger,
         compile=recipe.compile, optimizer=optimizer, strategy=across,
