@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import pickle
+import random
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,34 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # chunk), so the dense side learns what the fusion's other list misses.
     "BM25-hard pairs, lr 5e-5, 3 epochs": {"bm25_hard": True, "learning_rate": 5e-5, "epochs": 3.0},
 }
+# The GPU grid (--group gpu): what a CPU cannot afford to explore. Two knobs are not product settings
+# (yet): `sentences` makes that many sentence pairs per chunk (the union of pair seeds 0..k-1), and
+# `mined` adds to each pair one hard negative, a chunk of another document that the stock embedder ranks
+# between those two places for the pair's query.
+TS = {"learning_rate": 5e-5}
+GPU_VARIANTS: dict[str, dict[str, Any]] = {
+    "stock": {},
+    "default": {},
+    "lr 5e-5, 3 epochs": TS | {"epochs": 3.0},
+    "title, lr 5e-5, 3 epochs": TS | {"pairs": ["title"], "epochs": 3.0},
+    "x3 sentences, lr 5e-5, 3 epochs": TS | {"sentences": 3, "epochs": 3.0},
+    "x3 sentences, lr 5e-5, 5 epochs": TS | {"sentences": 3, "epochs": 5.0},
+    "x6 sentences, lr 5e-5, 3 epochs": TS | {"sentences": 6, "epochs": 3.0},
+    "lr 1e-4, 5 epochs": {"learning_rate": 1e-4, "epochs": 5.0},
+    "lr 2e-5, 10 epochs": {"epochs": 10.0},
+    "x3 sentences, batch 128, lr 1e-4, 5 epochs": {"sentences": 3, "batch_size": 128, "learning_rate": 1e-4,
+                                                   "epochs": 5.0},
+    "mined 10-30, lr 5e-5, 3 epochs": TS | {"mined": (10, 30), "epochs": 3.0},
+    "mined 3-10, lr 5e-5, 3 epochs": TS | {"mined": (3, 10), "epochs": 3.0},
+    "mined 10-30, all negatives, lr 5e-5, 3 epochs": TS | {"mined": (10, 30), "negatives": "all", "epochs": 3.0},
+    "all negatives, lr 5e-5, 3 epochs": TS | {"negatives": "all", "epochs": 3.0},
+    "x3 sentences, mined 10-30, lr 5e-5, 3 epochs": TS | {"sentences": 3, "mined": (10, 30), "epochs": 3.0},
+    "sentence x6, lr 5e-5, 3 epochs": TS | {"pairs": ["sentence"], "sentences": 6, "epochs": 3.0},
+    "lr 5e-5, 3 epochs, seed 1": TS | {"epochs": 3.0, "seed": 1},
+    "x3 sentences, lr 5e-5, 3 epochs, seed 1": TS | {"sentences": 3, "epochs": 3.0, "seed": 1},
+    "x3 sentences, lr 5e-5, 3 epochs, seed 2": TS | {"sentences": 3, "epochs": 3.0, "seed": 2},
+}
+GROUPS = {"cpu": VARIANTS, "gpu": GPU_VARIANTS}
 
 
 def prepare(work: Path) -> dict:
@@ -82,21 +111,80 @@ def train(settings: dict, chunks: list, max_len: int | None) -> tuple[Any, dict]
     from inhouse.events import Events
     from inhouse.rag.config import TuneConfig
     from inhouse.rag.embed import resolve_embedder
-    from inhouse.rag.pairs import count_by_kind, synthetic_pairs
+    from inhouse.rag.pairs import count_by_kind
     from inhouse.rag.tune import _train, fresh_model, guided_or_all, split_held_out
 
     settings = dict(settings)
-    hard = settings.pop("bm25_hard", False)
+    hard, sentences, mined = settings.pop("bm25_hard", False), settings.pop("sentences", 1), settings.pop("mined", None)
     config = TuneConfig(**({"max_seq_length": max_len} | settings))
     folder = resolve_embedder(None)[1]
-    pairs = synthetic_pairs(chunks, config.pairs, config.seed)
+    pairs = make_pairs(chunks, config, sentences)
     if hard:
         pairs = bm25_hard(pairs)
     train_pairs, _ = split_held_out(pairs, config)
     model = fresh_model(folder)
     negatives = guided_or_all(config, None)
-    loss, steps = _train(model, train_pairs, config, Events(), folder if negatives == "guided" else None)
-    return model, {"config": config.model_dump(), "pairs": count_by_kind(train_pairs), "loss": loss, "steps": steps}
+    guide = folder if negatives == "guided" else None
+    if mined:
+        loss, steps = train_mined(model, train_pairs, config, guide, mine(folder, train_pairs, chunks, mined, config.seed))
+    else:
+        loss, steps = _train(model, train_pairs, config, Events(), guide)
+    return model, {"config": config.model_dump(), "pairs": count_by_kind(train_pairs), "loss": loss, "steps": steps,
+                   "sentences": sentences, "mined": mined}
+
+
+def make_pairs(chunks: list, config: Any, sentences: int) -> list:
+    """synthetic_pairs, with `sentences` sentence pairs per chunk: the union over pair seeds, each query once."""
+    from inhouse.rag.pairs import synthetic_pairs
+
+    pairs = synthetic_pairs(chunks, config.pairs, config.seed)
+    seen = {(p.query, p.origin) for p in pairs}
+    for extra in range(1, sentences if "sentence" in config.pairs else 1):
+        for p in synthetic_pairs(chunks, ["sentence"], config.seed + 1000 * extra):
+            if (p.query, p.origin) not in seen:
+                seen.add((p.query, p.origin))
+                pairs.append(p)
+    random.Random(config.seed).shuffle(pairs)
+    return pairs
+
+
+def mine(folder: Path, pairs: list, chunks: list, ranks: tuple[int, int], seed: int) -> list[str]:
+    """One negative per pair: a chunk of another document at a seeded rank in [lo, hi) of the stock
+    embedder's ranking for the pair's query (the top ranks of a narrow collection are often relevant)."""
+    from inhouse.rag.tune import fresh_model
+
+    stock = fresh_model(folder)
+    encode = lambda texts: stock.encode(texts, batch_size=256, normalize_embeddings=True,  # noqa: E731
+                                        convert_to_numpy=True, show_progress_bar=False)
+    scores = encode([p.query for p in pairs]) @ encode([c.text for c in chunks]).T
+    doc_of = {c.chunk_id: c.doc_path for c in chunks}
+    rng, lo, hi = random.Random(seed), ranks[0], ranks[1]
+    negatives = []
+    for i, p in enumerate(pairs):
+        own = doc_of.get(p.origin)
+        others = [j for j in np.argsort(-scores[i])[:hi + 20] if chunks[j].doc_path != own]
+        negatives.append(chunks[rng.choice(others[lo:hi] or others)].text)
+    return negatives
+
+
+def train_mined(model: Any, pairs: list, config: Any, guide: Path | None, negatives: list[str]) -> tuple[float, int]:
+    """`inhouse.rag.tune._train` with a third column: the losses take (anchor, positive, negative)."""
+    import tempfile
+
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from inhouse.rag.tune import _loss, _training_args
+
+    data = Dataset.from_dict({"anchor": [p.query for p in pairs], "positive": [p.passage for p in pairs],
+                              "negative": negatives})
+    limit = model.max_seq_length
+    model.max_seq_length = min(config.max_seq_length or limit, limit)
+    with tempfile.TemporaryDirectory(prefix="inhouse-tune-") as run_dir:
+        result = SentenceTransformerTrainer(model=model, args=_training_args(config, run_dir), train_dataset=data,
+                                            loss=_loss(model, guide)).train()
+    model.max_seq_length = limit
+    return round(float(result.training_loss), 4), int(result.global_step)
 
 
 def bm25_hard(pairs: list) -> list:
@@ -124,15 +212,29 @@ def evaluate(model: Any, chunks: list, state: dict) -> dict:
     return {m: {h: rc.score(run, qrels, ids) for h, ids in halves.items()} for m, run in runs.items()}
 
 
-def run_variant(name: str, state: dict, max_len: int | None) -> dict:
+def run_variant(name: str, settings: dict, state: dict, max_len: int | None) -> tuple[dict, Any]:
     from inhouse.rag.embed import load_embedder
 
     clock, measured = time.perf_counter(), rc.environment()
     if name == "stock":
-        return {"environment": measured, "scores": evaluate(load_embedder(None).model, state["chunks"], state)}
-    model, info = train(VARIANTS[name], state["chunks"], max_len)
+        return {"environment": measured, "scores": evaluate(load_embedder(None).model, state["chunks"], state)}, None
+    model, info = train(settings, state["chunks"], max_len)
     return info | {"environment": measured, "train_s": round(time.perf_counter() - clock, 1),
-                   "scores": evaluate(model, state["chunks"], state)}
+                   "scores": evaluate(model, state["chunks"], state)}, model
+
+
+def save_parts(model: Any, out: Path, part_mb: int = 15) -> list[str]:
+    """The model's weights in fp16, cut into parts that fit the device's file limit; `cat` joins them."""
+    from safetensors.torch import save
+
+    blob = save({k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in model[0].auto_model.state_dict().items()})
+    size = part_mb * 2**20
+    names = []
+    for i in range(0, len(blob), size):
+        names.append(f"best.safetensors.{i // size:02d}")
+        (out / names[-1]).write_bytes(blob[i:i + size])
+    return names
 
 
 def table(results: dict) -> str:
@@ -148,20 +250,34 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, required=True, help="folder for the stock index and lists (reused)")
-    p.add_argument("--only", nargs="*", default=list(VARIANTS), help=f"variants: {', '.join(VARIANTS)}")
+    p.add_argument("--group", choices=GROUPS, default="cpu", help="cpu: the product settings; gpu: the wider grid")
+    p.add_argument("--only", nargs="*", default=None, help="variants of the group (default: all of them)")
     p.add_argument("--max-seq-length", type=int, default=None, help="tokens of a passage in training (default: "
                    "TuneConfig's, the embedder's own 256)")
+    p.add_argument("--budget-s", type=float, default=None, help="start no variant after this many seconds")
+    p.add_argument("--save-best", type=Path, default=None, help="folder for the weights of the trained variant "
+                   "best on odd query ids (hybrid nDCG@10), fp16 in parts")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "embedder_variants.json")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ["INHOUSE_HOME"] = str(args.work / "home")
-    state = prepare(args.work)
+    state, variants, clock = prepare(args.work), GROUPS[args.group], time.perf_counter()
     done = json.loads(args.out.read_text()) if args.out.is_file() else {"environment": rc.environment(), "results": {}}
-    for name in args.only:
-        done["results"][name] = run_variant(name, state, args.max_seq_length)
+    best: tuple[float, str, Any] = (-1.0, "", None)
+    for name in args.only or list(variants):
+        if args.budget_s and time.perf_counter() - clock > args.budget_s:
+            print(f"budget spent: {name} and later not run", flush=True)
+            break
+        done["results"][name], model = run_variant(name, variants[name], state, args.max_seq_length)
         args.out.write_text(json.dumps(done, indent=1) + "\n", encoding="utf-8")
         print(table({name: done["results"][name]}).splitlines()[-1], flush=True)
+        odd = done["results"][name]["scores"]["hybrid"]["odd"]["ndcg@10"]
+        if model is not None and odd > best[0]:
+            best = (odd, name, model)
     print(table(done["results"]))
+    if args.save_best and best[2] is not None:
+        args.save_best.mkdir(parents=True, exist_ok=True)
+        print(f"best on odd ids: {best[1]} ({best[0]:.4f}) -> {save_parts(best[2], args.save_best)}")
     return 0
 
 
