@@ -132,7 +132,7 @@ def child(args) -> None:
     base_id = f"random-{args.shape}"
     model, tok = build_base(args.shape)
     make_adapters(model, Path(os.environ["INHOUSE_HOME"]) / "adapters", base_id)
-    direct(ModelPool(base_id, max_adapters=4, loader=lambda: (model, tok)), args)
+    direct(ModelPool(base_id, max_adapters=4, loader=lambda m=model, t=tok: (m, t)), args)
     del model
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     config = ServeConfig(model=base_id, port=args.port, max_batch=args.max_batch, batch_window_ms=args.window_ms,

@@ -167,7 +167,7 @@ def test_every_problem_names_its_line_and_field(tmp_path):
     got = [(p.line, p.code, p.field) for p in result.problems]
     assert got == [(n, code, fld) for n, (_, code, fld) in enumerate(PROBLEMS, 2)]
     code, out, _ = run_cli("data", "check", path)
-    assert code == 1 and f"pairs.jsonl:2: missing_chosen [chosen]: no 'chosen'" in out
+    assert code == 1 and "pairs.jsonl:2: missing_chosen [chosen]: no 'chosen'" in out
     assert "pairs.jsonl:13: prompt_not_ending_with_user [prompt[1].role]" in out
 
 

@@ -6,7 +6,6 @@ import json
 import pytest
 from helpers import chat, write_jsonl
 
-from inhouse.data import prepare as prep
 from inhouse.data.prepare import PrepareConfig, prepare, write_prepared
 from inhouse.errors import InhouseError
 

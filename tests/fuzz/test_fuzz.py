@@ -3,7 +3,6 @@ whole corpus (thousands of cases) with `-m fuzz` or `python bench/fuzz_corpus.py
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Best-checkpoint selection and early stopping on validation loss, on builtin:tiny."""
 
-import json
 
 import pytest
 from helpers import chat, write_jsonl

@@ -79,7 +79,7 @@ def losses(home: Path, name: str) -> list[float]:
 def test_ddp_on_two_cpu_processes_matches_one_process_on_the_same_global_batch(tmp_path, tiny_dir):
     data = write_jsonl(tmp_path / "d.jsonl", [chat(f"What is item {i}?", f"Item {i} is a {'red' if i % 2 else 'blue'} "
                                                                           f"widget number {i * 7}.") for i in range(32)])
-    one = train_cli(tmp_path, data, tiny_dir, "one", "--batch-size", "4")
+    train_cli(tmp_path, data, tiny_dir, "one", "--batch-size", "4")
     two = train_cli(tmp_path, data, tiny_dir, "two", "--batch-size", "2", "--devices", "2")
     home = tmp_path / "home"
     assert len(losses(home, "two")) == 4 and losses(home, "two") == pytest.approx(losses(home, "one"), abs=2e-3)

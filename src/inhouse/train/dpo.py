@@ -42,7 +42,8 @@ SCORES = ("reward_accuracy", "reward_margin", "chosen_loss")  # kept before and 
 
 
 class InhouseDPOTrainer(SpeedSteps, DPOTrainer):
-    """TRL's DPOTrainer fed pairs encoded by inhouse, with SFT's activation offload and reward scoring."""
+    """TRL's DPOTrainer fed pairs encoded by inhouse, with SFT's per-step speed contexts (activation offload,
+    bf16 LoRA inputs) and reward scoring."""
 
     def __init__(self, *args, speed: SpeedPlan, **kwargs):
         super().__init__(*args, **kwargs)

@@ -10,7 +10,7 @@ import torch
 from export_helpers import TEXTS, byte_level_bpe, gguf_logits, hf_logits, llama_cpp, load_gguf, rounded, \
     sentencepiece_bpe
 from helpers import chat, write_jsonl
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, get_peft_model
 
 from inhouse import recipe as recipe_mod
 from inhouse.adapters.export import gguf_lora
