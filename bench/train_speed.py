@@ -132,6 +132,14 @@ def attention_flops(size: str, lengths_: list[int]) -> float:
     return 6 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * sum(n * n for n in lengths_)
 
 
+def timed_lengths(spec: Spec, steps: int, warmup: int, last: int) -> list[int]:
+    """The lengths of the examples timed steps warmup+1..last draw from, as `examples` made them for a run
+    of `steps` (a draw of another size gives other numbers)."""
+    if spec.seq_len:
+        return [spec.seq_len] * (last - warmup)
+    return lengths(STEP_EXAMPLES * steps)[STEP_EXAMPLES * warmup:STEP_EXAMPLES * last]
+
+
 def timed_flops(spec: Spec, tokens: int, lengths_: list[int]) -> float:
     """Model FLOPs of the timed steps: `tokens` is the Trainer's count; `lengths_` are the examples the timed
     steps draw from (the Trainer shuffles, so their attention is scaled to the tokens counted)."""
@@ -217,6 +225,7 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
     from inhouse import recipe as recipe_mod
     from inhouse.model import tiny
     from inhouse.train.dataset import EncodedSet
+    from inhouse.train.fused_lora import FusedLoraLinear
     from inhouse.train.sft import attach_method, build_trainer
     from inhouse.train.speed import plan, prepare_model
 
@@ -236,7 +245,8 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
     trainer = build_trainer(recipe, model, tiny.build_tokenizer(), speed, EncodedSet(data, []), EncodedSet([], []),
                             Path(run_dir), [timer])
     trainer.args.save_strategy = SaveStrategy.NO
-    print(f"[{spec.name}] speed plan: {speed.describe()}", flush=True)
+    fused = sum(isinstance(m, FusedLoraLinear) for m in model.modules())  # the switch reached the layers
+    print(f"[{spec.name}] speed plan: {speed.describe()}; fused LoRA layers: {fused}", flush=True)
     return trainer
 
 
@@ -262,9 +272,9 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
     last_step, t_end, tok_end = timer.marks[-1]
     tokens_per_s = (tok_end - timer.tok0) / (t_end - timer.t0)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e][:steps]
-    timed = [len(e.input_ids) for e in data[per_step * warmup:per_step * last_step]]
-    flops = timed_flops(spec, tok_end - timer.tok0, timed)
-    result = {"spec": asdict(spec), "params": params, "tokens_per_s": tokens_per_s,
+    flops = timed_flops(spec, tok_end - timer.tok0, timed_lengths(spec, steps, warmup, last_step))
+    fused = sum(type(m).__name__.startswith("FusedLora") for m in trainer.model.modules())
+    result = {"spec": asdict(spec), "params": params, "tokens_per_s": tokens_per_s, "fused_lora_layers": fused,
               "model_tflops_per_s": flops / (t_end - timer.t0) / 1e12,
               "peak_gib": timer.peak / GIB, "losses": losses, "last_loss": losses[-1],
               "timed_steps": last_step - warmup, "timed_tokens": tok_end - timer.tok0}
@@ -456,9 +466,7 @@ def rescore(report: dict) -> dict:
         spec = Spec(**{**r["spec"], "targets": tuple(r["spec"]["targets"])})
         steps = spec.steps or report["steps"]
         warmup = spec.warmup if spec.warmup is not None else report["warmup"]
-        per_step = 1 if spec.seq_len else STEP_EXAMPLES
-        timed = [spec.seq_len] * (steps - warmup) if spec.seq_len \
-            else lengths(per_step * steps)[per_step * warmup:per_step * steps]
+        timed = timed_lengths(spec, steps, warmup, warmup + r.get("timed_steps", steps - warmup))
         seconds = r["timed_tokens"] / r["tokens_per_s"]
         r["model_tflops_per_s"] = timed_flops(spec, r["timed_tokens"], timed) / seconds / 1e12
     return report

@@ -259,15 +259,20 @@ class PgStore(Store):
     # -- published state ---------------------------------------------------
 
     def _row(self, column: str) -> dict:
+        with _reader(self.loc) as conn:
+            return self._row_on(conn, column)
+
+    def _row_on(self, conn: Any, column: str) -> dict:
+        """This knowledge base's published `column` read on `conn` (autocommit, outside a transaction: a
+        missing table then aborts nothing); {} when nothing is published."""
         import psycopg
 
         sql = _sql()
-        with _reader(self.loc) as conn:
-            try:
-                row = conn.execute(sql.SQL("SELECT {} FROM {} WHERE name = %s").format(
-                    sql.Identifier(column), sql.Identifier(KBS)), [self.loc["table"]]).fetchone()
-            except psycopg.errors.UndefinedTable:
-                return {}
+        try:
+            row = conn.execute(sql.SQL("SELECT {} FROM {} WHERE name = %s").format(
+                sql.Identifier(column), sql.Identifier(KBS)), [self.loc["table"]]).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return {}
         return dict(row[0] or {}) if row else {}
 
     def meta(self) -> dict:
@@ -305,38 +310,45 @@ class PgStore(Store):
     def search_vector(self, vec: Sequence[float], k: int, where: Any = None) -> list[Hit]:
         """Cosine top-k on the HNSW index; the filter applies during the scan (pgvector's iterative
         scan), so it never starves the result, and ef_search is at least k so all k come back."""
-        if k <= 0 or not self.meta():
+        if k <= 0:
             return []
         sql = _sql()
         cond, params = pg_where(where)
         q = np.asarray(vec, dtype=np.float32)
         query = sql.SQL("SELECT {}, 1 - (vector <=> %s) FROM {} WHERE {} ORDER BY vector <=> %s LIMIT %s").format(
             self._select(), self._ident(), cond)
-        with _reader(self.loc) as conn, conn.transaction(), _filter_errors(where):
-            _register(conn)
-            conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(100, 2 * k))}")
-            conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-            rows = conn.execute(query, [q, *params, q, k]).fetchall()
+        with _reader(self.loc) as conn:
+            if not self._row_on(conn, "meta"):
+                return []
+            with conn.transaction(), _filter_errors(where):
+                _register(conn)
+                conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(100, 2 * k))}")
+                conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+                rows = conn.execute(query, [q, *params, q, k]).fetchall()
         return [_chunk(dict(zip(COLUMNS, r)), Hit, score=float(r[-1])) for r in rows]
 
     def search_text(self, query: str, k: int, where: Any = None) -> list[Hit]:
         """BM25 top-k over the English tsvector (see `pgtext`); a query with no word characters matches
         nothing. A knowledge base published before the postings existed is searched the earlier way."""
-        meta = {} if k <= 0 or not re.search(r"\w", query or "") else self.meta()
-        if not meta:
+        if k <= 0 or not re.search(r"\w", query or ""):
             return []
         sql = _sql()
         cond, params = pg_where(where)
         cols = sql.SQL(", ").join(sql.Identifier("c", c) for c in COLUMNS)
-        if meta.get("full_text") == pgtext.FULL_TEXT:
-            statement = pgtext.bm25_sql(sql.Identifier(KBS), self._ident(), self._ident("__post"), cols, cond, bool(where))
-            values = pgtext.bm25_params(self.loc["table"], query, params, k, bool(where))
-        else:
-            statement = pgtext.legacy_bm25_sql(sql.Identifier(KBS), self._ident(), cols, cond)
-            values = [self.loc["table"], query, *params, k]
-        with _reader(self.loc) as conn, conn.transaction(), _filter_errors(where):
-            _raise_memory(conn, _SEARCH_MEMORY)
-            rows = conn.execute(statement, values).fetchall()
+        with _reader(self.loc) as conn:
+            meta = self._row_on(conn, "meta")  # on the search's own connection: no second round trip
+            if not meta:
+                return []
+            if meta.get("full_text") == pgtext.FULL_TEXT:
+                statement = pgtext.bm25_sql(sql.Identifier(KBS), self._ident(), self._ident("__post"), cols, cond,
+                                            bool(where))
+                values = pgtext.bm25_params(self.loc["table"], query, params, k, bool(where))
+            else:
+                statement = pgtext.legacy_bm25_sql(sql.Identifier(KBS), self._ident(), cols, cond)
+                values = [self.loc["table"], query, *params, k]
+            with conn.transaction(), _filter_errors(where):
+                _raise_memory(conn, _SEARCH_MEMORY)
+                rows = conn.execute(statement, values).fetchall()
         return [_chunk(dict(zip(COLUMNS, r)), Hit, score=float(r[-1])) for r in rows]
 
     # -- writing -----------------------------------------------------------
