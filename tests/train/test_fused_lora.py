@@ -93,6 +93,28 @@ def test_the_fused_path_runs_and_the_special_cases_take_peft_forward(monkeypatch
     assert len(calls) == 3
 
 
+def test_merged_two_active_adapters_and_dora_take_peft_forward(monkeypatch):
+    calls = []
+    original = fused_lora.LoraMatmul.apply
+    monkeypatch.setattr(fused_lora.LoraMatmul, "apply", lambda *a: calls.append(1) or original(*a))
+    x = torch.randn(2, 12)
+    model = lora_block(True, 0.0)
+    before = model(x).detach()  # the fused path: two calls
+    model.merge_adapter()
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
+    model.unmerge_adapter()
+    model.add_adapter("other", LoraConfig(r=2, target_modules=["up", "down"]))
+    model.base_model.set_adapter(["default", "other"])
+    model(x)
+    outputs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=["up", "down"], use_dora=True)
+        outputs.append(get_peft_model(Block(True), fused_lora.register(config) if fused else config)(x))
+    assert len(calls) == 2
+    torch.testing.assert_close(outputs[0], outputs[1])
+
+
 def test_bf16_autocast_stays_close_to_peft():
     """Under bf16 autocast with bf16 base weights (the GPU recipe) the update is added in the GEMM's fp32
     accumulator instead of after rounding: the same values to bf16 precision."""
