@@ -65,6 +65,7 @@ class Spec:
     compile: bool = False
     peft_casts: bool = False  # PEFT's float32 copies of LoRA inputs, as before bf16_lora_inputs
     peft_layers: bool = False  # PEFT's own LoRA layers, as before fused_lora
+    fused: bool = False  # fused LoRA layers where the plan leaves them off (a 4-bit base)
     seq_len: int | None = None  # long context: one example of this length per step
     steps: int | None = None  # this run's own optimizer steps / untimed warm-up steps
     warmup: int | None = None
@@ -225,7 +226,6 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
     from inhouse import recipe as recipe_mod
     from inhouse.model import tiny
     from inhouse.train.dataset import EncodedSet
-    from inhouse.train.fused_lora import FusedLoraLinear
     from inhouse.train.sft import attach_method, build_trainer
     from inhouse.train.speed import plan, prepare_model
 
@@ -239,14 +239,13 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
     speed = plan(recipe, model)
     if spec.peft_casts:
         speed = replace(speed, bf16_lora_inputs=False)
-    if spec.peft_layers:
-        speed = replace(speed, fused_lora=False)
+    if spec.peft_layers or spec.fused:
+        speed = replace(speed, fused_lora=spec.fused)
     model = attach_method(prepare_model(model, speed), recipe, fused=speed.fused_lora)
     trainer = build_trainer(recipe, model, tiny.build_tokenizer(), speed, EncodedSet(data, []), EncodedSet([], []),
                             Path(run_dir), [timer])
     trainer.args.save_strategy = SaveStrategy.NO
-    fused = sum(isinstance(m, FusedLoraLinear) for m in model.modules())  # the switch reached the layers
-    print(f"[{spec.name}] speed plan: {speed.describe()}; fused LoRA layers: {fused}", flush=True)
+    print(f"[{spec.name}] speed plan: {speed.describe()}; fused LoRA layers: {fused_layers(model)}", flush=True)
     return trainer
 
 
@@ -273,8 +272,8 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
     tokens_per_s = (tok_end - timer.tok0) / (t_end - timer.t0)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e][:steps]
     flops = timed_flops(spec, tok_end - timer.tok0, timed_lengths(spec, steps, warmup, last_step))
-    fused = sum(type(m).__name__.startswith("FusedLora") for m in trainer.model.modules())
-    result = {"spec": asdict(spec), "params": params, "tokens_per_s": tokens_per_s, "fused_lora_layers": fused,
+    result = {"spec": asdict(spec), "params": params, "tokens_per_s": tokens_per_s,
+              "fused_lora_layers": fused_layers(trainer.model),
               "model_tflops_per_s": flops / (t_end - timer.t0) / 1e12,
               "peak_gib": timer.peak / GIB, "losses": losses, "last_loss": losses[-1],
               "timed_steps": last_step - warmup, "timed_tokens": tok_end - timer.tok0}
@@ -282,6 +281,12 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
         result["profile"] = profiler.key_averages().table(sort_by="cuda_time_total", row_limit=25)
         print(result["profile"], flush=True)
     return result
+
+
+def fused_layers(model) -> int:
+    """How many LoRA layers run fused (inhouse.train.fused_lora's classes, the 4-bit one included): the
+    proof that the switch reached the layers."""
+    return sum(type(m).__name__.startswith("FusedLora") for m in model.modules())
 
 
 def _profiler():
@@ -367,8 +372,8 @@ def fused_pairs() -> list[Spec]:
         Spec("inhouse-lora-8b-all-peft-layers", **lora_8b, peft_layers=True),
         Spec("inhouse-lora-8b-all-again", **lora_8b),
         Spec("inhouse-lora-8b-all-peft-layers-again", **lora_8b, peft_layers=True),
-        Spec("inhouse-qlora-8b-all", **qlora_8b),
-        Spec("inhouse-qlora-8b-all-peft-layers", **qlora_8b, peft_layers=True),
+        Spec("inhouse-qlora-8b-all-fused", **qlora_8b, fused=True),
+        Spec("inhouse-qlora-8b-all", **qlora_8b),  # PEFT's 4-bit layers: the plan's default there
         Spec("inhouse-lora-1b-all", **one_b),
         Spec("inhouse-lora-1b-all-peft-layers", **one_b, peft_layers=True),
         *[s for s in long_context() if s.name == "inhouse-lora-8b-all-32k"],
@@ -376,15 +381,16 @@ def fused_pairs() -> list[Spec]:
 
 
 def fused_ab() -> list[Spec]:
-    """Fused against PEFT's layers only, alternating, three times at 8B and twice at 1B: the pairs of
-    `fused_pairs` differ by less than the spread of one run."""
+    """Fused against PEFT's layers only, alternating, three times at 8B and twice at 1B and 8B QLoRA: the
+    pairs of `fused_pairs` differ by less than the spread of one run."""
     lora_8b = dict(size="8b", micro_batch=16, accumulation=1, checkpointing=True, targets=ALL)
     one_b = dict(size="1b", micro_batch=16, accumulation=1, targets=ALL)
+    qlora_8b = dict(lora_8b, method="qlora")
     out = []
-    for shape, repeats in ((lora_8b, 3), (one_b, 2)):
+    for shape, repeats in ((lora_8b, 3), (one_b, 2), (qlora_8b, 2)):
         for i in range(repeats):
-            name = f"inhouse-lora-{shape['size']}-all-ab{i + 1}"
-            out += [Spec(name, **shape), Spec(f"{name}-peft-layers", **shape, peft_layers=True)]
+            name = f"inhouse-{shape.get('method', 'lora')}-{shape['size']}-all-ab{i + 1}"
+            out += [Spec(name, **shape, fused=True), Spec(f"{name}-peft-layers", **shape, peft_layers=True)]
     return out
 
 
