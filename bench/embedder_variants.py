@@ -123,12 +123,9 @@ def train(settings: dict, chunks: list, max_len: int | None) -> tuple[Any, dict]
         pairs = bm25_hard(pairs)
     train_pairs, _ = split_held_out(pairs, config)
     model = fresh_model(folder)
-    negatives = guided_or_all(config, None)
-    guide = folder if negatives == "guided" else None
-    if mined:
-        loss, steps = train_mined(model, train_pairs, config, guide, mine(folder, train_pairs, chunks, mined, config.seed))
-    else:
-        loss, steps = _train(model, train_pairs, config, Events(), guide)
+    guide = folder if guided_or_all(config, None) == "guided" else None
+    negatives = mine(folder, train_pairs, chunks, mined, config.seed) if mined else None
+    loss, steps = _train(model, train_pairs, config, Events(), guide, negatives)
     return model, {"config": config.model_dump(), "pairs": count_by_kind(train_pairs), "loss": loss, "steps": steps,
                    "sentences": sentences, "mined": mined}
 
@@ -165,26 +162,6 @@ def mine(folder: Path, pairs: list, chunks: list, ranks: tuple[int, int], seed: 
         others = [j for j in np.argsort(-scores[i])[:hi + 20] if chunks[j].doc_path != own]
         negatives.append(chunks[rng.choice(others[lo:hi] or others)].text)
     return negatives
-
-
-def train_mined(model: Any, pairs: list, config: Any, guide: Path | None, negatives: list[str]) -> tuple[float, int]:
-    """`inhouse.rag.tune._train` with a third column: the losses take (anchor, positive, negative)."""
-    import tempfile
-
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer
-
-    from inhouse.rag.tune import _loss, _training_args
-
-    data = Dataset.from_dict({"anchor": [p.query for p in pairs], "positive": [p.passage for p in pairs],
-                              "negative": negatives})
-    limit = model.max_seq_length
-    model.max_seq_length = min(config.max_seq_length or limit, limit)
-    with tempfile.TemporaryDirectory(prefix="inhouse-tune-") as run_dir:
-        result = SentenceTransformerTrainer(model=model, args=_training_args(config, run_dir), train_dataset=data,
-                                            loss=_loss(model, guide)).train()
-    model.max_seq_length = limit
-    return round(float(result.training_loss), 4), int(result.global_step)
 
 
 def bm25_hard(pairs: list) -> list:

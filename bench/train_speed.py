@@ -46,6 +46,10 @@ STEP_EXAMPLES = 16
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ALL = ("all-linear",)  # the recipe's default targets
 RANK = 16
+# The recipe's default targets at each shape (8B with checkpointing, as the recipe picks over 2B parameters).
+LORA_8B_ALL = dict(size="8b", micro_batch=16, accumulation=1, checkpointing=True, targets=ALL)
+QLORA_8B_ALL = dict(LORA_8B_ALL, method="qlora")
+LORA_1B_ALL = dict(size="1b", micro_batch=16, accumulation=1, targets=ALL)
 
 
 @dataclass(frozen=True)
@@ -341,41 +345,34 @@ def specs(smoke: bool) -> list[Spec]:
 def default_targets() -> list[Spec]:
     """The recipe's default: LoRA r16 on every linear layer ("-all"); "-peft-casts" puts back PEFT's float32
     copies of the LoRA inputs, as inhouse ran before bf16_lora_inputs."""
-    lora_8b = dict(size="8b", micro_batch=16, accumulation=1, checkpointing=True, targets=ALL)
     return [
         Spec("baseline-1b-all", "1b", baseline=True, targets=ALL),
-        Spec("inhouse-lora-1b-all", "1b", micro_batch=16, accumulation=1, targets=ALL),
-        Spec("inhouse-lora-1b-all-peft-casts", "1b", micro_batch=16, accumulation=1, targets=ALL, peft_casts=True),
-        Spec("inhouse-qlora-1b-all", "1b", method="qlora", micro_batch=16, accumulation=1, checkpointing=True,
-             targets=ALL),
+        Spec("inhouse-lora-1b-all", **LORA_1B_ALL),
+        Spec("inhouse-lora-1b-all-peft-casts", **LORA_1B_ALL, peft_casts=True),
+        Spec("inhouse-qlora-1b-all", **dict(LORA_1B_ALL, method="qlora", checkpointing=True)),
         Spec("baseline-8b-all", "8b", baseline=True, checkpointing=True, targets=ALL),
-        Spec("inhouse-lora-8b-all", **lora_8b),
-        Spec("inhouse-lora-8b-all-peft-casts", **lora_8b, peft_casts=True),
+        Spec("inhouse-lora-8b-all", **LORA_8B_ALL),
+        Spec("inhouse-lora-8b-all-peft-casts", **LORA_8B_ALL, peft_casts=True),
         Spec("baseline-8b-all-again", "8b", baseline=True, checkpointing=True, targets=ALL),
-        Spec("inhouse-lora-8b-all-again", **lora_8b),
-        Spec("inhouse-qlora-8b-all", "8b", method="qlora", micro_batch=16, accumulation=1, checkpointing=True,
-             targets=ALL),
-        Spec("inhouse-qlora-8b-all-peft-casts", "8b", method="qlora", micro_batch=16, accumulation=1,
-             checkpointing=True, targets=ALL, peft_casts=True),
+        Spec("inhouse-lora-8b-all-again", **LORA_8B_ALL),
+        Spec("inhouse-qlora-8b-all", **QLORA_8B_ALL),
+        Spec("inhouse-qlora-8b-all-peft-casts", **QLORA_8B_ALL, peft_casts=True),
     ]
 
 
 def fused_pairs() -> list[Spec]:
     """Fused LoRA layers against PEFT's ("-peft-layers"), interleaved and repeated for the spread, on the
     recipe's default targets; then 8B LoRA at 32k tokens."""
-    lora_8b = dict(size="8b", micro_batch=16, accumulation=1, checkpointing=True, targets=ALL)
-    qlora_8b = dict(lora_8b, method="qlora")
-    one_b = dict(size="1b", micro_batch=16, accumulation=1, targets=ALL)
     return [
         Spec("baseline-8b-all", "8b", baseline=True, checkpointing=True, targets=ALL),
-        Spec("inhouse-lora-8b-all", **lora_8b),
-        Spec("inhouse-lora-8b-all-peft-layers", **lora_8b, peft_layers=True),
-        Spec("inhouse-lora-8b-all-again", **lora_8b),
-        Spec("inhouse-lora-8b-all-peft-layers-again", **lora_8b, peft_layers=True),
-        Spec("inhouse-qlora-8b-all-fused", **qlora_8b, fused=True),
-        Spec("inhouse-qlora-8b-all", **qlora_8b),  # PEFT's 4-bit layers: the plan's default there
-        Spec("inhouse-lora-1b-all", **one_b),
-        Spec("inhouse-lora-1b-all-peft-layers", **one_b, peft_layers=True),
+        Spec("inhouse-lora-8b-all", **LORA_8B_ALL),
+        Spec("inhouse-lora-8b-all-peft-layers", **LORA_8B_ALL, peft_layers=True),
+        Spec("inhouse-lora-8b-all-again", **LORA_8B_ALL),
+        Spec("inhouse-lora-8b-all-peft-layers-again", **LORA_8B_ALL, peft_layers=True),
+        Spec("inhouse-qlora-8b-all-fused", **QLORA_8B_ALL, fused=True),
+        Spec("inhouse-qlora-8b-all", **QLORA_8B_ALL),  # PEFT's 4-bit layers: the plan's default there
+        Spec("inhouse-lora-1b-all", **LORA_1B_ALL),
+        Spec("inhouse-lora-1b-all-peft-layers", **LORA_1B_ALL, peft_layers=True),
         *[s for s in long_context() if s.name == "inhouse-lora-8b-all-32k"],
     ]
 
@@ -383,11 +380,8 @@ def fused_pairs() -> list[Spec]:
 def fused_ab() -> list[Spec]:
     """Fused against PEFT's layers only, alternating, three times at 8B and twice at 1B and 8B QLoRA: the
     pairs of `fused_pairs` differ by less than the spread of one run."""
-    lora_8b = dict(size="8b", micro_batch=16, accumulation=1, checkpointing=True, targets=ALL)
-    one_b = dict(size="1b", micro_batch=16, accumulation=1, targets=ALL)
-    qlora_8b = dict(lora_8b, method="qlora")
     out = []
-    for shape, repeats in ((lora_8b, 3), (one_b, 2), (qlora_8b, 2)):
+    for shape, repeats in ((LORA_8B_ALL, 3), (LORA_1B_ALL, 2), (QLORA_8B_ALL, 2)):
         for i in range(repeats):
             name = f"inhouse-{shape.get('method', 'lora')}-{shape['size']}-all-ab{i + 1}"
             out += [Spec(name, **shape, fused=True), Spec(f"{name}-peft-layers", **shape, peft_layers=True)]

@@ -83,18 +83,8 @@ def published(kb):
 
 
 def has_checkpoint(kb):
-    if (kb / "store.json").is_file():
-        from inhouse.rag import pgstore
-
-        import psycopg
-
-        store = store_at(kb)
-        with pgstore._reader(store.loc) as conn:
-            try:
-                row = conn.execute("SELECT resume FROM inhouse_kbs WHERE name = %s", [store.loc["table"]]).fetchone()
-            except psycopg.errors.UndefinedTable:  # store.json is written before the writer creates the tables
-                return False
-        return bool(row and row[0])
+    if (kb / "store.json").is_file():  # {} also before the writer has created the tables
+        return bool(store_at(kb)._row("resume"))
     return (kb / "resume.json").exists()
 
 

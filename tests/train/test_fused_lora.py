@@ -16,6 +16,14 @@ from inhouse.train.fused_lora import FusedLoraLinear
 from inhouse.train.speed import plan
 
 
+def count_calls(monkeypatch, function: type) -> list:
+    """A list that grows by one at each `function.apply` (an autograd Function), which still runs."""
+    calls: list = []
+    original = function.apply
+    monkeypatch.setattr(function, "apply", lambda *a: calls.append(1) or original(*a))
+    return calls
+
+
 class Block(nn.Module):
     def __init__(self, bias: bool):
         super().__init__()
@@ -78,9 +86,7 @@ def test_in_place_update_matches_the_plain_sum():
 
 
 def test_the_fused_path_runs_and_the_special_cases_take_peft_forward(monkeypatch):
-    calls = []
-    original = fused_lora.LoraMatmul.apply
-    monkeypatch.setattr(fused_lora.LoraMatmul, "apply", lambda *a: calls.append(1) or original(*a))
+    calls = count_calls(monkeypatch, fused_lora.LoraMatmul)
     model = lora_block(True, 0.0)
     inner, x = model.base_model.model, torch.randn(2, 12)
     model(x)
@@ -94,9 +100,7 @@ def test_the_fused_path_runs_and_the_special_cases_take_peft_forward(monkeypatch
 
 
 def test_merged_two_active_adapters_and_dora_take_peft_forward(monkeypatch):
-    calls = []
-    original = fused_lora.LoraMatmul.apply
-    monkeypatch.setattr(fused_lora.LoraMatmul, "apply", lambda *a: calls.append(1) or original(*a))
+    calls = count_calls(monkeypatch, fused_lora.LoraMatmul)
     x = torch.randn(2, 12)
     model = lora_block(True, 0.0)
     before = model(x).detach()  # the fused path: two calls
@@ -140,9 +144,7 @@ def test_training_curve_and_saved_adapter_match_peft(tmp_path, tiny_dir, home, m
     rows = [chat(f"Where is order {100 + 7 * i}?", f"Order {100 + 7 * i} left.") for i in range(16)]
     data = write_jsonl(tmp_path / "data.jsonl", rows)
 
-    calls = []
-    original = fused_lora.LoraMatmul.apply
-    monkeypatch.setattr(fused_lora.LoraMatmul, "apply", lambda *a: calls.append(1) or original(*a))
+    calls = count_calls(monkeypatch, fused_lora.LoraMatmul)
 
     def run(name, fused):
         recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=data, validation_fraction=0, lora_dropout=0.1,

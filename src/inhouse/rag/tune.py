@@ -173,16 +173,17 @@ def guided_or_all(config: TuneConfig, pairs_file: Any) -> str:
 
 
 def _train(model: Any, pairs: Sequence[Pair], config: TuneConfig, events: Events,
-           guide: Path | None = None) -> tuple[float, int]:
-    """sentence-transformers' trainer with in-batch negatives (guided by the model at `guide`, when given);
-    returns (mean loss, steps)."""
+           guide: Path | None = None, negatives: Sequence[str] | None = None) -> tuple[float, int]:
+    """sentence-transformers' trainer with in-batch negatives (guided by the model at `guide`, when given),
+    plus one given hard negative per pair when `negatives` is; returns (mean loss, steps)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import PrinterCallback
 
     from inhouse.train.progress import EventsCallback, FiniteLossGuard, NonFiniteLoss
 
-    data = Dataset.from_dict({"anchor": [p.query for p in pairs], "positive": [p.passage for p in pairs]})
+    columns = {"anchor": [p.query for p in pairs], "positive": [p.passage for p in pairs]}
+    data = Dataset.from_dict(columns if negatives is None else columns | {"negative": list(negatives)})
     progress = EventsCallback(events, tokens=False)
     limit = model.max_seq_length
     model.max_seq_length = min(config.max_seq_length or limit, limit)

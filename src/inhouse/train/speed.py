@@ -77,10 +77,9 @@ def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
         else recipe.activation_offload
     bf16 = (gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16
     adapter = recipe.method != "full" and across != "fsdp"
+    fused = (gpu and bf16 and adapter and not recipe.quantized()) if recipe.fused_lora is None else recipe.fused_lora
     return SpeedPlan(
-        bf16=bf16, bf16_lora_inputs=bf16 and adapter,
-        fused_lora=recipe.method != "full" and (gpu and bf16 and adapter and not recipe.quantized()
-                                                if recipe.fused_lora is None else recipe.fused_lora),
+        bf16=bf16, bf16_lora_inputs=bf16 and adapter, fused_lora=fused and recipe.method != "full",
         gradient_checkpointing=checkpointing,
         activation_offload=offload, packing=packing, attention=attn, liger=liger,
         compile=recipe.compile, optimizer=optimizer, strategy=across,
