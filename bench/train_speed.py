@@ -60,7 +60,8 @@ class Spec:
     method: str = "lora"
     micro_batch: int = 4
     accumulation: int = 4
-    checkpointing: bool = False
+    checkpointing: bool | None = False  # None: the recipe's default, sized to the GPU's free memory
+    checkpoint_fraction: float | None = None  # share of the layers recomputed (None: the recipe's default)
     liger: bool = True
     packing: bool = True
     targets: tuple[str, ...] = ("q_proj", "v_proj")
@@ -237,10 +238,10 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
         method=spec.method, lora_target_modules=list(spec.targets), lora_r=RANK, lora_alpha=32, lora_dropout=0.0,
         batch_size=spec.micro_batch, gradient_accumulation=spec.accumulation, max_steps=steps, learning_rate=1e-4,
         lr_scheduler="constant", warmup_ratio=0.0, seed=0, packing=spec.packing, liger=spec.liger,
-        gradient_checkpointing=spec.checkpointing, activation_offload=spec.offload, optimizer=spec.optimizer,
-        compile=spec.compile,
+        gradient_checkpointing=spec.checkpointing, checkpoint_fraction=spec.checkpoint_fraction,
+        activation_offload=spec.offload, optimizer=spec.optimizer, compile=spec.compile,
         max_seq_length=max(4096, spec.seq_len or 0))
-    speed = plan(recipe, model)
+    speed = plan(recipe, model, [len(e.input_ids) for e in data])
     if spec.peft_casts:
         speed = replace(speed, bf16_lora_inputs=False)
     if spec.peft_layers or spec.fused:
@@ -277,7 +278,7 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e][:steps]
     flops = timed_flops(spec, tok_end - timer.tok0, timed_lengths(spec, steps, warmup, last_step))
     result = {"spec": asdict(spec), "params": params, "tokens_per_s": tokens_per_s,
-              "fused_lora_layers": fused_layers(trainer.model),
+              "fused_lora_layers": fused_layers(trainer.model), "checkpointed_layers": checkpointed(trainer.model),
               "model_tflops_per_s": flops / (t_end - timer.t0) / 1e12,
               "peak_gib": timer.peak / GIB, "losses": losses, "last_loss": losses[-1],
               "timed_steps": last_step - warmup, "timed_tokens": tok_end - timer.tok0}
@@ -291,6 +292,14 @@ def fused_layers(model) -> int:
     """How many LoRA layers run fused (inhouse.train.fused_lora's classes, the 4-bit one included): the
     proof that the switch reached the layers."""
     return sum(type(m).__name__.startswith("FusedLora") for m in model.modules())
+
+
+def checkpointed(model) -> list[int]:
+    """[decoder layers that recompute, decoder layers]: what the checkpointing plan reached."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    return [sum(bool(m.gradient_checkpointing) for m in layers), len(layers)]
 
 
 def _profiler():
@@ -388,6 +397,32 @@ def fused_ab() -> list[Spec]:
     return out
 
 
+def recompute() -> list[Spec]:
+    """How much of the step is recompute: 8B LoRA and QLoRA on the default targets with every layer
+    checkpointed (the default), half, a quarter, and none; the default and none again for the spread."""
+    out = []
+    for shape in (LORA_8B_ALL, QLORA_8B_ALL):
+        name = f"inhouse-{shape.get('method', 'lora')}-8b-all"
+        out += [Spec(name, **shape), Spec(f"{name}-ckpt50", **shape, checkpoint_fraction=0.5),
+                Spec(f"{name}-ckpt25", **shape, checkpoint_fraction=0.25),
+                Spec(f"{name}-no-ckpt", **dict(shape, checkpointing=False))]
+    return out + [Spec("inhouse-lora-8b-all-again", **LORA_8B_ALL),
+                  Spec("inhouse-lora-8b-all-no-ckpt-again", **dict(LORA_8B_ALL, checkpointing=False))]
+
+
+def auto_checkpointing() -> list[Spec]:
+    """The recipe's checkpointing default sized to the free memory (None) against every layer recomputed, at
+    the 8B shapes above and at 32k tokens, where the estimate must leave enough layers recomputing."""
+    auto = dict(checkpointing=None, checkpoint_fraction=None)
+    long = dict(micro_batch=1, seq_len=32 * 1024, steps=3, warmup=1)
+    return [Spec("inhouse-lora-8b-all-auto", **dict(LORA_8B_ALL, **auto)),
+            Spec("inhouse-lora-8b-all", **LORA_8B_ALL),
+            Spec("inhouse-qlora-8b-all-auto", **dict(QLORA_8B_ALL, **auto)),
+            Spec("inhouse-qlora-8b-all", **QLORA_8B_ALL),
+            Spec("inhouse-lora-8b-all-32k-auto", **dict(LORA_8B_ALL, **auto, **long)),
+            Spec("inhouse-qlora-8b-all-32k-auto", **dict(QLORA_8B_ALL, **auto, **long))]
+
+
 def long_context() -> list[Spec]:
     """8B, one sequence per step, checkpointing and offload on; 64k and 128k (the model's context) probe
     the longest that trains, so they run two steps (one timed). Ordered so that a call cut short at its
@@ -474,7 +509,8 @@ def rescore(report: dict) -> dict:
 
 GROUPS = {"short": lambda smoke: specs(smoke)[:10], "default": lambda smoke: default_targets(),
           "long": lambda smoke: long_context(), "fused": lambda smoke: fused_pairs(),
-          "fused-ab": lambda smoke: fused_ab()}
+          "fused-ab": lambda smoke: fused_ab(), "recompute": lambda smoke: recompute(),
+          "auto-ckpt": lambda smoke: auto_checkpointing()}
 
 
 def chosen(args) -> list[Spec]:
@@ -508,7 +544,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: check the plumbing quickly")
     parser.add_argument("--group", nargs="*", choices=sorted(GROUPS), help="run these lists only: short (q/v LoRA, "
                         "the first round), default (all-linear targets), long (long context), fused (fused LoRA layers "
-                        "against PEFT's)")
+                        "against PEFT's), fused-ab (the same, alternating), recompute (share of layers checkpointed), auto-ckpt (the share sized to free memory)")
     parser.add_argument("--only", nargs="*", help="run only these names")
     parser.add_argument("--profile", nargs="*", help="runs to profile for 2 extra steps after timing")
     parser.add_argument("--no-warm", action="store_true", help="skip the untimed run that fills Triton's kernel "

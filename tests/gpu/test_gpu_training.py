@@ -87,6 +87,19 @@ def test_fused_lora_keeps_the_loss_curve(method, tmp_path, tiny_dir, home, monke
     assert torch.allclose(torch.tensor(fast), torch.tensor(plain), rtol=1e-2, atol=1e-2), (plain, fast)
 
 
+def test_checkpointing_sized_to_free_memory_keeps_the_loss_curve(tmp_path, tiny_dir, home):
+    """The default recomputes nothing where the activations fit (a tiny model always does); every share
+    of recomputed layers trains the same curve."""
+    every, every_speed = curve(tmp_path, tiny_dir, "ckpt-all", gradient_checkpointing=True)
+    half, half_speed = curve(tmp_path, tiny_dir, "ckpt-half", checkpoint_fraction=0.5)
+    auto, auto_speed = curve(tmp_path, tiny_dir, "ckpt-auto")
+    assert every_speed["checkpoint_fraction"] == 1 and every_speed["activation_offload"]
+    assert half_speed["checkpoint_fraction"] == 0.5 and not half_speed["activation_offload"]
+    assert not auto_speed["gradient_checkpointing"] and auto_speed["checkpoint_fraction"] == 0
+    for other in (half, auto):
+        assert torch.allclose(torch.tensor(other), torch.tensor(every), rtol=1e-2, atol=1e-2), (every, other)
+
+
 def test_fast_path_loss_curve_matches_plain_path(tmp_path, tiny_dir, home):
     plain, plain_speed = curve(tmp_path, tiny_dir, "plain", packing=False, liger=False, attention="sdpa")
     fast, fast_speed = curve(tmp_path, tiny_dir, "fast")  # GPU defaults: packing, varlen, liger when installed

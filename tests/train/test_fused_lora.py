@@ -165,7 +165,7 @@ def test_training_curve_and_saved_adapter_match_peft(tmp_path, tiny_dir, home, m
     assert not any(isinstance(m, FusedLoraLinear) for m in loaded.modules())
 
 
-def test_fused_lora_is_planned_for_unquantised_adapters_on_a_bf16_gpu_or_when_asked(monkeypatch):
+def test_fused_lora_is_planned_for_adapters_on_a_bf16_gpu_unless_turned_off(monkeypatch):
     from inhouse.train import speed as speed_mod
 
     model, _ = tiny.build()
@@ -175,8 +175,8 @@ def test_fused_lora_is_planned_for_unquantised_adapters_on_a_bf16_gpu_or_when_as
     monkeypatch.setattr(speed_mod, "liger_apply_fn", lambda model_type: None)
     assert plan(recipe_mod.build(bf16=True), model).fused_lora
     assert plan(recipe_mod.build(bf16=True, method="dpo"), model).fused_lora
-    assert not plan(recipe_mod.build(bf16=True, method="qlora"), model).fused_lora  # not measured yet: opt in
-    assert plan(recipe_mod.build(bf16=True, method="qlora", fused_lora=True), model).fused_lora
+    assert plan(recipe_mod.build(bf16=True, method="qlora"), model).fused_lora
+    assert not plan(recipe_mod.build(bf16=True, method="qlora", fused_lora=False), model).fused_lora
     assert not plan(recipe_mod.build(bf16=True, method="full"), model).fused_lora
     assert not plan(recipe_mod.build(bf16=True, method="full", fused_lora=True), model).fused_lora  # no adapter
     assert not plan(recipe_mod.build(bf16=False), model).fused_lora

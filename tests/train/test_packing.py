@@ -90,6 +90,8 @@ def test_packing_layout_and_checkpointing_keep_the_loss_curve(tmp_path, tiny_dir
         "packed": losses_for(tmp_path, tiny_dir, "packed", packing=True),
         "one-packed-row": losses_for(tmp_path, tiny_dir, "row", packing=True, batch_size=8, gradient_accumulation=1),
         "ckpt": losses_for(tmp_path, tiny_dir, "ckpt", packing=True, gradient_checkpointing=True),
+        "half-ckpt": losses_for(tmp_path, tiny_dir, "half-ckpt", packing=True, gradient_checkpointing=True,
+                                checkpoint_fraction=0.5),
     }
     assert len(base) == 6 and base[0] != base[-1]
     for name, losses in variants.items():

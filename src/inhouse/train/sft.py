@@ -448,7 +448,7 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
     val_set = encode_all(mix.validation, tokenizer, stop_ids, recipe.max_seq_length)
     describe_data(train_set, val_set, events)
 
-    speed = plan(recipe, model)
+    speed = plan(recipe, model, [len(e.input_ids) for e in train_set.examples])
     events.say(f"speed: {speed.describe()}")
     model = attach_method(prepare_model(model, speed), recipe, fused=speed.fused_lora)
     with tracking_env(recipe.tracking, run.run_dir):

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from inhouse import world
 from inhouse.errors import InhouseError
 from inhouse.model import attention
 from inhouse.recipe import Recipe
-from inhouse.train import distributed
+from inhouse.train import distributed, memory
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,14 @@ class SpeedPlan:
     bf16_lora_inputs: bool = False
     # LoRA's update accumulated into the base matmul, forward and backward (inhouse.train.fused_lora).
     fused_lora: bool = False
+    checkpoint_fraction: float = 1.0  # share of the decoder layers recomputed when checkpointing
 
     def describe(self) -> str:
         on = [name for name in ("bf16", "gradient_checkpointing", "activation_offload", "packing", "liger", "compile",
                                 "bf16_lora_inputs", "fused_lora") if getattr(self, name)]
         across = f"; {self.strategy} on {world.current().size} processes" if self.strategy else ""
+        if self.gradient_checkpointing and self.checkpoint_fraction < 1:
+            on[on.index("gradient_checkpointing")] += f" ({self.checkpoint_fraction:.0%} of layers)"
         return f"{', '.join(on) or 'no speed features'}; attention={self.attention}; optimizer={self.optimizer}{across}"
 
 
@@ -53,10 +59,10 @@ def liger_apply_fn(model_type: str):
     return MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
 
 
-def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
-    """Fill in each `None` with the right default for this machine and model."""
+def plan(recipe: Recipe, model: PreTrainedModel, lengths: Sequence[int] | None = None) -> SpeedPlan:
+    """Fill in each `None` with the right default for this machine and model; `lengths` (the training
+    examples' token counts) let the checkpointing default size itself to the GPU's free memory."""
     gpu = world.gpu()
-    big = sum(p.numel() for p in model.parameters()) > 2e9 or recipe.quantized()
     packing = gpu if recipe.packing is None else recipe.packing
     attn = recipe.attention
     if attn == "auto":
@@ -69,21 +75,47 @@ def plan(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
         # varlen attention + Liger + checkpointing + PEFT. Refuse rather than crash mid-run.
         raise InhouseError("compile is not supported with the GPU fast path yet (liger / varlen attention); "
                            "set compile: false, or liger: false and attention: sdpa")
-    checkpointing = (gpu and big) if recipe.gradient_checkpointing is None else recipe.gradient_checkpointing
     across = distributed.strategy(recipe)
+    estimable = gpu and liger and attn != "eager" and recipe.method in ("lora", "qlora") and across != "fsdp"
+    fraction = checkpointing_share(recipe, model, gpu, lengths if estimable else None, packing)
+    if 0 < fraction < 1 and across == "fsdp":
+        raise InhouseError("checkpoint_fraction below 1 is not supported with strategy fsdp, which checkpoints "
+                           "every wrapped layer; set checkpoint_fraction: 1 or strategy: ddp")
     # Offloading the checkpointed layer inputs asynchronously cost no throughput on an H100 (8B LoRA).
-    # Under FSDP the weights are sharded tensors that the offload hooks do not know: off by default.
-    offload = (gpu and checkpointing and across != "fsdp") if recipe.activation_offload is None \
+    # Under FSDP the weights are sharded tensors that the offload hooks do not know: off by default. With only
+    # some layers recomputed, the others' activations would all be copied out and back: not by default either.
+    offload = (gpu and fraction == 1 and across != "fsdp") if recipe.activation_offload is None \
         else recipe.activation_offload
     bf16 = (gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16
     adapter = recipe.method != "full" and across != "fsdp"
-    fused = (gpu and bf16 and adapter and not recipe.quantized()) if recipe.fused_lora is None else recipe.fused_lora
+    fused = (gpu and bf16 and adapter) if recipe.fused_lora is None else recipe.fused_lora
     return SpeedPlan(
         bf16=bf16, bf16_lora_inputs=bf16 and adapter, fused_lora=fused and recipe.method != "full",
-        gradient_checkpointing=checkpointing,
+        gradient_checkpointing=fraction > 0, checkpoint_fraction=fraction,
         activation_offload=offload, packing=packing, attention=attn, liger=liger,
         compile=recipe.compile, optimizer=optimizer, strategy=across,
     )
+
+
+def checkpointing_share(recipe: Recipe, model: PreTrainedModel, gpu: bool, lengths: Sequence[int] | None,
+                        packing: bool) -> float:
+    """The share of decoder layers to recompute, 0 for no checkpointing. As asked; else, given the examples'
+    lengths, as many as the free GPU memory needs (`inhouse.train.memory`); else all of them for QLoRA and
+    models over 2B parameters on a GPU, none otherwise."""
+    if recipe.gradient_checkpointing is False:
+        return 0.0
+    if recipe.checkpoint_fraction is not None:
+        return recipe.checkpoint_fraction
+    if recipe.gradient_checkpointing:
+        return 1.0
+    if lengths:
+        tokens = memory.batch_tokens(lengths, recipe.batch_size, packing)
+        trainable = memory.adapter_params_bound(model, recipe.lora_r)
+        share = memory.layers_to_checkpoint(model.config, tokens, torch.cuda.mem_get_info(model.device)[0], trainable)
+        if share is not None:
+            return share
+    big = sum(p.numel() for p in model.parameters()) > 2e9 or recipe.quantized()
+    return 1.0 if gpu and big else 0.0
 
 
 GPU_ONLY = {
@@ -135,8 +167,22 @@ def prepare_model(model: PreTrainedModel, speed: SpeedPlan, fused_cross_entropy:
         apply_liger(model, fused_cross_entropy)
     if speed.gradient_checkpointing and speed.strategy != "fsdp":  # FSDP checkpoints its own wrapped layers
         enable_checkpointing(model)
+        keep_some_layers(model, speed.checkpoint_fraction)
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
     return model
+
+
+def keep_some_layers(model: PreTrainedModel, fraction: float) -> list[bool]:
+    """Checkpoint only `fraction` of the decoder layers, spread evenly, so that the recompute (a third of a
+    LoRA step's matmuls) is paid only where memory needs it. Each of transformers' checkpointable layers
+    reads its own `gradient_checkpointing` flag on every call; returns the flags, layer by layer."""
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    total = len(layers)
+    chosen = math.ceil(fraction * total - 1e-9)  # whole layers, never fewer than asked (n / total gives n)
+    flags = [(i + 1) * chosen // total > i * chosen // total for i in range(total)]
+    for layer, flag in zip(layers, flags):
+        layer.gradient_checkpointing = flag
+    return flags
 
 
 def enable_checkpointing(model: PreTrainedModel) -> None:

@@ -1,0 +1,73 @@
+"""How many decoder layers must recompute: training activations estimated against the GPU's free memory.
+
+Checkpointing every layer re-runs the forward pass inside backward, a third of a LoRA step's matmuls: on an
+H200, 8B LoRA on all projections trained at 35 % MFU (17 GiB) with every layer recomputed and at 56 %
+(50 GiB) with none (docs/benchmarks.md). Where the GPU has room, recomputing fewer layers is free speed;
+where it has none, every layer still recomputes. The estimate counts what one dense decoder layer keeps
+for backward per token on the fast path (Liger's RMSNorm, SwiGLU and fused cross-entropy; flash
+attention), in bf16, for the largest micro-batch the data can make, and leaves a margin. Shapes it does
+not know (mixture-of-experts, models without Liger's kernels, eager attention) keep the old rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from transformers import PretrainedConfig
+from torch import nn
+
+GIB = 1 << 30
+HEADROOM = 0.85  # of the free memory, for what the estimate counts
+RESERVE = 2 * GIB  # allocator fragmentation, cuBLAS workspaces, the fused loss's chunks
+ADAPTER_BYTES = 16  # per trainable parameter: fp32 weight, gradient and AdamW's two moments
+
+
+def layer_bytes_per_token(config: PretrainedConfig) -> int | None:
+    """Bytes one decoder layer keeps for backward per token, without checkpointing: the inputs of its
+    projections and norms, q, k, v and the attention output and log-sum-exp, and SwiGLU's two inputs and
+    output (7 hidden widths, 3 key/value widths, 3 MLP widths, in bf16). None for shapes it does not know."""
+    text = config.get_text_config()
+    names = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    if any(not isinstance(getattr(text, n, None), int) for n in names) or _has_experts(text):
+        return None
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv = (getattr(text, "num_key_value_heads", None) or heads) * head_dim
+    return 2 * (7 * text.hidden_size + 3 * kv + 3 * text.intermediate_size)
+
+
+def _has_experts(config: PretrainedConfig) -> bool:
+    return any(getattr(config, n, None) for n in ("num_experts", "num_local_experts", "n_routed_experts", "moe_intermediate_size"))
+
+
+def batch_tokens(lengths: Sequence[int], batch_size: int, packed: bool) -> int:
+    """The most tokens one micro-batch can hold: the longest examples packed in one row, or the longest
+    padded `batch_size` times."""
+    if not lengths:
+        return 0
+    if packed:
+        return sum(sorted(lengths)[-batch_size:])
+    return max(lengths) * min(batch_size, len(lengths))
+
+
+def adapter_params_bound(model: nn.Module, rank: int) -> int:
+    """LoRA on every linear layer is the most any target list trains: r x (inputs + outputs) each."""
+    return sum(rank * (m.in_features + m.out_features) for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def layers_to_checkpoint(config: PretrainedConfig, tokens: int, free_bytes: int, trainable: int) -> float | None:
+    """The share of decoder layers to recompute so that the estimate fits: 0 (none) to 1 (all), in whole
+    layers; None where the shape is not one the estimate knows. A checkpointed layer still keeps its input,
+    and the layer being recomputed holds its activations once more."""
+    per_layer = layer_bytes_per_token(config)
+    if per_layer is None:
+        return None
+    text = config.get_text_config()
+    layers = text.num_hidden_layers
+    budget = HEADROOM * free_bytes - RESERVE - ADAPTER_BYTES * trainable - tokens * per_layer
+    excess = layers * tokens * per_layer - budget
+    if excess <= 0:
+        return 0.0
+    saved_each = tokens * (per_layer - 2 * text.hidden_size)
+    return min(layers, math.ceil(excess / saved_each)) / layers
