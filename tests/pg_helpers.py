@@ -18,8 +18,8 @@ def fresh_database(server):
     try:
         yield f"postgresql://{params.get('user', 'postgres')}@/{name}?host={params['host']}"
     finally:
-        from inhouse.rag import pgstore
+        from inhouse.rag import pgconn
 
-        pgstore._pool.clear()
+        pgconn.pool.clear()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

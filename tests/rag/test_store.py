@@ -198,7 +198,8 @@ def test_kb_names_live_under_home(home):
 
 def test_a_postgresql_kb_records_no_password_and_another_home_can_attach_it(tmp_path, embedder, pg_dsn, monkeypatch):
     from inhouse.errors import ConflictError, InvalidInputError, NotFoundError
-    from inhouse.rag.pgstore import attach, location
+    from inhouse.rag.pgconn import location
+    from inhouse.rag.pgstore import attach
     from inhouse.rag.store import open_kb
 
     with pytest.raises(InvalidInputError, match="holds a password") as err:
@@ -237,9 +238,9 @@ def pg_store(tmp_path, embedder, pg_dsn):
 
 
 def sql_rows(store, query, params=()):
-    from inhouse.rag import pgstore
+    from inhouse.rag import pgconn
 
-    with pgstore._reader(store.loc) as conn:
+    with pgconn.reader(store.loc) as conn:
         return conn.execute(query.format(t=store.loc["table"]), list(params)).fetchall()
 
 
@@ -268,9 +269,9 @@ def test_postgresql_postings_stay_in_step_with_the_chunks(pg_store, embedder):
 def to_earlier_layout(store):
     """Make the published knowledge base look as the code before the postings left it: no postings
     table, no rid column, a GIN index on tsv, and meta without "full_text"."""
-    from inhouse.rag import pgstore
+    from inhouse.rag import pgconn
 
-    with pgstore._reader(store.loc) as conn, conn.transaction():
+    with pgconn.reader(store.loc) as conn, conn.transaction():
         t = store.loc["table"]
         conn.execute(f'DROP TABLE "{t}__post"')
         conn.execute(f'ALTER TABLE "{t}" DROP COLUMN rid')

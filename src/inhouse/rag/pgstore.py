@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -46,10 +45,10 @@ from typing import Any
 import numpy as np
 
 from inhouse import atomic, outputs
-from inhouse.errors import ConflictError, InhouseError, InvalidInputError, NotFoundError
-from inhouse.rag import pgtext
+from inhouse.errors import ConflictError, InhouseError, NotFoundError
+from inhouse.rag import pgconn, pgfilter, pgtext
 from inhouse.rag.chunk import Chunk, Hit
-from inhouse.rag.store import COLUMNS, FORMAT, KB_KIND, STORE_FILE, Store, _chunk, check_kb_folder, like_pattern
+from inhouse.rag.store import COLUMNS, FORMAT, KB_KIND, STORE_FILE, Store, _chunk, check_kb_folder
 
 KBS = "inhouse_kbs"
 _READ_BATCH = 4096
@@ -59,76 +58,14 @@ _COMMIT_MEMORY = {"maintenance_work_mem": "512MB", "work_mem": "256MB"}
 _SEARCH_MEMORY = {"work_mem": "64MB"}
 _TYPES = {"chunk_id": "text", "doc_path": "text", "title": "text", "heading_path": "text", "text": "text",
           "start": "int8", "end": "int8", "page": "int4", "mtime": "float8", "sha256": "text"}
-INSTALL = "PostgreSQL knowledge bases need psycopg and pgvector: pip install 'inhouse[postgres]'"
-
-
-def _sql() -> Any:
-    try:
-        import psycopg  # noqa: F401
-        from psycopg import sql
-    except ImportError:
-        raise InhouseError(INSTALL) from None
-    return sql
-
-
-# -- where the knowledge base lives -------------------------------------------------------------
-
-
-def is_store_spec(text: str | None) -> bool:
-    """A --store value naming PostgreSQL: a postgresql:// URL or env:VAR (a variable holding one)."""
-    return bool(text) and (text.startswith(("postgresql://", "postgres://", "env:")))
-
-
-def location(spec: str, kb_name: str) -> dict[str, Any]:
-    """What store.json records for --store `spec`: never a password (a URL with one is refused)."""
-    if spec.startswith("env:"):
-        var = spec[4:]
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
-            raise InvalidInputError(f"--store env:{var}: name an environment variable (letters, digits, _)")
-        return {"backend": "postgresql", "dsn_env": var, "table": table_name(kb_name)}
-    _sql()
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    try:
-        params = conninfo_to_dict(spec)
-    except Exception:  # the message would quote the URL
-        raise InvalidInputError("--store: not a valid postgresql:// connection string") from None
-    if params.pop("password", None):  # an empty one (user:@host) is no secret
-        raise InvalidInputError("--store: the connection string holds a password, and inhouse never writes one "
-                                "down; drop it from the URL and set PGPASSWORD (or ~/.pgpass), or pass the whole "
-                                "URL in an environment variable: --store env:VARIABLE")
-    return {"backend": "postgresql", "dsn": make_conninfo(**params), "table": table_name(kb_name)}
-
-
-def table_name(kb_name: str) -> str:
-    """The chunks table of a knowledge base: readable, within PostgreSQL's 63 bytes, distinct per name."""
-    name = atomic.final_name(Path(kb_name))
-    slug = re.sub(r"[^a-z0-9_]+", "_", name.lower())[:30]
-    return f"kb_{slug}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
-def shown(loc: Mapping[str, Any]) -> str:
-    """The location for messages: the password-free conninfo, or the variable's name."""
-    where = f"${loc['dsn_env']}" if loc.get("dsn_env") else repr(loc.get("dsn", ""))
-    return f"postgresql {where}, table {loc['table']}"
-
-
-def _conninfo(loc: Mapping[str, Any]) -> str:
-    if loc.get("dsn_env"):
-        value = os.environ.get(loc["dsn_env"])
-        if not value:
-            raise InhouseError(f"the knowledge base lives in PostgreSQL at ${loc['dsn_env']}, which is not set; "
-                               "export it (the connection string) and try again")
-        return value
-    return loc["dsn"]
 
 
 def attach(path: Path, spec: str) -> PgStore:
     """Make folder `path` name the PostgreSQL knowledge base of the same name that another machine indexed
     (several servers sharing one database): only store.json is written, after the database confirms it."""
-    store = PgStore(path, location(spec, path.name))
+    store = PgStore(path, pgconn.location(spec, path.name))
     if not store.meta():
-        raise NotFoundError(f"no published knowledge base {path.name!r} in {shown(store.loc)}; "
+        raise NotFoundError(f"no published knowledge base {path.name!r} in {pgconn.shown(store.loc)}; "
                             "index it first (inhouse rag index FOLDER --kb NAME --store ...)")
     check_kb_folder(path)
     existing = path / STORE_FILE
@@ -138,92 +75,6 @@ def attach(path: Path, spec: str) -> PgStore:
         raise ConflictError(f"{path} is an embedded (LanceDB) knowledge base; choose another name")
     store._mark()
     return store
-
-
-# -- connections: a small per-process pool, so a server does not connect per request ------------
-
-_pool: dict[tuple[int, str], list[Any]] = {}
-_pool_lock = threading.Lock()
-
-
-def _connect(loc: Mapping[str, Any], autocommit: bool) -> Any:
-    _sql()
-    import psycopg
-
-    try:
-        conn = psycopg.connect(_conninfo(loc), autocommit=autocommit, connect_timeout=10)
-    except psycopg.OperationalError as e:  # libpq's message names host and user, never the password
-        raise InhouseError(f"cannot connect to {shown(loc)}: {_first_line(e)}") from None
-    _register(conn)
-    return conn
-
-
-@contextmanager
-def _reader(loc: Mapping[str, Any]) -> Iterator[Any]:
-    """An autocommit connection (each statement sees the latest published state) for one operation."""
-    key = (os.getpid(), _conninfo(loc))  # read each time: a variable that changed or went away is noticed
-    with _pool_lock:
-        conn = _pool.get(key, []).pop() if _pool.get(key) else None
-    if conn is None or conn.closed or conn.broken:
-        conn = _connect(loc, autocommit=True)
-    try:
-        yield conn
-    except BaseException:
-        conn.close()  # a half-read cursor or a failed statement: do not hand it on
-        raise
-    with _pool_lock:
-        _pool.setdefault(key, []).append(conn)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
-# -- filters ------------------------------------------------------------------------------------
-
-
-def pg_where(where: str | Mapping[str, Any] | None) -> tuple[Any, list[Any]]:
-    """A filter as parameterised SQL and its values; an SQL string passes through, as in LanceStore."""
-    sql = _sql()
-    if not where:
-        return sql.SQL("TRUE"), []
-    if isinstance(where, str):
-        return sql.SQL("({})").format(sql.SQL(where.replace("%", "%%"))), []
-    parts, params = [], []
-    for col, value in where.items():
-        part, values = _condition(col, value)
-        parts.append(part)
-        params += values
-    return sql.SQL(" AND ").join(parts), params
-
-
-def _condition(col: str, value: Any) -> tuple[Any, list[Any]]:
-    sql = _sql()
-    if col not in COLUMNS:
-        raise InvalidInputError(f"cannot filter on {col!r}; columns: {', '.join(COLUMNS)}")
-    many = isinstance(value, (list, tuple, set, frozenset))
-    values = list(value) if many else [value]
-    plain = [v for v in values if not isinstance(v, Mapping)]
-    globs = [like_pattern(v["glob"]) for v in values if isinstance(v, Mapping)]
-    ident = sql.Identifier(col)
-    tests = [sql.SQL("{} LIKE %s ESCAPE '\\'").format(ident) for _ in globs]
-    params: list[Any] = list(globs)
-    if plain or not values:
-        tests.insert(0, sql.SQL("{} = ANY(%s)").format(ident))
-        params.insert(0, plain)
-    return sql.SQL("({})").format(sql.SQL(" OR ").join(tests)), params
-
-
-@contextmanager
-def _filter_errors(where: Any) -> Iterator[None]:
-    """A filter the database rejects is the user's input: one line, no SQL state dump."""
-    import psycopg
-
-    try:
-        yield
-    except (psycopg.errors.SyntaxError, psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction,
-            psycopg.errors.DataError, psycopg.errors.DatatypeMismatch) as e:
-        raise InvalidInputError(f"bad filter {where!r}: {_first_line(e)}") from None
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -251,15 +102,15 @@ class PgStore(Store):
         return cls(path, loc)
 
     def __repr__(self) -> str:
-        return f"PgStore({str(self.path)!r}, {shown(self.loc)!r})"
+        return f"PgStore({str(self.path)!r}, {pgconn.shown(self.loc)!r})"
 
     def _ident(self, suffix: str = "") -> Any:
-        return _sql().Identifier(self.loc["table"] + suffix)
+        return pgconn.sql().Identifier(self.loc["table"] + suffix)
 
     # -- published state ---------------------------------------------------
 
     def _row(self, column: str) -> dict:
-        with _reader(self.loc) as conn:
+        with pgconn.reader(self.loc) as conn:
             return self._row_on(conn, column)
 
     def _row_on(self, conn: Any, column: str) -> dict:
@@ -267,7 +118,7 @@ class PgStore(Store):
         missing table then aborts nothing); {} when nothing is published."""
         import psycopg
 
-        sql = _sql()
+        sql = pgconn.sql()
         try:
             row = conn.execute(sql.SQL("SELECT {} FROM {} WHERE name = %s").format(
                 sql.Identifier(column), sql.Identifier(KBS)), [self.loc["table"]]).fetchone()
@@ -284,23 +135,23 @@ class PgStore(Store):
     def count(self, where: Any = None) -> int:
         if not self.meta():
             return 0
-        cond, params = pg_where(where)
-        with _reader(self.loc) as conn, _filter_errors(where):
-            return conn.execute(_sql().SQL("SELECT count(*) FROM {} WHERE {}").format(self._ident(), cond),
+        cond, params = pgfilter.pg_where(where)
+        with pgconn.reader(self.loc) as conn, pgfilter.filter_errors(where):
+            return conn.execute(pgconn.sql().SQL("SELECT count(*) FROM {} WHERE {}").format(self._ident(), cond),
                                 params).fetchone()[0]
 
     def _select(self) -> Any:
-        sql = _sql()
+        sql = pgconn.sql()
         return sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
 
     def chunks(self, where: Any = None) -> Iterator[Chunk]:
         """A server-side cursor: a large knowledge base is never held in memory at once."""
         if not self.meta():
             return
-        sql = _sql()
-        cond, params = pg_where(where)
+        sql = pgconn.sql()
+        cond, params = pgfilter.pg_where(where)
         query = sql.SQL("SELECT {} FROM {} WHERE {}").format(self._select(), self._ident(), cond)
-        with _reader(self.loc) as conn, conn.transaction(), _filter_errors(where):
+        with pgconn.reader(self.loc) as conn, conn.transaction(), pgfilter.filter_errors(where):
             with conn.cursor(name="inhouse_chunks") as cur:
                 cur.itersize = _READ_BATCH
                 cur.execute(query, params)
@@ -312,16 +163,16 @@ class PgStore(Store):
         scan), so it never starves the result, and ef_search is at least k so all k come back."""
         if k <= 0:
             return []
-        sql = _sql()
-        cond, params = pg_where(where)
+        sql = pgconn.sql()
+        cond, params = pgfilter.pg_where(where)
         q = np.asarray(vec, dtype=np.float32)
         query = sql.SQL("SELECT {}, 1 - (vector <=> %s) FROM {} WHERE {} ORDER BY vector <=> %s LIMIT %s").format(
             self._select(), self._ident(), cond)
-        with _reader(self.loc) as conn:
+        with pgconn.reader(self.loc) as conn:
             if not self._row_on(conn, "meta"):
                 return []
-            with conn.transaction(), _filter_errors(where):
-                _register(conn)
+            with conn.transaction(), pgfilter.filter_errors(where):
+                pgconn.register_vector(conn)
                 conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(100, 2 * k))}")
                 conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
                 rows = conn.execute(query, [q, *params, q, k]).fetchall()
@@ -332,10 +183,10 @@ class PgStore(Store):
         nothing. A knowledge base published before the postings existed is searched the earlier way."""
         if k <= 0 or not re.search(r"\w", query or ""):
             return []
-        sql = _sql()
-        cond, params = pg_where(where)
+        sql = pgconn.sql()
+        cond, params = pgfilter.pg_where(where)
         cols = sql.SQL(", ").join(sql.Identifier("c", c) for c in COLUMNS)
-        with _reader(self.loc) as conn:
+        with pgconn.reader(self.loc) as conn:
             meta = self._row_on(conn, "meta")  # on the search's own connection: no second round trip
             if not meta:
                 return []
@@ -346,7 +197,7 @@ class PgStore(Store):
             else:
                 statement = pgtext.legacy_bm25_sql(sql.Identifier(KBS), self._ident(), cols, cond)
                 values = [self.loc["table"], query, *params, k]
-            with conn.transaction(), _filter_errors(where):
+            with conn.transaction(), pgfilter.filter_errors(where):
                 _raise_memory(conn, _SEARCH_MEMORY)
                 rows = conn.execute(statement, values).fetchall()
         return [_chunk(dict(zip(COLUMNS, r)), Hit, score=float(r[-1])) for r in rows]
@@ -378,7 +229,7 @@ class PgStore(Store):
     def locked(self, timeout: float = 0.0) -> Iterator[Any]:
         """The writer lock: a session advisory lock, which the server releases if this process dies."""
         check_kb_folder(self.path)
-        conn = _connect(self.loc, autocommit=False)
+        conn = pgconn.connect(self.loc, autocommit=False)
         key = int.from_bytes(hashlib.sha256(f"inhouse:{self.loc['table']}".encode()).digest()[:8], "big", signed=True)
         deadline = time.monotonic() + timeout
         try:
@@ -386,7 +237,7 @@ class PgStore(Store):
                 conn.rollback()
                 if time.monotonic() >= deadline:
                     raise ConflictError(f"another indexing run is in progress on {self.path} (it holds the "
-                                        f"writer lock in {shown(self.loc)}); wait for it to finish")
+                                        f"writer lock in {pgconn.shown(self.loc)}); wait for it to finish")
                 time.sleep(0.2)
             conn.commit()
             yield conn
@@ -415,11 +266,11 @@ class PgStore(Store):
         table made by earlier code is left as it is until the commit rebuilds it."""
         import psycopg
 
-        sql = _sql()
+        sql = pgconn.sql()
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.Error as e:
-            raise InhouseError(f"{shown(self.loc)}: cannot enable pgvector ({_first_line(e)}); ask an administrator "
+            raise InhouseError(f"{pgconn.shown(self.loc)}: cannot enable pgvector ({pgconn.first_line(e)}); ask an administrator "
                                "to run CREATE EXTENSION vector in this database") from None
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, meta jsonb NOT NULL DEFAULT '{{}}', "
                              "manifest jsonb NOT NULL DEFAULT '{{}}', resume jsonb)").format(sql.Identifier(KBS)))
@@ -431,7 +282,7 @@ class PgStore(Store):
         conn.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s) ON CONFLICT DO NOTHING").format(
             sql.Identifier(KBS)), [self.loc["table"]])
         conn.commit()
-        _register(conn)
+        pgconn.register_vector(conn)
 
     def _exists(self, conn: Any, suffix: str) -> bool:
         return conn.execute("SELECT to_regclass(%s) IS NOT NULL", [self._ident(suffix).as_string(conn)]).fetchone()[0]
@@ -439,7 +290,7 @@ class PgStore(Store):
     def _create_stage(self, conn: Any, dim: int) -> None:
         """The stage holds vectors of this run's dimension: one left by a run with another embedder is
         made anew (it is the writer's own, and emptied or resumed just after)."""
-        sql = _sql()
+        sql = pgconn.sql()
         stage = self._ident("__stage")
         if self._exists(conn, "__stage") and conn.execute(
                 "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'vector'",
@@ -450,20 +301,20 @@ class PgStore(Store):
         conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (chunk_id)").format(self._ident("__stage_id"), stage))
 
     def _columns(self) -> Any:
-        sql = _sql()
+        sql = pgconn.sql()
         return sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_TYPES[c])) for c in COLUMNS)
 
     def _new_table(self, conn: Any, name: str, dim: int) -> None:
         """A chunks table `name` and its postings table `name__post`, without keys or indexes (they are
         built once the rows are in: one HNSW build is many times faster than as many inserts into the graph)."""
-        sql = _sql()
+        sql = pgconn.sql()
         conn.execute(sql.SQL("CREATE TABLE {} ({}, vector vector({}) NOT NULL, tsv tsvector NOT NULL, doc_len int NOT "
                              "NULL, rid bigint GENERATED ALWAYS AS IDENTITY)").format(
             sql.Identifier(name), self._columns(), sql.Literal(dim)))
         conn.execute(pgtext.postings_table(sql.Identifier(name + "__post")))
 
     def _index(self, conn: Any, name: str) -> None:
-        sql = _sql()
+        sql = pgconn.sql()
         t = sql.Identifier(name)
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY (chunk_id)").format(t, sql.Identifier(name + "_pkey")))
         conn.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} (rid)").format(sql.Identifier(name + "_rid"), t))
@@ -475,7 +326,7 @@ class PgStore(Store):
     def _open_stage(self, conn: Any) -> dict:
         """The crashed run's checkpoint when it is ours (same key, on top of the same published version);
         otherwise the stage is emptied: leftovers of another run are never published."""
-        sql = _sql()
+        sql = pgconn.sql()
         point = conn.execute(sql.SQL("SELECT resume, meta FROM {} WHERE name = %s").format(sql.Identifier(KBS)),
                              [self.loc["table"]]).fetchone()
         resume, meta = (point[0] or {}), (point[1] or {})
@@ -505,7 +356,7 @@ class PgStore(Store):
         if vectors.shape != (len(chunks), self._dim):
             raise InhouseError(f"vectors have shape {vectors.shape}, but this knowledge base stores {self._dim}-d "
                                f"vectors and {len(chunks)} chunks were given")
-        sql = _sql()
+        sql = pgconn.sql()
         stage = self._ident("__stage")
         conn.execute(sql.SQL("DELETE FROM {} WHERE chunk_id = ANY(%s)").format(stage), [[c.chunk_id for c in chunks]])
         copy_sql = sql.SQL("COPY {} ({}, vector) FROM STDIN (FORMAT BINARY)").format(stage, self._select())
@@ -521,7 +372,7 @@ class PgStore(Store):
         conn, paths = self._writing(), sorted(set(paths))
         if not paths:
             return 0
-        sql = _sql()
+        sql = pgconn.sql()
         published = conn.execute(sql.SQL(
             "SELECT count(*) FROM {} WHERE doc_path = ANY(%s) AND doc_path NOT IN (SELECT doc_path FROM {})").format(
             self._ident(), self._ident("__deleted")), [paths]).fetchone()[0]
@@ -538,7 +389,7 @@ class PgStore(Store):
             return
         point = {"key": self._resume_key, "published": self.meta().get("table_version"),
                  "done": dict(done), "deleted": list(deleted)}
-        sql = _sql()
+        sql = pgconn.sql()
         conn.execute(sql.SQL("UPDATE {} SET resume = %s WHERE name = %s").format(sql.Identifier(KBS)),
                      [json.dumps(point), self.loc["table"]])
         conn.commit()
@@ -548,7 +399,7 @@ class PgStore(Store):
         In place when the published table can take it; otherwise (a rebuild, the first publish, a table
         of earlier code without postings) into a new table that replaces the old one at the end."""
         conn, old = self._writing(), self.meta()
-        sql = _sql()
+        sql = pgconn.sql()
         _raise_memory(conn, _COMMIT_MEMORY)
         rebuild = self._replace or not old.get("chunks") or old.get("full_text") != pgtext.FULL_TEXT
         if rebuild:
@@ -573,7 +424,7 @@ class PgStore(Store):
         """After a bulk load, as PostgreSQL's docs advise: mark the new tables' pages all-visible, so
         the postings are read from their key alone (index-only), at once rather than whenever
         autovacuum gets to them (minutes for a million chunks, competing with the first searches)."""
-        sql = _sql()
+        sql = pgconn.sql()
         conn.autocommit = True
         try:
             conn.execute(sql.SQL("VACUUM (ANALYZE) {}, {}").format(self._ident(), self._ident("__post")))
@@ -583,7 +434,7 @@ class PgStore(Store):
     def _staged_rows(self, target: Any) -> Any:
         """INSERT the staged chunks into `target`, with their English tsvector and length (the number of
         lexeme positions, the BM25 document length)."""
-        return _sql().SQL(
+        return pgconn.sql().SQL(
             "INSERT INTO {t} ({cols}, vector, tsv, doc_len) SELECT {cols}, vector, tsv, "
             "(SELECT coalesce(sum(cardinality(u.positions)), 0) FROM unnest(tsv) u) "
             "FROM (SELECT *, to_tsvector('english', text) AS tsv FROM {stage}) s").format(
@@ -592,7 +443,7 @@ class PgStore(Store):
     def _apply(self, conn: Any) -> None:
         """In place: the deleted documents' and the re-staged chunks' rows and postings go, the staged
         rows and their postings come in. Readers keep the old state until the commit (MVCC)."""
-        sql = _sql()
+        sql = pgconn.sql()
         t, post = self._ident(), self._ident("__post")
         for using in (sql.SQL("USING {} d WHERE c.doc_path = d.doc_path").format(self._ident("__deleted")),
                       sql.SQL("USING {} s WHERE c.chunk_id = s.chunk_id").format(self._ident("__stage"))):
@@ -607,7 +458,7 @@ class PgStore(Store):
         the old table, unblocked, until the drop; from there they wait for the commit and then read the
         new one (PostgreSQL looks a table's name up again after waiting for its lock). The new table
         takes this run's dimension, so a rebuild may change the embedder's."""
-        sql = _sql()
+        sql = pgconn.sql()
         name = self.loc["table"] + "__new"
         new = sql.Identifier(name)
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(new, sql.Identifier(name + "__post")))
@@ -625,7 +476,7 @@ class PgStore(Store):
 
     def _swap(self, conn: Any, name: str) -> None:
         """Drop the published tables and rename table `name`, its postings and their indexes after them."""
-        sql = _sql()
+        sql = pgconn.sql()
         t = self.loc["table"]
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(self._ident(), self._ident("__post")))
         seq = conn.execute("SELECT pg_get_serial_sequence(%s, 'rid')", [sql.Identifier(name).as_string(conn)]).fetchone()[0]
@@ -642,17 +493,3 @@ def _raise_memory(conn: Any, floors: Mapping[str, str]) -> None:
     for setting, floor in floors.items():
         conn.execute("SELECT set_config(%s, %s, true) WHERE pg_size_bytes(current_setting(%s)) < pg_size_bytes(%s)",
                      [setting, floor, setting, floor])
-
-
-def _register(conn: Any) -> None:
-    """pgvector's adapter, once per connection; the type exists only after the first write made it."""
-    import psycopg
-    from pgvector.psycopg import register_vector
-
-    if conn.adapters.types.get("vector") is not None:
-        return
-    try:
-        register_vector(conn)
-    except psycopg.ProgrammingError:
-        if not conn.autocommit:
-            conn.rollback()

@@ -86,23 +86,23 @@ def store_at(path: Path, store: str | None = None) -> Store:
     """The store of the knowledge base at `path`: where its store.json points (PostgreSQL), else the
     embedded LanceDB table in the folder. `store` (a --store value) chooses the backend of a new one;
     an existing knowledge base keeps its own."""
-    from inhouse.rag import pgstore
+    from inhouse.rag import pgconn, pgstore
 
     if (path / STORE_FILE).is_file():
         found = pgstore.PgStore.from_folder(path)
-        if store and pgstore.location(store, path.name) != found.loc:
-            raise ConflictError(f"knowledge base {path} lives in {pgstore.shown(found.loc)}, not the --store given; "
+        if store and pgconn.location(store, path.name) != found.loc:
+            raise ConflictError(f"knowledge base {path} lives in {pgconn.shown(found.loc)}, not the --store given; "
                                 "leave --store out, or index into a new knowledge base")
         return found
     if not store or store == "lancedb":
         return LanceStore(path)
-    if not pgstore.is_store_spec(store):
+    if not pgconn.is_store_spec(store):
         raise InvalidInputError("--store: give lancedb (the default), a postgresql:// connection string "
                                 "or env:VARIABLE (a variable holding one)")
     if (path / META).is_file():
         raise ConflictError(f"knowledge base {path} already lives in LanceDB; index into a new knowledge base "
                             "to move it to PostgreSQL")
-    return pgstore.PgStore(path, pgstore.location(store, path.name))
+    return pgstore.PgStore(path, pgconn.location(store, path.name))
 
 
 def open_kb(kb: str | os.PathLike) -> Store:

@@ -33,12 +33,12 @@ class ServeConfig(BaseModel):
         if value is None or value == "lancedb":
             return None
         from inhouse.errors import InhouseError
-        from inhouse.rag import pgstore
+        from inhouse.rag import pgconn
 
-        if not pgstore.is_store_spec(value):
+        if not pgconn.is_store_spec(value):
             raise ValueError("give lancedb (the default), a postgresql:// connection string or env:VARIABLE")
         try:
-            pgstore.location(value, "check")
+            pgconn.location(value, "check")
         except InhouseError as e:
             raise ValueError(str(e).removeprefix("--store: ").replace("--store env:", "env:")) from None
         return value
