@@ -114,6 +114,8 @@ def test_the_estimate_counts_a_dense_layers_saved_tensors_and_knows_what_it_does
     # 7 x 4096 + 3 x 1024 + 3 x 14336 bf16 values per token: within 5 % of the 8B step measured on an H200
     # (50.3 GiB without checkpointing, 35.0 with half the layers: docs/benchmarks.md).
     assert memory.layer_bytes_per_token(llama_8b_config()) == 2 * (7 * 4096 + 3 * 1024 + 3 * 14336)
+    with_dropout = memory.layer_bytes_per_token(llama_8b_config(), dropout=True)
+    assert with_dropout == 2 * (7 * 4096 + 3 * 1024 + 3 * 14336) + 3 * (6 * 4096 + 14336)  # LoRA dropout's copies
     assert memory.layer_bytes_per_token(MixtralConfig()) is None
     assert memory.batch_tokens([5, 100, 7, 60], 2, packed=True) == 160
     assert memory.batch_tokens([5, 100, 7, 60], 2, packed=False) == 200
@@ -164,4 +166,5 @@ def test_the_plan_sizes_checkpointing_to_free_memory_on_a_gpu(monkeypatch):
     held = memory.RESERVE + memory.ADAPTER_BYTES * memory.adapter_params_bound(model, 16) \
         + 4 * 2048 * (2 * memory.layer_bytes_per_token(model.config) + 2 * model.config.hidden_size)
     free["bytes"] = int(held / memory.HEADROOM) + (1 << 10)
-    assert chosen(batch_size=4) == (True, 0.5, False)
+    assert chosen(batch_size=4, lora_dropout=0) == (True, 0.5, False)
+    assert chosen(batch_size=4) == (True, 1.0, True)  # the default dropout's copies leave room for neither

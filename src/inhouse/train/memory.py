@@ -23,10 +23,12 @@ RESERVE = 2 * GIB  # allocator fragmentation, cuBLAS workspaces, the fused loss'
 ADAPTER_BYTES = 16  # per trainable parameter: fp32 weight, gradient and AdamW's two moments
 
 
-def layer_bytes_per_token(config: PretrainedConfig) -> int | None:
+def layer_bytes_per_token(config: PretrainedConfig, dropout: bool = False) -> int | None:
     """Bytes one decoder layer keeps for backward per token, without checkpointing: the inputs of its
     projections and norms, q, k, v and the attention output and log-sum-exp, and SwiGLU's two inputs and
-    output (7 hidden widths, 3 key/value widths, 3 MLP widths, in bf16). None for shapes it does not know."""
+    output (7 hidden widths, 3 key/value widths, 3 MLP widths, in bf16). With LoRA dropout, each adapted
+    projection also keeps its own dropped copy of its input and the mask (bf16 + bool: 3 bytes over 6 hidden
+    widths and 1 MLP width when every projection is adapted). None for shapes it does not know."""
     text = config.get_text_config()
     names = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
     if any(not isinstance(getattr(text, n, None), int) for n in names) or _has_experts(text):
@@ -34,11 +36,13 @@ def layer_bytes_per_token(config: PretrainedConfig) -> int | None:
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     kv = (getattr(text, "num_key_value_heads", None) or heads) * head_dim
-    return 2 * (7 * text.hidden_size + 3 * kv + 3 * text.intermediate_size)
+    kept = 2 * (7 * text.hidden_size + 3 * kv + 3 * text.intermediate_size)
+    return kept + (3 * (6 * text.hidden_size + text.intermediate_size) if dropout else 0)
 
 
 def _has_experts(config: PretrainedConfig) -> bool:
-    return any(getattr(config, n, None) for n in ("num_experts", "num_local_experts", "n_routed_experts", "moe_intermediate_size"))
+    names = ("num_experts", "num_local_experts", "n_routed_experts", "moe_intermediate_size")
+    return any(getattr(config, n, None) for n in names)
 
 
 def batch_tokens(lengths: Sequence[int], batch_size: int, packed: bool) -> int:
@@ -56,11 +60,12 @@ def adapter_params_bound(model: nn.Module, rank: int) -> int:
     return sum(rank * (m.in_features + m.out_features) for m in model.modules() if isinstance(m, nn.Linear))
 
 
-def layers_to_checkpoint(config: PretrainedConfig, tokens: int, free_bytes: int, trainable: int) -> float | None:
+def layers_to_checkpoint(config: PretrainedConfig, tokens: int, free_bytes: int, trainable: int,
+                         dropout: bool = False) -> float | None:
     """The share of decoder layers to recompute so that the estimate fits: 0 (none) to 1 (all), in whole
     layers; None where the shape is not one the estimate knows. A checkpointed layer still keeps its input,
     and the layer being recomputed holds its activations once more."""
-    per_layer = layer_bytes_per_token(config)
+    per_layer = layer_bytes_per_token(config, dropout)
     if per_layer is None:
         return None
     text = config.get_text_config()

@@ -111,7 +111,8 @@ def checkpointing_share(recipe: Recipe, model: PreTrainedModel, gpu: bool, lengt
     if lengths:
         tokens = memory.batch_tokens(lengths, recipe.batch_size, packing)
         trainable = memory.adapter_params_bound(model, recipe.lora_r)
-        share = memory.layers_to_checkpoint(model.config, tokens, torch.cuda.mem_get_info(model.device)[0], trainable)
+        free = torch.cuda.mem_get_info(model.device)[0]
+        share = memory.layers_to_checkpoint(model.config, tokens, free, trainable, dropout=recipe.lora_dropout > 0)
         if share is not None:
             return share
     big = sum(p.numel() for p in model.parameters()) > 2e9 or recipe.quantized()
