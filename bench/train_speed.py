@@ -70,7 +70,7 @@ class Spec:
     compile: bool = False
     peft_casts: bool = False  # PEFT's float32 copies of LoRA inputs, as before bf16_lora_inputs
     peft_layers: bool = False  # PEFT's own LoRA layers, as before fused_lora
-    fused: bool = False  # fused LoRA layers where the plan leaves them off (a 4-bit base)
+    fused: bool = False  # fused LoRA layers whatever the plan says (written when a 4-bit base had them off)
     seq_len: int | None = None  # long context: one example of this length per step
     steps: int | None = None  # this run's own optimizer steps / untimed warm-up steps
     warmup: int | None = None
@@ -379,7 +379,7 @@ def fused_pairs() -> list[Spec]:
         Spec("inhouse-lora-8b-all-again", **LORA_8B_ALL),
         Spec("inhouse-lora-8b-all-peft-layers-again", **LORA_8B_ALL, peft_layers=True),
         Spec("inhouse-qlora-8b-all-fused", **QLORA_8B_ALL, fused=True),
-        Spec("inhouse-qlora-8b-all", **QLORA_8B_ALL),  # PEFT's 4-bit layers: the plan's default there
+        Spec("inhouse-qlora-8b-all", **QLORA_8B_ALL),  # the plan's default: PEFT's 4-bit layers then, fused now
         Spec("inhouse-lora-1b-all", **LORA_1B_ALL),
         Spec("inhouse-lora-1b-all-peft-layers", **LORA_1B_ALL, peft_layers=True),
         *[s for s in long_context() if s.name == "inhouse-lora-8b-all-32k"],
@@ -544,7 +544,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: check the plumbing quickly")
     parser.add_argument("--group", nargs="*", choices=sorted(GROUPS), help="run these lists only: short (q/v LoRA, "
                         "the first round), default (all-linear targets), long (long context), fused (fused LoRA layers "
-                        "against PEFT's), fused-ab (the same, alternating), recompute (share of layers checkpointed), auto-ckpt (the share sized to free memory)")
+                        "against PEFT's), fused-ab (the same, alternating), recompute (share of layers checkpointed), "
+                        "auto-ckpt (the share sized to free memory)")
     parser.add_argument("--only", nargs="*", help="run only these names")
     parser.add_argument("--profile", nargs="*", help="runs to profile for 2 extra steps after timing")
     parser.add_argument("--no-warm", action="store_true", help="skip the untimed run that fills Triton's kernel "

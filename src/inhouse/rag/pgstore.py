@@ -270,8 +270,8 @@ class PgStore(Store):
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.Error as e:
-            raise InhouseError(f"{pgconn.shown(self.loc)}: cannot enable pgvector ({pgconn.first_line(e)}); ask an administrator "
-                               "to run CREATE EXTENSION vector in this database") from None
+            raise InhouseError(f"{pgconn.shown(self.loc)}: cannot enable pgvector ({pgconn.first_line(e)}); ask an "
+                               "administrator to run CREATE EXTENSION vector in this database") from None
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, meta jsonb NOT NULL DEFAULT '{{}}', "
                              "manifest jsonb NOT NULL DEFAULT '{{}}', resume jsonb)").format(sql.Identifier(KBS)))
         if not self._exists(conn, ""):
