@@ -1,6 +1,6 @@
 """A model trained on `data raft` output quotes the oracle passage of questions about documents it
 never saw more often than the base model: the whole path (index, data raft, train, the prompt `ask`
-builds) on builtin:tiny. Slow: about 400 training steps on the real prompt (8 minutes on a shared
+builds) on builtin:tiny. Slow: 400 training steps of 16 examples on the real prompt (about 100 s on a
 2-core CPU).
 
 What is measured: for each held-out question, the probability the model gives to the answer quoting
@@ -9,6 +9,12 @@ the share of sampled answers of that form that quote the oracle (chance 0.10). G
 counted too and printed (the strict count: a `[n] "..."` quote line found word for word in the oracle
 chunk, holding its code). Measured when this test was written: share 0.33 tuned, 0.12 base; greedy
 0.00 for both.
+
+Why batches of 16: whether copying emerges in so few steps depends on the CPU's rounding. With batches
+of 8 (400 steps), the tuned share ranged 0.22-0.52 over recipe seeds 42, 0, 1 and 2 on AVX-512 kernels and
+on AVX2 ones (ATEN_CPU_CAPABILITY=avx2), and failed the bar in CI once; 800 such steps still gave 0.25 for
+seed 42 on AVX2. With batches of 16 (400 steps, the same compute) the eight runs gave 0.37-0.62; the base
+stays at 0.12.
 
 The toy is shaped so that copying can be learnt at all in CPU time, and no further:
 
@@ -136,7 +142,7 @@ def test_a_raft_trained_model_quotes_the_heldout_oracle_and_the_base_does_not(tm
     trained_text = " ".join(p.text for e in data.train for p in e.passages)
     assert len(heldout) >= 40 and not any(code_of(e) in trained_text for e in heldout)
     recipe = recipe_mod.build(base_model=str(tiny_dir), train_file=folder / "train.jsonl", validation_fraction=0,
-                              method="full", max_steps=STEPS, batch_size=8, learning_rate=3e-3,
+                              method="full", max_steps=STEPS, batch_size=16, learning_rate=3e-3,
                               lr_scheduler="constant", max_seq_length=1024, output_name="raft-tiny")
     train(recipe, events=Events())
     tuned, base = load_chat_model("raft-tiny"), load_chat_model(str(tiny_dir))
