@@ -62,6 +62,7 @@ class Spec:
     accumulation: int = 4
     checkpointing: bool | None = False  # None: the recipe's default, sized to the GPU's free memory
     checkpoint_fraction: float | None = None  # share of the layers recomputed (None: the recipe's default)
+    dequantized_fraction: float | None = None  # QLoRA: share of layers keeping bf16 weights (None: the default)
     liger: bool = True
     packing: bool = True
     targets: tuple[str, ...] = ("q_proj", "v_proj")
@@ -239,14 +240,15 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
         batch_size=spec.micro_batch, gradient_accumulation=spec.accumulation, max_steps=steps, learning_rate=1e-4,
         lr_scheduler="constant", warmup_ratio=0.0, seed=0, packing=spec.packing, liger=spec.liger,
         gradient_checkpointing=spec.checkpointing, checkpoint_fraction=spec.checkpoint_fraction,
-        activation_offload=spec.offload, optimizer=spec.optimizer, compile=spec.compile,
+        dequantized_fraction=spec.dequantized_fraction, activation_offload=spec.offload, optimizer=spec.optimizer,
+        compile=spec.compile,
         max_seq_length=max(4096, spec.seq_len or 0))
     speed = plan(recipe, model, [len(e.input_ids) for e in data])
     if spec.peft_casts:
         speed = replace(speed, bf16_lora_inputs=False)
     if spec.peft_layers or spec.fused:
         speed = replace(speed, fused_lora=spec.fused)
-    model = attach_method(prepare_model(model, speed), recipe, fused=speed.fused_lora)
+    model = attach_method(prepare_model(model, speed), recipe, speed.fused_lora, speed.dequantized_fraction)
     trainer = build_trainer(recipe, model, tiny.build_tokenizer(), speed, EncodedSet(data, []), EncodedSet([], []),
                             Path(run_dir), [timer])
     trainer.args.save_strategy = SaveStrategy.NO
@@ -279,6 +281,7 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
     flops = timed_flops(spec, tok_end - timer.tok0, timed_lengths(spec, steps, warmup, last_step))
     result = {"spec": asdict(spec), "params": params, "tokens_per_s": tokens_per_s,
               "fused_lora_layers": fused_layers(trainer.model), "checkpointed_layers": checkpointed(trainer.model),
+              "dequantized_layers": dequantized_layers(trainer.model),
               "model_tflops_per_s": flops / (t_end - timer.t0) / 1e12,
               "peak_gib": timer.peak / GIB, "losses": losses, "last_loss": losses[-1],
               "timed_steps": last_step - warmup, "timed_tokens": tok_end - timer.tok0}
@@ -292,6 +295,11 @@ def fused_layers(model) -> int:
     """How many LoRA layers run fused (inhouse.train.fused_lora's classes, the 4-bit one included): the
     proof that the switch reached the layers."""
     return sum(type(m).__name__.startswith("FusedLora") for m in model.modules())
+
+
+def dequantized_layers(model) -> int:
+    """How many 4-bit LoRA layers trained on their kept bf16 weight (made on the first forward)."""
+    return sum(getattr(m, "_kept", None) is not None for m in model.modules())
 
 
 def checkpointed(model) -> list[int]:
@@ -423,6 +431,22 @@ def auto_checkpointing() -> list[Spec]:
             Spec("inhouse-qlora-8b-all-32k-auto", **dict(QLORA_8B_ALL, **auto, **long))]
 
 
+def dequantized() -> list[Spec]:
+    """QLoRA keeping its dequantised weights (the default, sized to the free memory) against dequantising in
+    every pass (dequantized_fraction 0, as before), with bf16 LoRA's default beside them, alternating twice;
+    the three defaults at 32k tokens."""
+    auto = dict(checkpointing=None, checkpoint_fraction=None)
+    lora, qlora = dict(LORA_8B_ALL, **auto), dict(QLORA_8B_ALL, **auto)
+    long = dict(micro_batch=1, seq_len=32 * 1024, steps=3, warmup=1)
+    out = []
+    for i in (1, 2):
+        out += [Spec(f"inhouse-lora-8b-all-auto-{i}", **lora), Spec(f"inhouse-qlora-8b-all-kept-{i}", **qlora),
+                Spec(f"inhouse-qlora-8b-all-dequantizing-{i}", **qlora, dequantized_fraction=0.0)]
+    return out + [Spec("inhouse-lora-8b-all-32k-auto", **dict(lora, **long)),
+                  Spec("inhouse-qlora-8b-all-32k-kept", **dict(qlora, **long)),
+                  Spec("inhouse-qlora-8b-all-32k-dequantizing", **dict(qlora, **long), dequantized_fraction=0.0)]
+
+
 def long_context() -> list[Spec]:
     """8B, one sequence per step, checkpointing and offload on; 64k and 128k (the model's context) probe
     the longest that trains, so they run two steps (one timed). Ordered so that a call cut short at its
@@ -510,7 +534,7 @@ def rescore(report: dict) -> dict:
 GROUPS = {"short": lambda smoke: specs(smoke)[:10], "default": lambda smoke: default_targets(),
           "long": lambda smoke: long_context(), "fused": lambda smoke: fused_pairs(),
           "fused-ab": lambda smoke: fused_ab(), "recompute": lambda smoke: recompute(),
-          "auto-ckpt": lambda smoke: auto_checkpointing()}
+          "auto-ckpt": lambda smoke: auto_checkpointing(), "dequantized": lambda smoke: dequantized()}
 
 
 def chosen(args) -> list[Spec]:
@@ -545,7 +569,8 @@ def main() -> None:
     parser.add_argument("--group", nargs="*", choices=sorted(GROUPS), help="run these lists only: short (q/v LoRA, "
                         "the first round), default (all-linear targets), long (long context), fused (fused LoRA layers "
                         "against PEFT's), fused-ab (the same, alternating), recompute (share of layers checkpointed), "
-                        "auto-ckpt (the share sized to free memory)")
+                        "auto-ckpt (the share sized to free memory), dequantized (QLoRA keeping its dequantised "
+                        "weights)")
     parser.add_argument("--only", nargs="*", help="run only these names")
     parser.add_argument("--profile", nargs="*", help="runs to profile for 2 extra steps after timing")
     parser.add_argument("--no-warm", action="store_true", help="skip the untimed run that fills Triton's kernel "

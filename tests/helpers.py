@@ -42,3 +42,11 @@ def hashes(root: Path) -> dict[str, str]:
     """sha256 of every regular file under root, by relative path."""
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def llama_8b_config():
+    """Llama-3.1-8B's shape (what the memory estimates were measured on), without weights."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256)

@@ -80,11 +80,29 @@ def test_fused_lora_keeps_the_loss_curve(method, tmp_path, tiny_dir, home, monke
     fn = fused_lora.LoraUpdate if method == "qlora" else fused_lora.LoraMatmul
     original = fn.apply
     monkeypatch.setattr(fn, "apply", lambda *a: calls.append(1) or original(*a))
-    fast, fast_speed = curve(tmp_path, tiny_dir, f"{method}-fused", method=method, fused_lora=True)
+    in_place = {"dequantized_fraction": 0.0} if method == "qlora" else {}  # the kept weights: the test below
+    fast, fast_speed = curve(tmp_path, tiny_dir, f"{method}-fused", method=method, fused_lora=True, **in_place)
     assert fast_speed["fused_lora"] and calls and fast[0] != fast[-1]
     plain, plain_speed = curve(tmp_path, tiny_dir, f"{method}-peft-layers", method=method, fused_lora=False)
     assert not plain_speed["fused_lora"]
     assert torch.allclose(torch.tensor(fast), torch.tensor(plain), rtol=1e-2, atol=1e-2), (plain, fast)
+
+
+def test_qlora_kept_dequantized_weights_keep_the_loss_curve(tmp_path, tiny_dir, home, monkeypatch):
+    """By default a 4-bit base's fused LoRA layers keep their dequantised weight where the GPU has room (the
+    tiny model: all of them) and run the bf16 fused matmul on it: the same curve as dequantising each pass."""
+    pytest.importorskip("bitsandbytes")
+    from inhouse.train import fused_lora
+
+    calls = {"kept": 0, "in_place": 0}
+    for fn, key in ((fused_lora.LoraMatmul, "kept"), (fused_lora.LoraUpdate, "in_place")):
+        monkeypatch.setattr(fn, "apply", lambda *a, _f=fn.apply, _k=key: calls.__setitem__(_k, calls[_k] + 1) or _f(*a))
+    kept, kept_speed = curve(tmp_path, tiny_dir, "qlora-kept", method="qlora")
+    assert kept_speed["dequantized_fraction"] == 1.0 and calls == {"kept": calls["kept"], "in_place": 0} \
+        and calls["kept"] > 0 and kept[0] != kept[-1]
+    each, each_speed = curve(tmp_path, tiny_dir, "qlora-dequantizing", method="qlora", dequantized_fraction=0)
+    assert each_speed["dequantized_fraction"] == 0 and calls["in_place"] > 0
+    assert torch.allclose(torch.tensor(kept), torch.tensor(each), rtol=1e-2, atol=1e-2), (each, kept)
 
 
 def test_checkpointing_sized_to_free_memory_keeps_the_loss_curve(tmp_path, tiny_dir, home):

@@ -3,8 +3,8 @@ the default share is sized to the GPU's free memory."""
 
 import pytest
 import torch
-from helpers import chat, write_jsonl
-from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, TrainerCallback
+from helpers import chat, llama_8b_config, write_jsonl
+from transformers import LlamaForCausalLM, MixtralConfig, TrainerCallback
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from inhouse import recipe as recipe_mod
@@ -103,11 +103,6 @@ def test_the_fraction_reaches_the_training_run(tmp_path, tiny_dir, home):
                               gradient_checkpointing=True, checkpoint_fraction=0.5, output_name="half")
     train(recipe, events=Events(), callbacks=[flags])
     assert flags.seen == [[False, True]] * 2
-
-
-def llama_8b_config() -> LlamaConfig:
-    return LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=128256)
 
 
 def test_the_estimate_counts_a_dense_layers_saved_tensors_and_knows_what_it_does_not_know():

@@ -118,7 +118,7 @@ def pieces(tiny_dir, **kw):
     train_set = encode_pairs(TRAIN[:4], tokenizer, stop_ids, recipe.max_seq_length)
     val_set = encode_pairs(HELD_OUT[:4], tokenizer, stop_ids, recipe.max_seq_length)
     speed = dpo.dpo_speed(recipe, model)
-    model = dpo.policy_model(dpo.prepare_model(model, speed, False), recipe, dpo.starting_adapter(recipe))
+    model = dpo.policy_model(dpo.prepare_model(model, speed, False), recipe, dpo.starting_adapter(recipe), speed)
     return dpo.build_dpo_trainer(recipe, model, tokenizer, speed, train_set, val_set, paths.runs() / "x", [])
 
 

@@ -91,8 +91,7 @@ def train_dpo(recipe: Recipe, train_pairs: list[PreferencePair], val_pairs: list
     train_set, val_set = encode_for_training(train_pairs, val_pairs, tokenizer, stop_ids, recipe, events)
     speed = dpo_speed(recipe, model)
     events.say(f"speed: {speed.describe()}")
-    model = policy_model(prepare_model(model, speed, fused_cross_entropy=False), recipe, start,
-                         fused=speed.fused_lora)
+    model = policy_model(prepare_model(model, speed, fused_cross_entropy=False), recipe, start, speed)
     with tracking_env(recipe.tracking, run.run_dir):
         trainer = build_dpo_trainer(recipe, model, tokenizer, speed, train_set, val_set, run.run_dir,
                                     [EventsCallback(events), FiniteLossGuard(), *(callbacks or [])])
@@ -150,11 +149,11 @@ def dpo_speed(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
     return plan(recipe.model_copy(update={"packing": False}), model)
 
 
-def policy_model(model: PreTrainedModel, recipe: Recipe, start: Path | None, fused: bool = False):
+def policy_model(model: PreTrainedModel, recipe: Recipe, start: Path | None, speed: SpeedPlan):
     """The adapter DPO trains: a fresh LoRA as SFT attaches it, or the starting library adapter, trainable
     (PEFT's own layers: loading a saved adapter does not take custom modules)."""
     if start is None:
-        return attach_method(model, recipe, fused)
+        return attach_method(model, recipe, speed.fused_lora, speed.dequantized_fraction)
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, start, is_trainable=True)

@@ -9,7 +9,11 @@ and the input gradient of the update into that of the base the same way: the sam
 accumulators, with no full-width temporaries.
 
 On a 4-bit base (QLoRA) bitsandbytes owns the base matmul, so the update is accumulated into its output
-in place (`LoraUpdate`), which also spares PEFT's defensive copy of that output.
+in place (`LoraUpdate`), which also spares PEFT's defensive copy of that output. Or, where the GPU has the
+room (`keep_dequantized`), a layer keeps the bf16 weight that bitsandbytes would dequantise in every forward
+and backward: the frozen weight never changes, so the copy is made once and the layer runs as `LoraMatmul`
+on the same numbers. On an H200 the 8B's dequantisations took 35 ms a pass and bitsandbytes' 4-bit
+matmuls made QLoRA's step CPU-bound (profile in docs/benchmarks.md).
 
 The layers are PEFT's own LoRA `Linear` and `Linear4bit` (same parameters, names, saving, merging), given
 to PEFT through its custom-module dispatch (`LoraConfig._register_custom_module`); anything but the plain
@@ -19,6 +23,8 @@ adapters, a trainable base weight, mismatched dtypes) takes PEFT's forward uncha
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import torch
@@ -129,23 +135,56 @@ class FusedLoraLinear(LoraLinear):
         return LoraMatmul.apply(x, _dropped(self, dropout, x), base.weight, bias, lora_a, lora_b, scaling)
 
 
+@functools.cache
 def fused_4bit_class() -> type:
     """PEFT's bitsandbytes 4-bit LoRA layer with the update added in place (needs bitsandbytes)."""
     from peft.tuners.lora.bnb import Linear4bit
 
     class FusedLora4bit(Linear4bit):
+        keep_dequantized = False  # set per layer by `keep_dequantized`
+        _kept: tuple | None = None  # (the 4-bit weight it was made from, its bf16 copy)
+
         def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             adapter = None if args or kwargs else _adapter_operands(self, x)
             if adapter is None:
                 return super().forward(x, *args, **kwargs)
-            lora_a, lora_b, dropout, scaling, _ = adapter
+            lora_a, lora_b, dropout, scaling, dtype = adapter
+            xd = _dropped(self, dropout, x)
+            weight = self.dequantized(dtype) if self.keep_dequantized else None
+            if weight is not None:
+                bias = self.base_layer.bias
+                return LoraMatmul.apply(x, xd, weight, None if bias is None else bias.to(dtype), lora_a, lora_b,
+                                        scaling)
             y = self.base_layer(x)  # in x's dtype (bitsandbytes casts its output back)
             if y._is_view():  # an output modified in place must own its memory
                 y = y.clone()
-            xd = _dropped(self, dropout, x)
             return LoraUpdate.apply(y, x if xd is None else xd, lora_a, lora_b, scaling)
 
+        def dequantized(self, dtype: torch.dtype) -> torch.Tensor | None:
+            """The base weight as bitsandbytes dequantises it, made once and kept (not a buffer: never
+            saved); made again if the 4-bit weight was replaced (a merge). None unless in `dtype`."""
+            import bitsandbytes.functional as bnb_functional
+
+            packed = self.base_layer.weight
+            if self._kept is None or self._kept[0] is not packed:
+                with torch.no_grad():
+                    self._kept = packed, bnb_functional.dequantize_4bit(packed.data, packed.quant_state)
+            kept = self._kept[1]
+            return kept if kept.dtype == dtype else None
+
     return FusedLora4bit
+
+
+def keep_dequantized(model: nn.Module, share: float) -> int:
+    """Have `share` of the fused 4-bit LoRA layers, spread evenly, keep their dequantised weight; the
+    number that do."""
+    layers = [m for m in model.modules() if isinstance(m, fused_4bit_class())]
+    chosen = math.ceil(share * len(layers) - 1e-9)
+    for i, layer in enumerate(layers):
+        layer.keep_dequantized = (i + 1) * chosen // len(layers) > i * chosen // len(layers)
+        if not layer.keep_dequantized:
+            layer._kept = None
+    return chosen
 
 
 def register(config: LoraConfig, quantized: bool = False) -> LoraConfig:

@@ -7,6 +7,9 @@ where it has none, every layer still recomputes. The estimate counts what one de
 for backward per token on the fast path (Liger's RMSNorm, SwiGLU and fused cross-entropy; flash
 attention), in bf16, for the largest micro-batch the data can make, and leaves a margin. Shapes it does
 not know (mixture-of-experts, models without Liger's kernels, eager attention) keep the old rule.
+
+On a 4-bit base, the same budget first decides how many LoRA layers keep their dequantised weight
+(`inhouse.train.fused_lora.keep_dequantized`), then how many decoder layers recompute with what is left.
 """
 
 from __future__ import annotations
@@ -60,19 +63,57 @@ def adapter_params_bound(model: nn.Module, rank: int) -> int:
     return sum(rank * (m.in_features + m.out_features) for m in model.modules() if isinstance(m, nn.Linear))
 
 
+def _budget(tokens: int, free_bytes: int, trainable: int, per_layer: int) -> float:
+    """What the layers' activations and kept weights may take: the free memory's headroom, less the reserve,
+    the adapter's state, and the activations of the layer being recomputed."""
+    return HEADROOM * free_bytes - RESERVE - ADAPTER_BYTES * trainable - tokens * per_layer
+
+
+def dequantized_bytes(model: nn.Module, targets: Sequence[str]) -> int:
+    """bf16 bytes of the 4-bit linear layers that LoRA wraps: all of them for ["all-linear"], else those named
+    by a target or ending in "." + target, as PEFT matches names."""
+    total = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or not hasattr(module.weight, "quant_state"):
+            continue
+        if targets == ["all-linear"] or any(name == t or name.endswith("." + t) for t in targets):
+            total += 2 * module.in_features * module.out_features
+    return total
+
+
 def layers_to_checkpoint(config: PretrainedConfig, tokens: int, free_bytes: int, trainable: int,
-                         dropout: bool = False) -> float | None:
+                         dropout: bool = False, reserved: int = 0) -> float | None:
     """The share of decoder layers to recompute so that the estimate fits: 0 (none) to 1 (all), in whole
     layers; None where the shape is not one the estimate knows. A checkpointed layer still keeps its input,
-    and the layer being recomputed holds its activations once more."""
+    and the layer being recomputed holds its activations once more. `reserved`: bytes already promised
+    (dequantised weights kept)."""
     per_layer = layer_bytes_per_token(config, dropout)
     if per_layer is None:
         return None
     text = config.get_text_config()
     layers = text.num_hidden_layers
-    budget = HEADROOM * free_bytes - RESERVE - ADAPTER_BYTES * trainable - tokens * per_layer
+    budget = _budget(tokens, free_bytes, trainable, per_layer) - reserved
     excess = layers * tokens * per_layer - budget
     if excess <= 0:
         return 0.0
     saved_each = tokens * (per_layer - 2 * text.hidden_size)
     return min(layers, math.ceil(excess / saved_each)) / layers
+
+
+def weights_to_keep_dequantized(config: PretrainedConfig, tokens: int, free_bytes: int, trainable: int,
+                                weight_bytes: int, dropout: bool = False, recomputed: float = 1.0) -> float | None:
+    """The share of a 4-bit base's LoRA layers that can keep their bf16 weight (`weight_bytes` for all of
+    them), from the memory left with the `recomputed` share of decoder layers recomputing (by default all):
+    0 to 1, in whole decoder layers; None where the shape is not one the estimate knows. Kept weights come
+    before fewer recomputed layers: per GiB they gave back more of the step (docs/benchmarks.md)."""
+    per_layer = layer_bytes_per_token(config, dropout)
+    if per_layer is None:
+        return None
+    text = config.get_text_config()
+    layers = text.num_hidden_layers
+    again = math.ceil(recomputed * layers - 1e-9)  # each keeps only its input
+    least = tokens * (again * 2 * text.hidden_size + (layers - again) * per_layer)
+    room = _budget(tokens, free_bytes, trainable, per_layer) - least
+    if weight_bytes <= 0 or room <= 0:
+        return 0.0
+    return min(layers, math.floor(room / weight_bytes * layers)) / layers

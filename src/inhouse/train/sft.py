@@ -61,9 +61,11 @@ def load_training_data(recipe: Recipe, read: Reader = load_conversations) -> Mix
     return load_mix(recipe, read)
 
 
-def attach_method(model: PreTrainedModel, recipe: Recipe, fused: bool = False) -> PreTrainedModel:
+def attach_method(model: PreTrainedModel, recipe: Recipe, fused: bool = False,
+                  keep_dequantized: float = 0.0) -> PreTrainedModel:
     """Wrap the base model for the chosen method (LoRA adapter or all weights); `fused`: LoRA layers
-    that add their update inside the base matmul (`inhouse.train.fused_lora`, the speed plan's)."""
+    that add their update inside the base matmul (`inhouse.train.fused_lora`, the speed plan's), of which
+    `keep_dequantized` (a share) keep a 4-bit base's weight dequantised."""
     if recipe.method == "full":
         return model
     targets = recipe.lora_target_modules
@@ -74,9 +76,12 @@ def attach_method(model: PreTrainedModel, recipe: Recipe, fused: bool = False) -
     if fused:
         fused_lora.register(config, recipe.quantized())
     try:
-        return get_peft_model(model, config)
+        model = get_peft_model(model, config)
     except ValueError as exc:
         raise InvalidInputError(f"lora_target_modules {targets}: {exc}") from None
+    if fused and recipe.quantized():
+        fused_lora.keep_dequantized(model, keep_dequantized)
+    return model
 
 
 MAX_DEFAULT_EVALS = 10
@@ -450,7 +455,7 @@ def train(recipe: Recipe, *, resume: bool = False, events: Events | None = None,
 
     speed = plan(recipe, model, [len(e.input_ids) for e in train_set.examples])
     events.say(f"speed: {speed.describe()}")
-    model = attach_method(prepare_model(model, speed), recipe, fused=speed.fused_lora)
+    model = attach_method(prepare_model(model, speed), recipe, speed.fused_lora, speed.dequantized_fraction)
     with tracking_env(recipe.tracking, run.run_dir):
         trainer = build_trainer(recipe, model, tokenizer, speed, train_set, val_set, run.run_dir,
                                 [EventsCallback(events), FiniteLossGuard(), *(callbacks or [])])

@@ -40,6 +40,8 @@ class SpeedPlan:
     # LoRA's update accumulated into the base matmul, forward and backward (inhouse.train.fused_lora).
     fused_lora: bool = False
     checkpoint_fraction: float = 1.0  # share of the decoder layers recomputed when checkpointing
+    # Share of a 4-bit base's fused LoRA layers that keep their dequantised weight (fused_lora.keep_dequantized).
+    dequantized_fraction: float = 0.0
 
     def describe(self) -> str:
         on = [name for name in ("bf16", "gradient_checkpointing", "activation_offload", "packing", "liger", "compile",
@@ -47,6 +49,8 @@ class SpeedPlan:
         across = f"; {self.strategy} on {world.current().size} processes" if self.strategy else ""
         if self.gradient_checkpointing and self.checkpoint_fraction < 1:
             on[on.index("gradient_checkpointing")] += f" ({self.checkpoint_fraction:.0%} of layers)"
+        if self.dequantized_fraction > 0:
+            on.append(f"dequantized weights kept ({self.dequantized_fraction:.0%} of 4-bit LoRA layers)")
         return f"{', '.join(on) or 'no speed features'}; attention={self.attention}; optimizer={self.optimizer}{across}"
 
 
@@ -77,7 +81,13 @@ def plan(recipe: Recipe, model: PreTrainedModel, lengths: Sequence[int] | None =
                            "set compile: false, or liger: false and attention: sdpa")
     across = distributed.strategy(recipe)
     estimable = gpu and liger and attn != "eager" and recipe.method in ("lora", "qlora") and across != "fsdp"
-    fraction = checkpointing_share(recipe, model, gpu, lengths if estimable else None, packing)
+    bf16 = (gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16
+    adapter = recipe.method != "full" and across != "fsdp"
+    fused = (gpu and bf16 and adapter) if recipe.fused_lora is None else recipe.fused_lora
+    sizing = Sizing.of(recipe, model, lengths, packing) if estimable else None
+    weights = memory.dequantized_bytes(model, recipe.lora_target_modules) if recipe.quantized() and fused else 0
+    kept = dequantized_share(recipe, model, weights, sizing)
+    fraction = checkpointing_share(recipe, model, gpu, sizing, reserved=int(kept * weights))
     if 0 < fraction < 1 and across == "fsdp":
         raise InhouseError("checkpoint_fraction below 1 is not supported with strategy fsdp, which checkpoints "
                            "every wrapped layer; set checkpoint_fraction: 1 or strategy: ddp")
@@ -86,33 +96,69 @@ def plan(recipe: Recipe, model: PreTrainedModel, lengths: Sequence[int] | None =
     # some layers recomputed, the others' activations would all be copied out and back: not by default either.
     offload = (gpu and fraction == 1 and across != "fsdp") if recipe.activation_offload is None \
         else recipe.activation_offload
-    bf16 = (gpu and torch.cuda.is_bf16_supported()) if recipe.bf16 is None else recipe.bf16
-    adapter = recipe.method != "full" and across != "fsdp"
-    fused = (gpu and bf16 and adapter) if recipe.fused_lora is None else recipe.fused_lora
     return SpeedPlan(
         bf16=bf16, bf16_lora_inputs=bf16 and adapter, fused_lora=fused and recipe.method != "full",
-        gradient_checkpointing=fraction > 0, checkpoint_fraction=fraction,
+        gradient_checkpointing=fraction > 0, checkpoint_fraction=fraction, dequantized_fraction=kept,
         activation_offload=offload, packing=packing, attention=attn, liger=liger,
         compile=recipe.compile, optimizer=optimizer, strategy=across,
     )
 
 
-def checkpointing_share(recipe: Recipe, model: PreTrainedModel, gpu: bool, lengths: Sequence[int] | None,
-                        packing: bool) -> float:
-    """The share of decoder layers to recompute, 0 for no checkpointing. As asked; else, given the examples'
-    lengths, as many as the free GPU memory needs (`inhouse.train.memory`); else all of them for QLoRA and
-    models over 2B parameters on a GPU, none otherwise."""
+@dataclass(frozen=True)
+class Sizing:
+    """What the memory estimate needs (`inhouse.train.memory`): the largest micro-batch's tokens, the most
+    parameters the adapter can train, the GPU's free bytes, and whether LoRA dropout keeps its copies."""
+
+    tokens: int
+    trainable: int
+    free: int
+    dropout: bool
+
+    @classmethod
+    def of(cls, recipe: Recipe, model: PreTrainedModel, lengths: Sequence[int] | None, packing: bool) -> Sizing | None:
+        if not lengths:
+            return None
+        return cls(memory.batch_tokens(lengths, recipe.batch_size, packing),
+                   memory.adapter_params_bound(model, recipe.lora_r), torch.cuda.mem_get_info(model.device)[0],
+                   recipe.lora_dropout > 0)
+
+
+def dequantized_share(recipe: Recipe, model: PreTrainedModel, weights: int, sizing: Sizing | None) -> float:
+    """The share of a 4-bit base's fused LoRA layers (`weights`: their bf16 bytes, 0 where there are none)
+    that keep their dequantised weight: as asked; else as much as the memory left holds with the recomputed
+    layers the recipe asks for, or every layer (`memory.weights_to_keep_dequantized`); else none."""
+    if not weights:
+        return 0.0
+    if recipe.dequantized_fraction is not None:
+        return recipe.dequantized_fraction
+    if sizing is None:
+        return 0.0
+    recomputed = asked_checkpointing(recipe)
+    share = memory.weights_to_keep_dequantized(model.config, sizing.tokens, sizing.free, sizing.trainable, weights,
+                                               sizing.dropout, 1.0 if recomputed is None else recomputed)
+    return share or 0.0
+
+
+def asked_checkpointing(recipe: Recipe) -> float | None:
+    """The share of decoder layers the recipe says to recompute, None where it leaves that to the plan."""
     if recipe.gradient_checkpointing is False:
         return 0.0
     if recipe.checkpoint_fraction is not None:
         return recipe.checkpoint_fraction
-    if recipe.gradient_checkpointing:
-        return 1.0
-    if lengths:
-        tokens = memory.batch_tokens(lengths, recipe.batch_size, packing)
-        trainable = memory.adapter_params_bound(model, recipe.lora_r)
-        free = torch.cuda.mem_get_info(model.device)[0]
-        share = memory.layers_to_checkpoint(model.config, tokens, free, trainable, dropout=recipe.lora_dropout > 0)
+    return 1.0 if recipe.gradient_checkpointing else None
+
+
+def checkpointing_share(recipe: Recipe, model: PreTrainedModel, gpu: bool, sizing: Sizing | None,
+                        reserved: int = 0) -> float:
+    """The share of decoder layers to recompute, 0 for no checkpointing. As asked; else, given the examples'
+    sizing, as many as the free GPU memory needs beside the `reserved` bytes (`inhouse.train.memory`); else all
+    of them for QLoRA and models over 2B parameters on a GPU, none otherwise."""
+    asked = asked_checkpointing(recipe)
+    if asked is not None:
+        return asked
+    if sizing is not None:
+        share = memory.layers_to_checkpoint(model.config, sizing.tokens, sizing.free, sizing.trainable,
+                                            sizing.dropout, reserved)
         if share is not None:
             return share
     big = sum(p.numel() for p in model.parameters()) > 2e9 or recipe.quantized()
