@@ -12,8 +12,8 @@ On a 4-bit base (QLoRA) bitsandbytes owns the base matmul, so the update is accu
 in place (`LoraUpdate`), which also spares PEFT's defensive copy of that output. Or, where the GPU has the
 room (`keep_dequantized`), a layer keeps the bf16 weight that bitsandbytes would dequantise in every forward
 and backward: the frozen weight never changes, so the copy is made once and the layer runs as `LoraMatmul`
-on the same numbers. On an H200 the 8B's dequantisations took 35 ms a pass and bitsandbytes' 4-bit
-matmuls made QLoRA's step CPU-bound (profile in docs/benchmarks.md).
+on the same numbers. On an H200 one dequantisation of the 8B's projections took 32-35 ms, and bitsandbytes'
+4-bit matmuls added more host time than GPU time to the step (profile in docs/benchmarks.md).
 
 The layers are PEFT's own LoRA `Linear` and `Linear4bit` (same parameters, names, saving, merging), given
 to PEFT through its custom-module dispatch (`LoraConfig._register_custom_module`); anything but the plain
