@@ -73,6 +73,7 @@ class Spec:
     peft_layers: bool = False  # PEFT's own LoRA layers, as before fused_lora
     fused: bool = False  # fused LoRA layers whatever the plan says (written when a 4-bit base had them off)
     seq_len: int | None = None  # long context: one example of this length per step
+    gpu_gib: float | None = None  # a smaller GPU: all but this much memory is held by a block allocated first
     steps: int | None = None  # this run's own optimizer steps / untimed warm-up steps
     warmup: int | None = None
 
@@ -259,6 +260,7 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
 def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool = False) -> dict:
     from inhouse.model import tiny
 
+    held = hold_memory(spec.gpu_gib)
     model = build_model(spec, folder)
     params = sum(p.numel() for p in model.parameters())
     if spec.method == "qlora":  # 4-bit tensors count two weights per byte
@@ -283,12 +285,19 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
               "fused_lora_layers": fused_layers(trainer.model), "checkpointed_layers": checkpointed(trainer.model),
               "dequantized_layers": dequantized_layers(trainer.model),
               "model_tflops_per_s": flops / (t_end - timer.t0) / 1e12,
-              "peak_gib": timer.peak / GIB, "losses": losses, "last_loss": losses[-1],
+              "peak_gib": (timer.peak - held.numel()) / GIB, "losses": losses, "last_loss": losses[-1],
               "timed_steps": last_step - warmup, "timed_tokens": tok_end - timer.tok0}
     if profiler is not None:
         result["profile"] = profiler.key_averages().table(sort_by="cuda_time_total", row_limit=25)
         print(result["profile"], flush=True)
     return result
+
+
+def hold_memory(gib: float | None) -> torch.Tensor:
+    """Hold all but `gib` GiB of the GPU, so that the plan sizes itself as on a smaller GPU (the block is not
+    counted in the reported peak)."""
+    total = torch.cuda.mem_get_info()[1]
+    return torch.empty(0 if gib is None else max(0, total - int(gib * GIB)), dtype=torch.uint8, device="cuda")
 
 
 def fused_layers(model) -> int:
@@ -434,7 +443,7 @@ def auto_checkpointing() -> list[Spec]:
 def dequantized() -> list[Spec]:
     """QLoRA keeping its dequantised weights (the default, sized to the free memory) against dequantising in
     every pass (dequantized_fraction 0, as before), with bf16 LoRA's default beside them, alternating twice;
-    the three defaults at 32k tokens."""
+    the three defaults at 32k tokens; the QLoRA pair again as on GPUs of 48 and 24 GiB."""
     auto = dict(checkpointing=None, checkpoint_fraction=None)
     lora, qlora = dict(LORA_8B_ALL, **auto), dict(QLORA_8B_ALL, **auto)
     long = dict(micro_batch=1, seq_len=32 * 1024, steps=3, warmup=1)
@@ -442,9 +451,27 @@ def dequantized() -> list[Spec]:
     for i in (1, 2):
         out += [Spec(f"inhouse-lora-8b-all-auto-{i}", **lora), Spec(f"inhouse-qlora-8b-all-kept-{i}", **qlora),
                 Spec(f"inhouse-qlora-8b-all-dequantizing-{i}", **qlora, dequantized_fraction=0.0)]
-    return out + [Spec("inhouse-lora-8b-all-32k-auto", **dict(lora, **long)),
-                  Spec("inhouse-qlora-8b-all-32k-kept", **dict(qlora, **long)),
-                  Spec("inhouse-qlora-8b-all-32k-dequantizing", **dict(qlora, **long), dequantized_fraction=0.0)]
+    out += [Spec("inhouse-lora-8b-all-32k-auto", **dict(lora, **long)),
+            Spec("inhouse-qlora-8b-all-32k-kept", **dict(qlora, **long)),
+            Spec("inhouse-qlora-8b-all-32k-dequantizing", **dict(qlora, **long), dequantized_fraction=0.0)]
+    for gib, repeats in ((48, 2), (24, 1)):  # smaller GPUs, where the copies take room from activations
+        for i in range(1, repeats + 1):
+            out += [Spec(f"inhouse-qlora-8b-all-kept-{gib}g-{i}", **qlora, gpu_gib=gib),
+                    Spec(f"inhouse-qlora-8b-all-dequantizing-{gib}g-{i}", **qlora, gpu_gib=gib,
+                         dequantized_fraction=0.0)]
+    return out
+
+
+def offload() -> list[Spec]:
+    """8B LoRA with every layer recomputed, the inputs offloaded or left on the GPU, alternating twice; then
+    QLoRA as on a 24 GiB GPU, keeping weights with the inputs left on the GPU, against dequantizing."""
+    qlora = dict(QLORA_8B_ALL, checkpointing=None, checkpoint_fraction=None, gpu_gib=24)
+    out = []
+    for i in (1, 2):
+        out += [Spec(f"inhouse-lora-8b-all-offload-{i}", **LORA_8B_ALL, offload=True),
+                Spec(f"inhouse-lora-8b-all-no-offload-{i}", **LORA_8B_ALL, offload=False)]
+    return out + [Spec("inhouse-qlora-8b-all-kept-24g-no-offload", **qlora, offload=False),
+                  Spec("inhouse-qlora-8b-all-dequantizing-24g-2", **qlora, dequantized_fraction=0.0)]
 
 
 def long_context() -> list[Spec]:
@@ -534,7 +561,8 @@ def rescore(report: dict) -> dict:
 GROUPS = {"short": lambda smoke: specs(smoke)[:10], "default": lambda smoke: default_targets(),
           "long": lambda smoke: long_context(), "fused": lambda smoke: fused_pairs(),
           "fused-ab": lambda smoke: fused_ab(), "recompute": lambda smoke: recompute(),
-          "auto-ckpt": lambda smoke: auto_checkpointing(), "dequantized": lambda smoke: dequantized()}
+          "auto-ckpt": lambda smoke: auto_checkpointing(), "dequantized": lambda smoke: dequantized(),
+          "offload": lambda smoke: offload()}
 
 
 def chosen(args) -> list[Spec]:
@@ -570,7 +598,7 @@ def main() -> None:
                         "the first round), default (all-linear targets), long (long context), fused (fused LoRA layers "
                         "against PEFT's), fused-ab (the same, alternating), recompute (share of layers checkpointed), "
                         "auto-ckpt (the share sized to free memory), dequantized (QLoRA keeping its dequantised "
-                        "weights)")
+                        "weights), offload (offloaded inputs or not)")
     parser.add_argument("--only", nargs="*", help="run only these names")
     parser.add_argument("--profile", nargs="*", help="runs to profile for 2 extra steps after timing")
     parser.add_argument("--no-warm", action="store_true", help="skip the untimed run that fills Triton's kernel "

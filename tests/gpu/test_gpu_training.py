@@ -107,8 +107,8 @@ def test_qlora_kept_dequantized_weights_keep_the_loss_curve(tmp_path, tiny_dir, 
 
 def test_checkpointing_sized_to_free_memory_keeps_the_loss_curve(tmp_path, tiny_dir, home):
     """The default recomputes nothing where the activations fit (a tiny model always does); every share
-    of recomputed layers trains the same curve."""
-    every, every_speed = curve(tmp_path, tiny_dir, "ckpt-all", gradient_checkpointing=True)
+    of recomputed layers, and every layer with its inputs offloaded, trains the same curve."""
+    every, every_speed = curve(tmp_path, tiny_dir, "ckpt-all", gradient_checkpointing=True, activation_offload=True)
     half, half_speed = curve(tmp_path, tiny_dir, "ckpt-half", checkpoint_fraction=0.5)
     auto, auto_speed = curve(tmp_path, tiny_dir, "ckpt-auto")
     assert every_speed["checkpoint_fraction"] == 1 and every_speed["activation_offload"]

@@ -151,7 +151,8 @@ def test_the_plan_sizes_checkpointing_to_free_memory_on_a_gpu(monkeypatch):
 
     free["bytes"] = 80 << 30  # the tiny model's activations fit many times over
     assert chosen() == (False, 0.0, False)
-    assert chosen(gradient_checkpointing=True) == (True, 1.0, True)  # asked: as asked
+    assert chosen(gradient_checkpointing=True) == (True, 1.0, False)  # asked: as asked; the inputs fit: no offload
+    assert chosen(gradient_checkpointing=True, activation_offload=True) == (True, 1.0, True)
     assert chosen(checkpoint_fraction=0.5) == (True, 0.5, False)
     assert chosen(method="dpo")[0] is False and chosen(liger=False)[0] is False  # the old rule: 2B and over
     free["bytes"] = 1 << 20  # no room at all: every layer recomputes, inputs offloaded
@@ -162,4 +163,7 @@ def test_the_plan_sizes_checkpointing_to_free_memory_on_a_gpu(monkeypatch):
         + 4 * 2048 * (2 * memory.layer_bytes_per_token(model.config) + 2 * model.config.hidden_size)
     free["bytes"] = int(held / memory.HEADROOM) + (1 << 10)
     assert chosen(batch_size=4, lora_dropout=0) == (True, 0.5, False)
-    assert chosen(batch_size=4) == (True, 1.0, True)  # the default dropout's copies leave room for neither
+    assert chosen(batch_size=4) == (True, 1.0, False)  # the dropout's copies: every layer recomputes, inputs fit
+    # Room for the adapter's state, one layer recomputing and one layer's input, not for both inputs: offloaded.
+    free["bytes"] = int((held - 4 * 2048 * memory.layer_bytes_per_token(model.config)) / memory.HEADROOM)
+    assert chosen(batch_size=4, lora_dropout=0) == (True, 1.0, True)

@@ -100,6 +100,18 @@ def layers_to_checkpoint(config: PretrainedConfig, tokens: int, free_bytes: int,
     return min(layers, math.ceil(excess / saved_each)) / layers
 
 
+def inputs_fit(config: PretrainedConfig, tokens: int, free_bytes: int, trainable: int, dropout: bool = False,
+               reserved: int = 0) -> bool:
+    """Whether, with every decoder layer recomputed, the inputs they keep fit the estimate on the GPU: where they
+    do, offloading them to the CPU only costs time; False where the shape is not one the estimate knows."""
+    per_layer = layer_bytes_per_token(config, dropout)
+    if per_layer is None:
+        return False
+    text = config.get_text_config()
+    inputs = text.num_hidden_layers * tokens * 2 * text.hidden_size
+    return inputs <= _budget(tokens, free_bytes, trainable, per_layer) - reserved
+
+
 def weights_to_keep_dequantized(config: PretrainedConfig, tokens: int, free_bytes: int, trainable: int,
                                 weight_bytes: int, dropout: bool = False, recomputed: float = 1.0) -> float | None:
     """The share of a 4-bit base's LoRA layers that can keep their bf16 weight (`weight_bytes` for all of

@@ -91,10 +91,13 @@ def plan(recipe: Recipe, model: PreTrainedModel, lengths: Sequence[int] | None =
     if 0 < fraction < 1 and across == "fsdp":
         raise InhouseError("checkpoint_fraction below 1 is not supported with strategy fsdp, which checkpoints "
                            "every wrapped layer; set checkpoint_fraction: 1 or strategy: ddp")
-    # Offloading the checkpointed layer inputs asynchronously cost no throughput on an H100 (8B LoRA).
-    # Under FSDP the weights are sharded tensors that the offload hooks do not know: off by default. With only
-    # some layers recomputed, the others' activations would all be copied out and back: not by default either.
-    offload = (gpu and fraction == 1 and across != "fsdp") if recipe.activation_offload is None \
+    # Offloading the checkpointed layers' inputs cost 8-10% of 8B LoRA's tokens/s on an H200 (docs/benchmarks.md):
+    # by default only where every layer recomputes and the estimate cannot keep their inputs on the GPU (or cannot
+    # estimate). Under FSDP the weights are sharded tensors that the offload hooks do not know: off by default.
+    # With only some layers recomputed, the others' activations would all be copied out and back: off too.
+    fits = sizing is not None and memory.inputs_fit(model.config, sizing.tokens, sizing.free, sizing.trainable,
+                                                    sizing.dropout, reserved=int(kept * weights))
+    offload = (gpu and fraction == 1 and across != "fsdp" and not fits) if recipe.activation_offload is None \
         else recipe.activation_offload
     return SpeedPlan(
         bf16=bf16, bf16_lora_inputs=bf16 and adapter, fused_lora=fused and recipe.method != "full",
