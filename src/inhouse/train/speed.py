@@ -85,20 +85,7 @@ def plan(recipe: Recipe, model: PreTrainedModel, lengths: Sequence[int] | None =
     adapter = recipe.method != "full" and across != "fsdp"
     fused = (gpu and bf16 and adapter) if recipe.fused_lora is None else recipe.fused_lora
     sizing = Sizing.of(recipe, model, lengths, packing) if estimable else None
-    weights = memory.dequantized_bytes(model, recipe.lora_target_modules) if recipe.quantized() and fused else 0
-    kept = dequantized_share(recipe, model, weights, sizing)
-    fraction = checkpointing_share(recipe, model, gpu, sizing, reserved=int(kept * weights))
-    if 0 < fraction < 1 and across == "fsdp":
-        raise InhouseError("checkpoint_fraction below 1 is not supported with strategy fsdp, which checkpoints "
-                           "every wrapped layer; set checkpoint_fraction: 1 or strategy: ddp")
-    # Offloading the checkpointed layers' inputs cost 8-10% of 8B LoRA's tokens/s on an H200 (docs/benchmarks.md):
-    # by default only where every layer recomputes and the estimate cannot keep their inputs on the GPU (or cannot
-    # estimate). Under FSDP the weights are sharded tensors that the offload hooks do not know: off by default.
-    # With only some layers recomputed, the others' activations would all be copied out and back: off too.
-    fits = sizing is not None and memory.inputs_fit(model.config, sizing.tokens, sizing.free, sizing.trainable,
-                                                    sizing.dropout, reserved=int(kept * weights))
-    offload = (gpu and fraction == 1 and across != "fsdp" and not fits) if recipe.activation_offload is None \
-        else recipe.activation_offload
+    kept, fraction, offload = memory_choices(recipe, model, gpu, sizing, fused, across)
     return SpeedPlan(
         bf16=bf16, bf16_lora_inputs=bf16 and adapter, fused_lora=fused and recipe.method != "full",
         gradient_checkpointing=fraction > 0, checkpoint_fraction=fraction, dequantized_fraction=kept,
@@ -124,6 +111,29 @@ class Sizing:
         return cls(memory.batch_tokens(lengths, recipe.batch_size, packing),
                    memory.adapter_params_bound(model, recipe.lora_r), torch.cuda.mem_get_info(model.device)[0],
                    recipe.lora_dropout > 0)
+
+
+def memory_choices(recipe: Recipe, model: PreTrainedModel, gpu: bool, sizing: Sizing | None, fused: bool,
+                   across: str | None) -> tuple[float, float, bool]:
+    """(share of 4-bit LoRA layers keeping their weight dequantised, share of decoder layers recomputed, whether
+    their inputs are offloaded): the copies first, then checkpointing from what is left, then the offload only
+    where the inputs do not fit."""
+    weights = memory.dequantized_bytes(model, recipe.lora_target_modules) if recipe.quantized() and fused else 0
+    kept = dequantized_share(recipe, model, weights, sizing)
+    reserved = int(kept * weights)
+    fraction = checkpointing_share(recipe, model, gpu, sizing, reserved)
+    if 0 < fraction < 1 and across == "fsdp":
+        raise InhouseError("checkpoint_fraction below 1 is not supported with strategy fsdp, which checkpoints "
+                           "every wrapped layer; set checkpoint_fraction: 1 or strategy: ddp")
+    if recipe.activation_offload is not None:
+        return kept, fraction, recipe.activation_offload
+    # Offloading the checkpointed layers' inputs cost 8-10% of 8B LoRA's tokens/s on an H200 (docs/benchmarks.md):
+    # by default only where every layer recomputes and the estimate cannot keep their inputs on the GPU (or cannot
+    # estimate). Under FSDP the weights are sharded tensors that the offload hooks do not know: off by default.
+    # With only some layers recomputed, the others' activations would all be copied out and back: off too.
+    fits = sizing is not None and memory.inputs_fit(model.config, sizing.tokens, sizing.free, sizing.trainable,
+                                                    sizing.dropout, reserved)
+    return kept, fraction, gpu and fraction == 1 and across != "fsdp" and not fits
 
 
 def dequantized_share(recipe: Recipe, model: PreTrainedModel, weights: int, sizing: Sizing | None) -> float:
