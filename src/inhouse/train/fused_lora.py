@@ -24,7 +24,6 @@ adapters, a trainable base weight, mismatched dtypes) takes PEFT's forward uncha
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import torch
@@ -32,6 +31,8 @@ import torch.nn.functional as F
 from peft import LoraConfig
 from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
+
+from inhouse.train import memory
 
 
 class LoraMatmul(torch.autograd.Function):
@@ -163,10 +164,10 @@ def fused_4bit_class() -> type:
         def dequantized(self, dtype: torch.dtype) -> torch.Tensor | None:
             """The base weight as bitsandbytes dequantises it, made once and kept (not a buffer: never
             saved); made again if the 4-bit weight was replaced (a merge). None unless in `dtype`."""
-            import bitsandbytes.functional as bnb_functional
-
             packed = self.base_layer.weight
             if self._kept is None or self._kept[0] is not packed:
+                import bitsandbytes.functional as bnb_functional
+
                 with torch.no_grad():
                     self._kept = packed, bnb_functional.dequantize_4bit(packed.data, packed.quant_state)
             kept = self._kept[1]
@@ -179,12 +180,12 @@ def keep_dequantized(model: nn.Module, share: float) -> int:
     """Have `share` of the fused 4-bit LoRA layers, spread evenly, keep their dequantised weight; the
     number that do."""
     layers = [m for m in model.modules() if isinstance(m, fused_4bit_class())]
-    chosen = math.ceil(share * len(layers) - 1e-9)
-    for i, layer in enumerate(layers):
-        layer.keep_dequantized = (i + 1) * chosen // len(layers) > i * chosen // len(layers)
-        if not layer.keep_dequantized:
+    flags = memory.spread_evenly(share, len(layers))
+    for layer, flag in zip(layers, flags):
+        layer.keep_dequantized = flag
+        if not flag:
             layer._kept = None
-    return chosen
+    return sum(flags)
 
 
 def register(config: LoraConfig, quantized: bool = False) -> LoraConfig:

@@ -26,6 +26,18 @@ RESERVE = 2 * GIB  # allocator fragmentation, cuBLAS workspaces, the fused loss'
 ADAPTER_BYTES = 16  # per trainable parameter: fp32 weight, gradient and AdamW's two moments
 
 
+def whole(share: float, total: int) -> int:
+    """How many of `total` layers a share names, in whole layers and never fewer than asked (n / total gives n,
+    whatever the rounding of the division)."""
+    return math.ceil(share * total - 1e-9)
+
+
+def spread_evenly(share: float, total: int) -> list[bool]:
+    """Which of `total` layers a share picks, spread evenly (half: every other one)."""
+    chosen = whole(share, total)
+    return [(i + 1) * chosen // total > i * chosen // total for i in range(total)]
+
+
 def layer_bytes_per_token(config: PretrainedConfig, dropout: bool = False) -> int | None:
     """Bytes one decoder layer keeps for backward per token, without checkpointing: the inputs of its
     projections and norms, q, k, v and the attention output and log-sum-exp, and SwiGLU's two inputs and
@@ -124,7 +136,7 @@ def weights_to_keep_dequantized(config: PretrainedConfig, tokens: int, free_byte
         return None
     text = config.get_text_config()
     layers = text.num_hidden_layers
-    again = math.ceil(recomputed * layers - 1e-9)  # each keeps only its input
+    again = whole(recomputed, layers)  # each keeps only its input
     least = tokens * (again * 2 * text.hidden_size + (layers - again) * per_layer)
     room = _budget(tokens, free_bytes, trainable, per_layer) - least
     if weight_bytes <= 0 or room <= 0:

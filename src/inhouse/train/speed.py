@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -237,9 +236,7 @@ def keep_some_layers(model: PreTrainedModel, fraction: float) -> list[bool]:
     LoRA step's matmuls) is paid only where memory needs it. Each of transformers' checkpointable layers
     reads its own `gradient_checkpointing` flag on every call; returns the flags, layer by layer."""
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
-    total = len(layers)
-    chosen = math.ceil(fraction * total - 1e-9)  # whole layers, never fewer than asked (n / total gives n)
-    flags = [(i + 1) * chosen // total > i * chosen // total for i in range(total)]
+    flags = memory.spread_evenly(fraction, len(layers))
     for layer, flag in zip(layers, flags):
         layer.gradient_checkpointing = flag
     return flags
