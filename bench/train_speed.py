@@ -74,6 +74,8 @@ class Spec:
     fused: bool = False  # fused LoRA layers whatever the plan says (written when a 4-bit base had them off)
     seq_len: int | None = None  # long context: one example of this length per step
     gpu_gib: float | None = None  # a smaller GPU: all but this much memory is held by a block allocated first
+    host_syncs: bool = False  # the Trainer's per-step host work as before inhouse.train.host_steps
+    repeat_kv: bool = False  # key/value heads copied to the query heads' count, as before grouped varlen attention
     steps: int | None = None  # this run's own optimizer steps / untimed warm-up steps
     warmup: int | None = None
 
@@ -253,14 +255,51 @@ def inhouse_trainer(spec: Spec, model, data, steps: int, run_dir: str, timer):
     trainer = build_trainer(recipe, model, tiny.build_tokenizer(), speed, EncodedSet(data, []), EncodedSet([], []),
                             Path(run_dir), [timer])
     trainer.args.save_strategy = SaveStrategy.NO
+    if spec.host_syncs:
+        host_work_as_before(trainer)
     print(f"[{spec.name}] speed plan: {speed.describe()}; fused LoRA layers: {fused_layers(model)}", flush=True)
     return trainer
 
 
-def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool = False) -> dict:
+def host_work_as_before(trainer) -> None:
+    """The 'before' arm of the host pairs: the Trainer's own token count (a wait for the GPU) and parameter
+    count, blocking batch copies, and the LoRA layers found by a walk over every module each step (PEFT's
+    helper walked them twice)."""
+    from types import MethodType
+
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers import Trainer
+
+    trainer._track_num_input_tokens = MethodType(Trainer._track_num_input_tokens, trainer)
+    trainer.floating_point_ops = MethodType(Trainer.floating_point_ops, trainer)
+    trainer.accelerator.dataloader_config.non_blocking = False
+    trainer.tuner_layers = lambda: [m for m in trainer.model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def repeated_kv_heads() -> None:
+    """The 'before' arm of the attention pairs: PyTorch's varlen_attn wrapped, in this child process only, so
+    that it gets the key/value heads copied to the query heads' count (repeat_interleave), as inhouse passed
+    them before (the signature check stays cached in both arms)."""
+    import functools
+
+    from torch.nn.attention import varlen
+
+    native = varlen.varlen_attn
+
+    @functools.wraps(native)
+    def repeated(q, k, v, *args, enable_gqa=False, **kwargs):
+        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+        return native(q, k, v, *args, **kwargs)
+
+    varlen.varlen_attn = repeated
+
+
+def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: str | None = None) -> dict:
     from inhouse.model import tiny
 
     held = hold_memory(spec.gpu_gib)
+    if spec.repeat_kv:
+        repeated_kv_heads()
     model = build_model(spec, folder)
     params = sum(p.numel() for p in model.parameters())
     if spec.method == "qlora":  # 4-bit tensors count two weights per byte
@@ -269,7 +308,7 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
     steps, warmup = spec.steps or steps, spec.warmup if spec.warmup is not None else warmup
     data = examples(per_step * steps, model.config.vocab_size, tiny.build_tokenizer().pad_token_id,
                     seq_len=spec.seq_len)
-    profiler = _profiler() if profile else None
+    profiler = _profiler(profile) if profile else None
     timer = StepTimer(warmup, steps, profiler)
     make = baseline_trainer if spec.baseline else inhouse_trainer
     with tempfile.TemporaryDirectory() as run_dir:
@@ -289,8 +328,20 @@ def run(spec: Spec, steps: int, warmup: int, folder: str | None, profile: bool =
               "timed_steps": last_step - warmup, "timed_tokens": tok_end - timer.tok0}
     if profiler is not None:
         result["profile"] = profiler.key_averages().table(sort_by="cuda_time_total", row_limit=25)
-        print(result["profile"], flush=True)
+        result["gaps"] = idle_gaps(profiler, spec.name) | {"profiled": profile}
+        print(result["profile"] + "\n" + json.dumps(result["gaps"], indent=2), flush=True)
     return result
+
+
+def idle_gaps(profiler, name: str) -> dict:
+    """Where the GPU idled in the 2 profiled steps (bench/gpu_gaps.py); the trace is kept, gzipped, in
+    $TRACE_DIR (default: the temp folder)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import gpu_gaps
+
+    trace = Path(os.environ.get("TRACE_DIR", tempfile.gettempdir())) / f"{name}.trace.json.gz"
+    profiler.export_chrome_trace(str(trace))
+    return gpu_gaps.summarise(gpu_gaps.load(str(trace)), steps=2)
 
 
 def hold_memory(gib: float | None) -> torch.Tensor:
@@ -319,10 +370,12 @@ def checkpointed(model) -> list[int]:
     return [sum(bool(m.gradient_checkpointing) for m in layers), len(layers)]
 
 
-def _profiler():
+def _profiler(kind: str):
+    """"full": host ops and kernels; "gpu": kernels and their launches only, which barely slows the host,
+    so its idle gaps are those of an unprofiled step."""
     from torch.profiler import ProfilerActivity, profile
 
-    return profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+    return profile(activities=[ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if kind == "full" else []))
 
 
 def _unquantised_params(size: str) -> int:
@@ -474,6 +527,35 @@ def offload() -> list[Spec]:
                   Spec("inhouse-qlora-8b-all-dequantizing-24g-2", **qlora, dequantized_fraction=0.0)]
 
 
+def host() -> list[Spec]:
+    """The recipe's defaults with the per-step host work of inhouse.train.host_steps, against the Trainer's
+    own (host_syncs), alternating: 8B LoRA twice, 1B LoRA twice, 8B QLoRA once."""
+    auto = dict(checkpointing=None, checkpoint_fraction=None)
+    out = []
+    for name, shape, repeats in (("lora-8b", LORA_8B_ALL, 2), ("lora-1b", LORA_1B_ALL, 2),
+                                 ("qlora-8b", QLORA_8B_ALL, 1)):
+        for i in range(1, repeats + 1):
+            out += [Spec(f"inhouse-{name}-all-host-{i}", **dict(shape, **auto)),
+                    Spec(f"inhouse-{name}-all-syncs-{i}", **dict(shape, **auto), host_syncs=True)]
+    return out
+
+
+def gqa() -> list[Spec]:
+    """8B LoRA's defaults with grouped varlen attention against key/value heads repeated (repeat_kv),
+    alternating twice; then without checkpointing (the memory each layer keeps) and at 32k tokens."""
+    lora = dict(LORA_8B_ALL, checkpointing=None, checkpoint_fraction=None)
+    long = dict(micro_batch=1, seq_len=32 * 1024, steps=3, warmup=1)
+    out = []
+    for i in (1, 2):
+        out += [Spec(f"inhouse-lora-8b-all-gqa-{i}", **lora), Spec(f"inhouse-lora-8b-all-repeat-kv-{i}", **lora,
+                                                                   repeat_kv=True)]
+    none = dict(LORA_8B_ALL, checkpointing=False)
+    return out + [Spec("inhouse-lora-8b-all-no-ckpt-gqa", **none),
+                  Spec("inhouse-lora-8b-all-no-ckpt-repeat-kv", **none, repeat_kv=True),
+                  Spec("inhouse-lora-8b-all-32k-gqa", **dict(lora, **long)),
+                  Spec("inhouse-lora-8b-all-32k-repeat-kv", **dict(lora, **long), repeat_kv=True)]
+
+
 def long_context() -> list[Spec]:
     """8B, one sequence per step, checkpointing and offload on; 64k and 128k (the model's context) probe
     the longest that trains, so they run two steps (one timed). Ordered so that a call cut short at its
@@ -562,7 +644,7 @@ GROUPS = {"short": lambda smoke: specs(smoke)[:10], "default": lambda smoke: def
           "long": lambda smoke: long_context(), "fused": lambda smoke: fused_pairs(),
           "fused-ab": lambda smoke: fused_ab(), "recompute": lambda smoke: recompute(),
           "auto-ckpt": lambda smoke: auto_checkpointing(), "dequantized": lambda smoke: dequantized(),
-          "offload": lambda smoke: offload()}
+          "offload": lambda smoke: offload(), "host": lambda smoke: host(), "gqa": lambda smoke: gqa()}
 
 
 def chosen(args) -> list[Spec]:
@@ -577,7 +659,8 @@ def run_child(spec: Spec, args, folder: str | None, scratch: Path) -> dict:
     result_file = scratch / f"{spec.name}.json"
     cmd = [sys.executable, __file__, "--child", json.dumps(asdict(spec)), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--result", str(result_file)] + (["--folder", folder] if folder else []) \
-        + (["--profile", *args.profile] if args.profile else [])
+        + (["--profile", *args.profile] if args.profile else []) \
+        + (["--gpu-profile", *args.gpu_profile] if args.gpu_profile else [])
     clock = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not result_file.exists():
@@ -598,9 +681,12 @@ def main() -> None:
                         "the first round), default (all-linear targets), long (long context), fused (fused LoRA layers "
                         "against PEFT's), fused-ab (the same, alternating), recompute (share of layers checkpointed), "
                         "auto-ckpt (the share sized to free memory), dequantized (QLoRA keeping its dequantised "
-                        "weights), offload (offloaded inputs or not)")
+                        "weights), offload (offloaded inputs or not), host (the per-step host work, inhouse.train.host_steps, "
+                        "or the Trainer's own), gqa (grouped varlen attention or repeated key/value heads)")
     parser.add_argument("--only", nargs="*", help="run only these names")
     parser.add_argument("--profile", nargs="*", help="runs to profile for 2 extra steps after timing")
+    parser.add_argument("--gpu-profile", nargs="*", help="runs to profile for 2 extra steps after timing, kernels "
+                        "only (the GPU's idle time as unprofiled)")
     parser.add_argument("--no-warm", action="store_true", help="skip the untimed run that fills Triton's kernel "
                         "cache before the first inhouse run of each size")
     parser.add_argument("--scratch", default=None, help="folder for the random 8B checkpoint (needs ~16 GB)")
@@ -617,7 +703,8 @@ def main() -> None:
             print(table(report["results"], report["matmul_peak_tflops"]) + "\n")
     elif args.child:
         spec = Spec(**{**json.loads(args.child), "targets": tuple(json.loads(args.child)["targets"])})
-        result = run(spec, args.steps, args.warmup, args.folder, spec.name in (args.profile or []))
+        kind = "full" if spec.name in (args.profile or []) else "gpu" if spec.name in (args.gpu_profile or []) else None
+        result = run(spec, args.steps, args.warmup, args.folder, kind)
         Path(args.result).write_text(json.dumps(result))
     else:
         orchestrate(args)

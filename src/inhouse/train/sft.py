@@ -172,6 +172,9 @@ def trainer_settings(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: i
         report_to=recipe.tracking or "none",
         run_name=recipe.output_name,
         dataloader_num_workers=0,
+        # Batches go to the GPU from pinned memory without the host waiting for the copy (and so for every
+        # kernel queued before it): inhouse.train.host_steps says why the host must not wait.
+        accelerator_config={"non_blocking": on_gpu},
         **distributed.trainer_settings(recipe, layer_classes(model), speed.gradient_checkpointing),
     )
 

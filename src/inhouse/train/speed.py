@@ -21,6 +21,7 @@ from inhouse.errors import InhouseError
 from inhouse.model import attention
 from inhouse.recipe import Recipe
 from inhouse.train import distributed, memory
+from inhouse.train.host_steps import HostSteps
 
 
 @dataclass(frozen=True)
@@ -259,25 +260,34 @@ def offload_context(speed: SpeedPlan, model: torch.nn.Module):
     return contextlib.nullcontext()
 
 
-def lora_input_casts(speed: SpeedPlan, model: torch.nn.Module):
+@contextlib.contextmanager
+def lora_input_casts(speed: SpeedPlan, layers: Sequence[torch.nn.Module]):
     """PEFT copies every LoRA layer's input to the adapter's float32 before its low-rank matmuls, and
     autocast copies it straight back to bf16 for them: with LoRA on all seven projections these copies
     were a quarter of an 8B step's GPU time (profile in docs/benchmarks.md). Under bf16 autocast the
     matmuls see the same bf16 operands without them, so the step computes the same numbers. Switched
-    off for the training step only (PEFT's own switch): outside autocast the casts are needed."""
+    off for the training step only, through PEFT's own switch (`cast_input_dtype_enabled`, what
+    `peft.helpers.disable_input_dtype_casting` sets), on `layers` found once: that helper walks every
+    module twice a step. Outside autocast the casts are needed."""
     if not speed.bf16_lora_inputs:
-        return contextlib.nullcontext()
-    from peft.helpers import disable_input_dtype_casting
+        yield
+        return
+    before = [layer.cast_input_dtype_enabled for layer in layers]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, before):
+            layer.cast_input_dtype_enabled = value
 
-    return disable_input_dtype_casting(model)
 
-
-class SpeedSteps:
+class SpeedSteps(HostSteps):
     """Trainer mixin: the speed plan's (`self.speed`) per-step contexts around each training step:
-    activation offload, and LoRA inputs left in bf16."""
+    activation offload, and LoRA inputs left in bf16; and the per-step host work kept light (HostSteps)."""
 
     speed: SpeedPlan
 
     def training_step(self, *args, **kwargs):
-        with offload_context(self.speed, self.model), lora_input_casts(self.speed, self.model):
+        with offload_context(self.speed, self.model), lora_input_casts(self.speed, self.tuner_layers()):
             return super().training_step(*args, **kwargs)
