@@ -56,6 +56,28 @@ def test_varlen_attention_matches_unpacked_sdpa_per_example():
     assert torch.allclose(together, alone, rtol=2e-2, atol=2e-2), (together, alone)
 
 
+def test_varlen_attention_groups_query_heads_like_repeated_key_value_heads():
+    """Grouped-query attention hands flash attention the fewer key/value heads; outputs and gradients
+    equal those with the heads repeated to the query heads' count."""
+    from inhouse.model.attention import varlen_attention
+
+    torch.manual_seed(0)
+    lengths, heads, groups, dim = [300, 1200, 57, 700], 8, 4, 64
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    q, k, v = (torch.randn(1, h, sum(lengths), dim, device="cuda", dtype=torch.bfloat16)
+               for h in (heads, heads // groups, heads // groups))
+
+    def run(repeat):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        kk, vv = (t.repeat_interleave(groups, dim=1) if repeat else t for t in leaves[1:])
+        out, _ = varlen_attention(None, leaves[0], kk, vv, None, cu_seq_lens_q=cu, max_length_q=max(lengths))
+        out.float().square().sum().backward()
+        return [out.detach().float(), *(t.grad.float() for t in leaves)]
+
+    for grouped, repeated in zip(run(False), run(True)):
+        assert torch.allclose(grouped, repeated, rtol=1e-2, atol=1e-2), (grouped - repeated).abs().max()
+
+
 def curve(tmp_path, tiny_dir, name, **switches):
     rows = [chat(f"Where is order {100 + 7 * i}?" * (1 + i % 4), f"Order {100 + 7 * i} left." * (1 + i % 3))
             for i in range(64)]
