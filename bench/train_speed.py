@@ -556,6 +556,13 @@ def gqa() -> list[Spec]:
                   Spec("inhouse-lora-8b-all-32k-repeat-kv", **dict(lora, **long), repeat_kv=True)]
 
 
+def defaults() -> list[Spec]:
+    """The recipe's defaults as they stand, 8B LoRA and QLoRA alternating twice: QLoRA's ratio to LoRA."""
+    auto = dict(checkpointing=None, checkpoint_fraction=None)
+    return [Spec(f"inhouse-{method}-8b-all-default-{i}", **dict(shape, **auto))
+            for i in (1, 2) for method, shape in (("lora", LORA_8B_ALL), ("qlora", QLORA_8B_ALL))]
+
+
 def long_context() -> list[Spec]:
     """8B, one sequence per step, checkpointing and offload on; 64k and 128k (the model's context) probe
     the longest that trains, so they run two steps (one timed). Ordered so that a call cut short at its
@@ -644,7 +651,8 @@ GROUPS = {"short": lambda smoke: specs(smoke)[:10], "default": lambda smoke: def
           "long": lambda smoke: long_context(), "fused": lambda smoke: fused_pairs(),
           "fused-ab": lambda smoke: fused_ab(), "recompute": lambda smoke: recompute(),
           "auto-ckpt": lambda smoke: auto_checkpointing(), "dequantized": lambda smoke: dequantized(),
-          "offload": lambda smoke: offload(), "host": lambda smoke: host(), "gqa": lambda smoke: gqa()}
+          "offload": lambda smoke: offload(), "host": lambda smoke: host(), "gqa": lambda smoke: gqa(),
+          "defaults": lambda smoke: defaults()}
 
 
 def chosen(args) -> list[Spec]:
@@ -682,7 +690,8 @@ def main() -> None:
                         "against PEFT's), fused-ab (the same, alternating), recompute (share of layers checkpointed), "
                         "auto-ckpt (the share sized to free memory), dequantized (QLoRA keeping its dequantised "
                         "weights), offload (offloaded inputs or not), host (the per-step host work, inhouse.train.host_steps, "
-                        "or the Trainer's own), gqa (grouped varlen attention or repeated key/value heads)")
+                        "or the Trainer's own), gqa (grouped varlen attention or repeated key/value heads), defaults (8B LoRA "
+                        "and QLoRA as the recipe stands)")
     parser.add_argument("--only", nargs="*", help="run only these names")
     parser.add_argument("--profile", nargs="*", help="runs to profile for 2 extra steps after timing")
     parser.add_argument("--gpu-profile", nargs="*", help="runs to profile for 2 extra steps after timing, kernels "
