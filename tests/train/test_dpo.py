@@ -247,6 +247,24 @@ def test_a_library_adapter_with_reference_base_holds_no_copy(tmp_path, tiny_dir,
     assert list(trainer.model.peft_config) == ["default"] and trainer.ref_model is None
 
 
+def test_a_library_adapter_loads_into_the_fused_layers_with_its_weights(tmp_path, tiny_dir, home):
+    """DPO from a library adapter trains in the speed plan's layers, as from a fresh one: the plan it prints
+    and records is the one that ran."""
+    from inhouse.train.fused_lora import FusedLoraLinear
+
+    sft_data = write_jsonl(tmp_path / "sft.jsonl", [chat(f"Could you help me with {t}?", "Sure.") for t in TOPICS[:8]])
+    train(recipe_mod.build(base_model=str(tiny_dir), train_file=sft_data, validation_fraction=0, max_steps=2,
+                           learning_rate=1e-2, output_name="sft"), events=Events())
+    saved = {k: v for k, v in load_chat_model("sft").model.state_dict().items() if "lora_" in k}
+    trainer = pieces(tiny_dir, init_adapter="sft", fused_lora=True)
+    assert trainer.speed.fused_lora
+    fused = [m for m in trainer.model.modules() if isinstance(m, FusedLoraLinear)]
+    assert len(fused) == sum(1 for k in saved if "lora_A" in k) > 0
+    loaded = trainer.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+    assert any(p.requires_grad for n, p in trainer.model.named_parameters() if "lora_" in n)
+
+
 def test_recipe_and_speed_refusals(tiny_dir, home):
     with pytest.raises(InhouseError, match="reference: adapter needs init_adapter"):
         recipe_mod.build(method="dpo", reference="adapter")

@@ -150,13 +150,9 @@ def dpo_speed(recipe: Recipe, model: PreTrainedModel) -> SpeedPlan:
 
 
 def policy_model(model: PreTrainedModel, recipe: Recipe, start: Path | None, speed: SpeedPlan):
-    """The adapter DPO trains: a fresh LoRA as SFT attaches it, or the starting library adapter, trainable
-    (PEFT's own layers: loading a saved adapter does not take custom modules)."""
-    if start is None:
-        return attach_method(model, recipe, speed.fused_lora, speed.dequantized_fraction)
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, start, is_trainable=True)
+    """The adapter DPO trains: a fresh LoRA as SFT attaches it, or the starting library adapter, trainable;
+    in the speed plan's layers either way."""
+    return attach_method(model, recipe, speed.fused_lora, speed.dequantized_fraction, start)
 
 
 def dpo_config(recipe: Recipe, speed: SpeedPlan, run_dir: Path, n_train: int, has_val: bool,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from transformers import (EarlyStoppingCallback, PreTrainedModel, PrinterCallback, Trainer, TrainerCallback,
                           TrainingArguments)
 
@@ -62,26 +62,32 @@ def load_training_data(recipe: Recipe, read: Reader = load_conversations) -> Mix
 
 
 def attach_method(model: PreTrainedModel, recipe: Recipe, fused: bool = False,
-                  keep_dequantized: float = 0.0) -> PreTrainedModel:
-    """Wrap the base model for the chosen method (LoRA adapter or all weights); `fused`: LoRA layers
-    that add their update inside the base matmul (`inhouse.train.fused_lora`, the speed plan's), of which
-    `keep_dequantized` (a share) keep a 4-bit base's weight dequantised."""
+                  keep_dequantized: float = 0.0, start: Path | None = None) -> PreTrainedModel:
+    """Wrap the base model for the chosen method (LoRA adapter or all weights): a fresh adapter, or the saved
+    one at `start`, trainable. `fused`: LoRA layers that add their update inside the base matmul
+    (`inhouse.train.fused_lora`, the speed plan's), of which `keep_dequantized` (a share) keep a 4-bit base's
+    weight dequantised; a saved adapter loads into them through the same registration."""
     if recipe.method == "full":
         return model
-    targets = recipe.lora_target_modules
-    config = LoraConfig(
-        r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-        target_modules="all-linear" if targets == ["all-linear"] else targets, task_type="CAUSAL_LM",
-    )
-    if fused:
+    config = lora_config(recipe) if start is None else PeftConfig.from_pretrained(str(start))
+    if fused and isinstance(config, LoraConfig):
         fused_lora.register(config, recipe.quantized())
-    try:
-        model = get_peft_model(model, config)
-    except ValueError as exc:
-        raise InvalidInputError(f"lora_target_modules {targets}: {exc}") from None
+    if start is not None:
+        model = PeftModel.from_pretrained(model, start, config=config, is_trainable=True)
+    else:
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as exc:
+            raise InvalidInputError(f"lora_target_modules {recipe.lora_target_modules}: {exc}") from None
     if fused and recipe.quantized():
         fused_lora.keep_dequantized(model, keep_dequantized)
     return model
+
+
+def lora_config(recipe: Recipe) -> LoraConfig:
+    targets = recipe.lora_target_modules
+    return LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+                      target_modules="all-linear" if targets == ["all-linear"] else targets, task_type="CAUSAL_LM")
 
 
 MAX_DEFAULT_EVALS = 10
