@@ -31,7 +31,8 @@ def summarise(events: list[dict], steps: int = 1, min_gap_us: float = 5.0, top: 
     """Per step: span, GPU busy time, idle time split by cause, and the host ops most waited for."""
     spans = [e for e in events if e.get("ph") == "X"]
     gpu = sorted((e for e in spans if e.get("cat") in GPU), key=lambda e: e["ts"])
-    launches = {e["args"]["correlation"]: e for e in spans if e.get("cat") in LAUNCH and "correlation" in e.get("args", {})}
+    launches = {e["args"]["correlation"]: e for e in spans
+                if e.get("cat") in LAUNCH and "correlation" in e.get("args", {})}
     gaps, busy, end = [], 0.0, gpu[0]["ts"]
     for e in gpu:
         if e["ts"] > end + min_gap_us:

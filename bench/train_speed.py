@@ -50,6 +50,8 @@ RANK = 16
 LORA_8B_ALL = dict(size="8b", micro_batch=16, accumulation=1, checkpointing=True, targets=ALL)
 QLORA_8B_ALL = dict(LORA_8B_ALL, method="qlora")
 LORA_1B_ALL = dict(size="1b", micro_batch=16, accumulation=1, targets=ALL)
+SIZED = dict(checkpointing=None, checkpoint_fraction=None)  # the recipe's default: sized to the free memory
+LONG_32K = dict(micro_batch=1, seq_len=32 * 1024, steps=3, warmup=1)  # one 32k-token sequence a step
 
 
 @dataclass(frozen=True)
@@ -483,8 +485,7 @@ def recompute() -> list[Spec]:
 def auto_checkpointing() -> list[Spec]:
     """The recipe's checkpointing default sized to the free memory (None) against every layer recomputed, at
     the 8B shapes above and at 32k tokens, where the estimate must leave enough layers recomputing."""
-    auto = dict(checkpointing=None, checkpoint_fraction=None)
-    long = dict(micro_batch=1, seq_len=32 * 1024, steps=3, warmup=1)
+    auto, long = SIZED, LONG_32K
     return [Spec("inhouse-lora-8b-all-auto", **dict(LORA_8B_ALL, **auto)),
             Spec("inhouse-lora-8b-all", **LORA_8B_ALL),
             Spec("inhouse-qlora-8b-all-auto", **dict(QLORA_8B_ALL, **auto)),
@@ -497,9 +498,7 @@ def dequantized() -> list[Spec]:
     """QLoRA keeping its dequantised weights (the default, sized to the free memory) against dequantising in
     every pass (dequantized_fraction 0, as before), with bf16 LoRA's default beside them, alternating twice;
     the three defaults at 32k tokens; the QLoRA pair again as on GPUs of 48 and 24 GiB."""
-    auto = dict(checkpointing=None, checkpoint_fraction=None)
-    lora, qlora = dict(LORA_8B_ALL, **auto), dict(QLORA_8B_ALL, **auto)
-    long = dict(micro_batch=1, seq_len=32 * 1024, steps=3, warmup=1)
+    lora, qlora, long = dict(LORA_8B_ALL, **SIZED), dict(QLORA_8B_ALL, **SIZED), LONG_32K
     out = []
     for i in (1, 2):
         out += [Spec(f"inhouse-lora-8b-all-auto-{i}", **lora), Spec(f"inhouse-qlora-8b-all-kept-{i}", **qlora),
@@ -518,7 +517,7 @@ def dequantized() -> list[Spec]:
 def offload() -> list[Spec]:
     """8B LoRA with every layer recomputed, the inputs offloaded or left on the GPU, alternating twice; then
     QLoRA as on a 24 GiB GPU, keeping weights with the inputs left on the GPU, against dequantizing."""
-    qlora = dict(QLORA_8B_ALL, checkpointing=None, checkpoint_fraction=None, gpu_gib=24)
+    qlora = dict(QLORA_8B_ALL, **SIZED, gpu_gib=24)
     out = []
     for i in (1, 2):
         out += [Spec(f"inhouse-lora-8b-all-offload-{i}", **LORA_8B_ALL, offload=True),
@@ -530,21 +529,19 @@ def offload() -> list[Spec]:
 def host() -> list[Spec]:
     """The recipe's defaults with the per-step host work of inhouse.train.host_steps, against the Trainer's
     own (host_syncs), alternating: 8B LoRA twice, 1B LoRA twice, 8B QLoRA once."""
-    auto = dict(checkpointing=None, checkpoint_fraction=None)
     out = []
     for name, shape, repeats in (("lora-8b", LORA_8B_ALL, 2), ("lora-1b", LORA_1B_ALL, 2),
                                  ("qlora-8b", QLORA_8B_ALL, 1)):
         for i in range(1, repeats + 1):
-            out += [Spec(f"inhouse-{name}-all-host-{i}", **dict(shape, **auto)),
-                    Spec(f"inhouse-{name}-all-syncs-{i}", **dict(shape, **auto), host_syncs=True)]
+            out += [Spec(f"inhouse-{name}-all-host-{i}", **dict(shape, **SIZED)),
+                    Spec(f"inhouse-{name}-all-syncs-{i}", **dict(shape, **SIZED), host_syncs=True)]
     return out
 
 
 def gqa() -> list[Spec]:
     """8B LoRA's defaults with grouped varlen attention against key/value heads repeated (repeat_kv),
     alternating twice; then without checkpointing (the memory each layer keeps) and at 32k tokens."""
-    lora = dict(LORA_8B_ALL, checkpointing=None, checkpoint_fraction=None)
-    long = dict(micro_batch=1, seq_len=32 * 1024, steps=3, warmup=1)
+    lora, long = dict(LORA_8B_ALL, **SIZED), LONG_32K
     out = []
     for i in (1, 2):
         out += [Spec(f"inhouse-lora-8b-all-gqa-{i}", **lora), Spec(f"inhouse-lora-8b-all-repeat-kv-{i}", **lora,
@@ -558,8 +555,7 @@ def gqa() -> list[Spec]:
 
 def defaults() -> list[Spec]:
     """The recipe's defaults as they stand, 8B LoRA and QLoRA alternating twice: QLoRA's ratio to LoRA."""
-    auto = dict(checkpointing=None, checkpoint_fraction=None)
-    return [Spec(f"inhouse-{method}-8b-all-default-{i}", **dict(shape, **auto))
+    return [Spec(f"inhouse-{method}-8b-all-default-{i}", **dict(shape, **SIZED))
             for i in (1, 2) for method, shape in (("lora", LORA_8B_ALL), ("qlora", QLORA_8B_ALL))]
 
 
@@ -689,9 +685,9 @@ def main() -> None:
                         "the first round), default (all-linear targets), long (long context), fused (fused LoRA layers "
                         "against PEFT's), fused-ab (the same, alternating), recompute (share of layers checkpointed), "
                         "auto-ckpt (the share sized to free memory), dequantized (QLoRA keeping its dequantised "
-                        "weights), offload (offloaded inputs or not), host (the per-step host work, inhouse.train.host_steps, "
-                        "or the Trainer's own), gqa (grouped varlen attention or repeated key/value heads), defaults (8B LoRA "
-                        "and QLoRA as the recipe stands)")
+                        "weights), offload (offloaded inputs or not), host (the per-step host work of "
+                        "inhouse.train.host_steps, or the Trainer's own), gqa (grouped varlen attention or repeated "
+                        "key/value heads), defaults (8B LoRA and QLoRA as the recipe stands)")
     parser.add_argument("--only", nargs="*", help="run only these names")
     parser.add_argument("--profile", nargs="*", help="runs to profile for 2 extra steps after timing")
     parser.add_argument("--gpu-profile", nargs="*", help="runs to profile for 2 extra steps after timing, kernels "

@@ -41,5 +41,6 @@ class HostSteps:
 
         found = self.__dict__.get("_tuner_layers")
         if found is None or found[0] is not self.model:
-            found = self._tuner_layers = (self.model, [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)])
+            layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+            found = self._tuner_layers = (self.model, layers)
         return found[1]
